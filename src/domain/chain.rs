@@ -1,0 +1,321 @@
+//! Canonical event bytes and the SHA-256 hash chain.
+//!
+//! Every event stores `prev_hash` and `hash = SHA-256(prev_hash_bytes ‖ canonical_bytes(event))`,
+//! one chain over all events in global-position order. The first event links to 32 zero bytes.
+//! Changing, deleting, inserting or reordering any event breaks the chain at that position; a
+//! truncated tail is caught against a signed checkpoint (see docs/events.md).
+//!
+//! The canonical bytes are defined here and in docs/events.md, and must never change for an
+//! existing schema version: they are what an auditor recomputes offline.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::events::EventEnvelope;
+
+/// `prev_hash` of the first event: 64 hex zeros.
+pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Timestamps are kept to the microsecond everywhere (PostgreSQL's precision), so the value that
+/// was hashed is exactly the value read back.
+pub fn truncate_to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    let micros = t.timestamp_micros();
+    DateTime::from_timestamp_micros(micros).unwrap_or(t)
+}
+
+/// RFC 3339 in UTC with exactly six fractional digits and a `Z`, e.g. `2026-11-25T14:47:35.123456Z`.
+pub fn canonical_time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+/// Writes `value` as canonical JSON: object keys sorted by their UTF-8 bytes, no whitespace,
+/// strings escaped as serde_json does, numbers as serde_json prints them. Implemented by hand so
+/// the result does not depend on whether some dependency turned on serde_json's
+/// `preserve_order` feature.
+pub fn write_canonical_json(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Number(n) => out.extend_from_slice(n.to_string().as_bytes()),
+        Value::String(s) => write_json_string(s, out),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_canonical_json(item, out);
+            }
+            out.push(b']');
+        }
+        Value::Object(map) => {
+            let mut keys: Vec<&String> = map.keys().collect();
+            keys.sort();
+            out.push(b'{');
+            for (i, key) in keys.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(key, out);
+                out.push(b':');
+                write_canonical_json(&map[key.as_str()], out);
+            }
+            out.push(b'}');
+        }
+    }
+}
+
+fn write_json_string(s: &str, out: &mut Vec<u8>) {
+    // serde_json's string escaping is the canonical one; serializing a &str cannot fail.
+    match serde_json::to_vec(s) {
+        Ok(bytes) => out.extend_from_slice(&bytes),
+        Err(_) => out.extend_from_slice(b"\"\""),
+    }
+}
+
+/// Canonical JSON text of a value, as stored in the `payload` and `decision` columns.
+pub fn canonical_json_string(value: &Value) -> String {
+    let mut out = Vec::new();
+    write_canonical_json(value, &mut out);
+    // Only valid UTF-8 is ever written above.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+/// The bytes an event's hash covers: the canonical JSON of the envelope without `hash` and
+/// `prev_hash` (the link is hashed as raw bytes in front instead).
+pub fn canonical_bytes(event: &EventEnvelope) -> Vec<u8> {
+    let doc = serde_json::json!({
+        "actor": {
+            "subject": event.actor.subject,
+            "issuer": event.actor.issuer,
+            "display_name": event.actor.display_name,
+        },
+        "correlation_id": event.correlation_id,
+        "decision": event.decision,
+        "event_id": event.event_id.to_string(),
+        "event_type": event.event_type,
+        "model_name": event.model_name,
+        "occurred_at": canonical_time(&event.occurred_at),
+        "payload": event.payload,
+        "position": event.position,
+        "request_id": event.request_id,
+        "schema_version": event.schema_version,
+        "stream_id": event.stream_id.to_string(),
+        "stream_version": event.stream_version,
+    });
+    let mut out = Vec::with_capacity(512);
+    write_canonical_json(&doc, &mut out);
+    out
+}
+
+/// `hash = SHA-256(prev_hash_bytes ‖ canonical_bytes(event))`, lowercase hex.
+pub fn compute_hash(prev_hash: &str, event: &EventEnvelope) -> String {
+    let mut hasher = Sha256::new();
+    match hex::decode(prev_hash) {
+        Ok(bytes) => hasher.update(&bytes),
+        // A malformed stored prev_hash still hashes deterministically (and then fails to match).
+        Err(_) => hasher.update(prev_hash.as_bytes()),
+    }
+    hasher.update(canonical_bytes(event));
+    hex::encode(hasher.finalize())
+}
+
+/// Why a chain did not verify, naming the first bad position.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ChainBreak {
+    #[error(
+        "position {position}: expected position {expected} (an event is missing, duplicated or out of order)"
+    )]
+    PositionGap { position: i64, expected: i64 },
+    #[error(
+        "position {position}: prev_hash {found} does not link to the previous event's hash {expected}"
+    )]
+    BrokenLink {
+        position: i64,
+        expected: String,
+        found: String,
+    },
+    #[error(
+        "position {position}: stored hash {stored} does not match recomputed hash {computed} (the event was altered)"
+    )]
+    HashMismatch {
+        position: i64,
+        stored: String,
+        computed: String,
+    },
+}
+
+impl ChainBreak {
+    pub fn position(&self) -> i64 {
+        match self {
+            ChainBreak::PositionGap { position, .. }
+            | ChainBreak::BrokenLink { position, .. }
+            | ChainBreak::HashMismatch { position, .. } => *position,
+        }
+    }
+}
+
+/// Incremental verifier, so a million events can be checked as they stream past.
+#[derive(Debug, Clone)]
+pub struct ChainVerifier {
+    expected_position: i64,
+    head_hash: String,
+    count: u64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChainVerifier {
+    pub fn new() -> Self {
+        ChainVerifier {
+            expected_position: 1,
+            head_hash: GENESIS_HASH.to_string(),
+            count: 0,
+        }
+    }
+
+    /// Checks the next event: its position follows, it links to the previous hash, and its own
+    /// hash is what its content hashes to.
+    pub fn push(&mut self, event: &EventEnvelope) -> Result<(), ChainBreak> {
+        if event.position != self.expected_position {
+            return Err(ChainBreak::PositionGap {
+                position: event.position,
+                expected: self.expected_position,
+            });
+        }
+        if event.prev_hash != self.head_hash {
+            return Err(ChainBreak::BrokenLink {
+                position: event.position,
+                expected: self.head_hash.clone(),
+                found: event.prev_hash.clone(),
+            });
+        }
+        let computed = compute_hash(&event.prev_hash, event);
+        if computed != event.hash {
+            return Err(ChainBreak::HashMismatch {
+                position: event.position,
+                stored: event.hash.clone(),
+                computed,
+            });
+        }
+        self.head_hash = computed;
+        self.expected_position += 1;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub fn head_hash(&self) -> &str {
+        &self.head_hash
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::Actor;
+    use uuid::Uuid;
+
+    fn event(position: i64, prev_hash: &str) -> EventEnvelope {
+        let mut e = EventEnvelope {
+            position,
+            event_id: Uuid::now_v7(),
+            stream_id: Uuid::nil(),
+            stream_version: position,
+            model_name: "m".into(),
+            event_type: "ModelTagSet".into(),
+            schema_version: 1,
+            payload: serde_json::json!({"type": "ModelTagSet", "key": "k", "value": position.to_string()}),
+            occurred_at: truncate_to_micros(Utc::now()),
+            actor: Actor::system(),
+            request_id: None,
+            correlation_id: None,
+            decision: None,
+            prev_hash: prev_hash.to_string(),
+            hash: String::new(),
+        };
+        e.hash = compute_hash(prev_hash, &e);
+        e
+    }
+
+    fn chain(n: i64) -> Vec<EventEnvelope> {
+        let mut out: Vec<EventEnvelope> = Vec::new();
+        for p in 1..=n {
+            let prev = out
+                .last()
+                .map(|e| e.hash.clone())
+                .unwrap_or(GENESIS_HASH.into());
+            out.push(event(p, &prev));
+        }
+        out
+    }
+
+    fn verify(events: &[EventEnvelope]) -> Result<ChainVerifier, ChainBreak> {
+        let mut v = ChainVerifier::new();
+        for e in events {
+            v.push(e)?;
+        }
+        Ok(v)
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_and_has_no_whitespace() {
+        let v = serde_json::json!({"b": 1, "a": [true, null, "x\"y"], "c": {"z": 1.5, "y": -2}});
+        assert_eq!(
+            canonical_json_string(&v),
+            r#"{"a":[true,null,"x\"y"],"b":1,"c":{"y":-2,"z":1.5}}"#
+        );
+    }
+
+    #[test]
+    fn an_untouched_chain_verifies_and_reports_its_head() {
+        let events = chain(5);
+        let v = verify(&events).unwrap();
+        assert_eq!(v.count(), 5);
+        assert_eq!(v.head_hash(), events[4].hash);
+    }
+
+    #[test]
+    fn each_kind_of_tampering_names_the_first_bad_position() {
+        let mut altered = chain(5);
+        altered[2].payload =
+            serde_json::json!({"type": "ModelTagSet", "key": "k", "value": "evil"});
+        assert!(matches!(
+            verify(&altered),
+            Err(ChainBreak::HashMismatch { position: 3, .. })
+        ));
+
+        let mut deleted = chain(5);
+        deleted.remove(1);
+        assert!(matches!(
+            verify(&deleted),
+            Err(ChainBreak::PositionGap {
+                position: 3,
+                expected: 2
+            })
+        ));
+
+        let mut swapped = chain(5);
+        swapped.swap(1, 2);
+        assert_eq!(verify(&swapped).unwrap_err().position(), 3);
+
+        // Renumbering after a deletion keeps positions dense but breaks the link.
+        let mut renumbered = chain(5);
+        renumbered.remove(1);
+        for (i, e) in renumbered.iter_mut().enumerate() {
+            e.position = i as i64 + 1;
+        }
+        assert!(matches!(
+            verify(&renumbered),
+            Err(ChainBreak::BrokenLink { position: 2, .. })
+        ));
+    }
+}

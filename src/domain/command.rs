@@ -1,0 +1,165 @@
+//! What callers ask the registry to do.
+//!
+//! A command carries already-validated values (see [`super::names`]). Both the native API and
+//! the MLflow-compatible API translate their requests into these, so every write, whatever its
+//! wire format, takes the same path: decide → authorize → append → project → outbox.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use super::events::{ArtifactManifest, VerificationFailure};
+use super::names::{AliasName, ModelName, Stage, TagKey};
+
+/// The outcome of re-hashing a version's files, to be recorded as an event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum VerificationOutcome {
+    Verified { digest: String, files: u64 },
+    Failed { failures: Vec<VerificationFailure> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "command")]
+pub enum Command {
+    CreateModel {
+        name: ModelName,
+        description: String,
+        tags: BTreeMap<TagKey, String>,
+    },
+    RenameModel {
+        name: ModelName,
+        new_name: ModelName,
+    },
+    UpdateModel {
+        name: ModelName,
+        description: String,
+    },
+    SetModelTag {
+        name: ModelName,
+        key: TagKey,
+        value: String,
+    },
+    DeleteModelTag {
+        name: ModelName,
+        key: TagKey,
+    },
+    DeleteModel {
+        name: ModelName,
+    },
+    CreateVersion {
+        name: ModelName,
+        source: String,
+        run_id: Option<String>,
+        description: String,
+        tags: BTreeMap<TagKey, String>,
+        metrics: BTreeMap<String, f64>,
+        signature: Option<serde_json::Value>,
+        input_example: Option<serde_json::Value>,
+        artifact: Option<ArtifactManifest>,
+    },
+    UpdateVersion {
+        name: ModelName,
+        version: u64,
+        description: String,
+    },
+    SetVersionTag {
+        name: ModelName,
+        version: u64,
+        key: TagKey,
+        value: String,
+    },
+    DeleteVersionTag {
+        name: ModelName,
+        version: u64,
+        key: TagKey,
+    },
+    TransitionStage {
+        name: ModelName,
+        version: u64,
+        stage: Stage,
+        comment: Option<String>,
+        archive_existing_versions: bool,
+    },
+    RollbackStage {
+        name: ModelName,
+        stage: Stage,
+        comment: Option<String>,
+    },
+    SetAlias {
+        name: ModelName,
+        alias: AliasName,
+        version: u64,
+    },
+    DeleteAlias {
+        name: ModelName,
+        alias: AliasName,
+    },
+    DeleteVersion {
+        name: ModelName,
+        version: u64,
+    },
+    RecordVerification {
+        name: ModelName,
+        version: u64,
+        outcome: VerificationOutcome,
+    },
+}
+
+impl Command {
+    /// The model the command acts on (for a rename, its current name).
+    pub fn model_name(&self) -> &ModelName {
+        match self {
+            Command::CreateModel { name, .. }
+            | Command::RenameModel { name, .. }
+            | Command::UpdateModel { name, .. }
+            | Command::SetModelTag { name, .. }
+            | Command::DeleteModelTag { name, .. }
+            | Command::DeleteModel { name }
+            | Command::CreateVersion { name, .. }
+            | Command::UpdateVersion { name, .. }
+            | Command::SetVersionTag { name, .. }
+            | Command::DeleteVersionTag { name, .. }
+            | Command::TransitionStage { name, .. }
+            | Command::RollbackStage { name, .. }
+            | Command::SetAlias { name, .. }
+            | Command::DeleteAlias { name, .. }
+            | Command::DeleteVersion { name, .. }
+            | Command::RecordVerification { name, .. } => name,
+        }
+    }
+
+    /// The version the command targets, when it targets one.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            Command::UpdateVersion { version, .. }
+            | Command::SetVersionTag { version, .. }
+            | Command::DeleteVersionTag { version, .. }
+            | Command::TransitionStage { version, .. }
+            | Command::SetAlias { version, .. }
+            | Command::DeleteVersion { version, .. }
+            | Command::RecordVerification { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+
+    /// The Cedar action that authorizes this command (see policies/model_ledger.cedarschema).
+    pub fn action_name(&self) -> &'static str {
+        match self {
+            Command::CreateModel { .. } => "CreateModel",
+            Command::RenameModel { .. }
+            | Command::UpdateModel { .. }
+            | Command::SetModelTag { .. }
+            | Command::DeleteModelTag { .. } => "UpdateModel",
+            Command::DeleteModel { .. } => "DeleteModel",
+            Command::CreateVersion { .. } => "CreateVersion",
+            Command::UpdateVersion { .. }
+            | Command::SetVersionTag { .. }
+            | Command::DeleteVersionTag { .. } => "UpdateVersion",
+            Command::TransitionStage { .. } | Command::RollbackStage { .. } => "TransitionStage",
+            Command::SetAlias { .. } => "SetAlias",
+            Command::DeleteAlias { .. } => "DeleteAlias",
+            Command::DeleteVersion { .. } => "DeleteVersion",
+            Command::RecordVerification { .. } => "VerifyArtifact",
+        }
+    }
+}

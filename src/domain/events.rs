@@ -1,0 +1,275 @@
+//! The facts model-ledger records.
+//!
+//! An [`EventPayload`] says what happened to one registered model; an [`EventEnvelope`] adds who,
+//! when, in which stream, at which global position, under which authorization decision, and the
+//! hash-chain link. Payloads are never changed once written: a new meaning gets a new variant (or
+//! a new `schema_version`), so old events keep replaying to the same state.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::names::{AliasName, ModelName, Stage, TagKey};
+
+/// The schema version written with every event produced by this build.
+pub const CURRENT_SCHEMA_VERSION: i32 = 1;
+
+/// Who did something. Issuer and subject together identify a principal; the display name is
+/// for people reading the audit trail.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub subject: String,
+    pub issuer: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+}
+
+impl Actor {
+    /// The actor recorded for work the server does on its own (e.g. `rebuild`, migrations).
+    pub fn system() -> Self {
+        Actor {
+            subject: "model-ledger".into(),
+            issuer: "model-ledger:system".into(),
+            display_name: Some("model-ledger system".into()),
+        }
+    }
+}
+
+/// Why a version changed stage. Recorded so the audit trail can tell a promotion from the
+/// archiving it caused, or from a rollback.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TransitionReason {
+    /// A caller asked for this transition.
+    Requested,
+    /// Archived because another version entered `stage` with `archive_existing_versions`.
+    ArchivedByPromotion { promoted_version: u64 },
+    /// This version came back to the stage because the one after it was rolled back.
+    Rollback { rolled_back_from: u64 },
+    /// This version left the stage because it was rolled back.
+    RolledBack { restored_version: u64 },
+}
+
+/// One file of a version's artifacts, as recorded in its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+}
+
+/// The files of a version and the digest over them (see docs/events.md for the canonical
+/// encoding the digest covers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactManifest {
+    /// Where the files live, as a store URL plus prefix (e.g. `file:///…/artifacts/m/1`).
+    pub location: String,
+    pub files: Vec<ManifestFile>,
+    pub digest: String,
+}
+
+/// A file whose content did not match its manifest entry during verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerificationFailure {
+    pub path: String,
+    pub expected_sha256: String,
+    /// `None` when the file is missing.
+    pub actual_sha256: Option<String>,
+    pub reason: String,
+}
+
+/// Everything that can happen to a registered model. The serde tag is the event type stored in
+/// the `event_type` column and used in NATS subjects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type")]
+pub enum EventPayload {
+    ModelCreated {
+        name: ModelName,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        tags: BTreeMap<TagKey, String>,
+    },
+    ModelRenamed {
+        from: ModelName,
+        to: ModelName,
+    },
+    ModelDescriptionUpdated {
+        description: String,
+    },
+    ModelTagSet {
+        key: TagKey,
+        value: String,
+    },
+    ModelTagDeleted {
+        key: TagKey,
+    },
+    ModelDeleted {},
+    VersionCreated {
+        version: u64,
+        source: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_id: Option<String>,
+        #[serde(default)]
+        description: String,
+        #[serde(default)]
+        tags: BTreeMap<TagKey, String>,
+        #[serde(default)]
+        metrics: BTreeMap<String, f64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        signature: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input_example: Option<serde_json::Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        artifact: Option<ArtifactManifest>,
+    },
+    VersionDescriptionUpdated {
+        version: u64,
+        description: String,
+    },
+    VersionTagSet {
+        version: u64,
+        key: TagKey,
+        value: String,
+    },
+    VersionTagDeleted {
+        version: u64,
+        key: TagKey,
+    },
+    StageTransitioned {
+        version: u64,
+        from: Stage,
+        to: Stage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        reason: TransitionReason,
+    },
+    AliasSet {
+        alias: AliasName,
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous_version: Option<u64>,
+    },
+    AliasDeleted {
+        alias: AliasName,
+        version: u64,
+    },
+    VersionDeleted {
+        version: u64,
+    },
+    ArtifactVerified {
+        version: u64,
+        digest: String,
+        files: u64,
+    },
+    ArtifactVerificationFailed {
+        version: u64,
+        failures: Vec<VerificationFailure>,
+    },
+}
+
+impl EventPayload {
+    /// The stored event type: the variant name, stable across releases.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            EventPayload::ModelCreated { .. } => "ModelCreated",
+            EventPayload::ModelRenamed { .. } => "ModelRenamed",
+            EventPayload::ModelDescriptionUpdated { .. } => "ModelDescriptionUpdated",
+            EventPayload::ModelTagSet { .. } => "ModelTagSet",
+            EventPayload::ModelTagDeleted { .. } => "ModelTagDeleted",
+            EventPayload::ModelDeleted {} => "ModelDeleted",
+            EventPayload::VersionCreated { .. } => "VersionCreated",
+            EventPayload::VersionDescriptionUpdated { .. } => "VersionDescriptionUpdated",
+            EventPayload::VersionTagSet { .. } => "VersionTagSet",
+            EventPayload::VersionTagDeleted { .. } => "VersionTagDeleted",
+            EventPayload::StageTransitioned { .. } => "StageTransitioned",
+            EventPayload::AliasSet { .. } => "AliasSet",
+            EventPayload::AliasDeleted { .. } => "AliasDeleted",
+            EventPayload::VersionDeleted { .. } => "VersionDeleted",
+            EventPayload::ArtifactVerified { .. } => "ArtifactVerified",
+            EventPayload::ArtifactVerificationFailed { .. } => "ArtifactVerificationFailed",
+        }
+    }
+
+    /// The version an event is about, if any: used to index events for version queries.
+    pub fn version(&self) -> Option<u64> {
+        match self {
+            EventPayload::VersionCreated { version, .. }
+            | EventPayload::VersionDescriptionUpdated { version, .. }
+            | EventPayload::VersionTagSet { version, .. }
+            | EventPayload::VersionTagDeleted { version, .. }
+            | EventPayload::StageTransitioned { version, .. }
+            | EventPayload::AliasSet { version, .. }
+            | EventPayload::AliasDeleted { version, .. }
+            | EventPayload::VersionDeleted { version }
+            | EventPayload::ArtifactVerified { version, .. }
+            | EventPayload::ArtifactVerificationFailed { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+
+    /// Every event type name, for validating filters.
+    pub const TYPES: [&'static str; 16] = [
+        "ModelCreated",
+        "ModelRenamed",
+        "ModelDescriptionUpdated",
+        "ModelTagSet",
+        "ModelTagDeleted",
+        "ModelDeleted",
+        "VersionCreated",
+        "VersionDescriptionUpdated",
+        "VersionTagSet",
+        "VersionTagDeleted",
+        "StageTransitioned",
+        "AliasSet",
+        "AliasDeleted",
+        "VersionDeleted",
+        "ArtifactVerified",
+        "ArtifactVerificationFailed",
+    ];
+}
+
+/// An event decided but not yet appended: it has no position or hash until the store assigns
+/// them inside the append transaction.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub event_id: Uuid,
+    pub stream_version: i64,
+    pub payload: EventPayload,
+    pub occurred_at: DateTime<Utc>,
+}
+
+/// A stored event: the payload plus everything the audit trail needs. This is exactly what the
+/// hash chain covers (see [`super::chain`]), what the event APIs return and what NATS carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub stream_id: Uuid,
+    pub stream_version: i64,
+    /// The model's name when the event was written (names can change by rename).
+    pub model_name: String,
+    pub event_type: String,
+    pub schema_version: i32,
+    pub payload: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Actor,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
+    /// The authorization decision that allowed this event (principal, action, policy ids).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decision: Option<serde_json::Value>,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+impl EventEnvelope {
+    /// Decodes the payload into the typed enum.
+    pub fn typed_payload(&self) -> Result<EventPayload, serde_json::Error> {
+        serde_json::from_value(self.payload.clone())
+    }
+}

@@ -1,0 +1,260 @@
+//! A registered model's current state as the fold of its event stream.
+//!
+//! [`ModelState::apply`] is the only place that interprets events. `decide` reads the state it
+//! produces, the store writes it as a snapshot and derives projection rows from it, and `rebuild`
+//! replays every stream through it, so live projections and rebuilt ones cannot disagree.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::events::{Actor, ArtifactManifest, EventPayload, VerificationFailure};
+use super::names::{AliasName, ModelName, Stage, TagKey};
+
+/// The latest verification outcome of a version's artifacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Verification {
+    NotVerified,
+    Verified {
+        at: DateTime<Utc>,
+        digest: String,
+    },
+    Failed {
+        at: DateTime<Utc>,
+        failures: Vec<VerificationFailure>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionState {
+    pub version: u64,
+    pub source: String,
+    pub run_id: Option<String>,
+    pub description: String,
+    pub tags: BTreeMap<TagKey, String>,
+    pub metrics: BTreeMap<String, f64>,
+    pub signature: Option<serde_json::Value>,
+    pub input_example: Option<serde_json::Value>,
+    pub artifact: Option<ArtifactManifest>,
+    pub verification: Verification,
+    pub stage: Stage,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Actor,
+    pub updated_at: DateTime<Utc>,
+    pub deleted: bool,
+}
+
+impl VersionState {
+    pub fn artifact_verified(&self) -> bool {
+        matches!(self.verification, Verification::Verified { .. })
+    }
+}
+
+/// One model's state after applying its stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelState {
+    pub model_id: Uuid,
+    pub name: ModelName,
+    pub description: String,
+    pub tags: BTreeMap<TagKey, String>,
+    pub created_at: DateTime<Utc>,
+    pub created_by: Actor,
+    pub updated_at: DateTime<Utc>,
+    pub deleted: bool,
+    /// Highest version number ever allocated, so numbers are never reused after a deletion.
+    pub last_version: u64,
+    pub versions: BTreeMap<u64, VersionState>,
+    pub aliases: BTreeMap<AliasName, u64>,
+    /// For each stage, the versions that entered it, oldest first: what rollback reads.
+    pub stage_entries: BTreeMap<Stage, Vec<u64>>,
+    /// The stream version of the last applied event (0 before any).
+    pub stream_version: i64,
+}
+
+impl ModelState {
+    /// Starts a stream's state from its first event. Returns `None` for anything but
+    /// `ModelCreated`, which is always first.
+    pub fn create(
+        model_id: Uuid,
+        payload: &EventPayload,
+        at: DateTime<Utc>,
+        actor: &Actor,
+    ) -> Option<Self> {
+        match payload {
+            EventPayload::ModelCreated {
+                name,
+                description,
+                tags,
+            } => Some(ModelState {
+                model_id,
+                name: name.clone(),
+                description: description.clone(),
+                tags: tags.clone(),
+                created_at: at,
+                created_by: actor.clone(),
+                updated_at: at,
+                deleted: false,
+                last_version: 0,
+                versions: BTreeMap::new(),
+                aliases: BTreeMap::new(),
+                stage_entries: BTreeMap::new(),
+                stream_version: 1,
+            }),
+            _ => None,
+        }
+    }
+
+    /// Folds one more event into the state. Events were validated by `decide` before they were
+    /// written, so an event about an unknown version is ignored rather than treated as an error:
+    /// replay must never fail on history.
+    pub fn apply(&mut self, payload: &EventPayload, at: DateTime<Utc>, actor: &Actor) {
+        self.stream_version += 1;
+        self.updated_at = at;
+        match payload {
+            EventPayload::ModelCreated { .. } => {}
+            EventPayload::ModelRenamed { to, .. } => self.name = to.clone(),
+            EventPayload::ModelDescriptionUpdated { description } => {
+                self.description = description.clone()
+            }
+            EventPayload::ModelTagSet { key, value } => {
+                self.tags.insert(key.clone(), value.clone());
+            }
+            EventPayload::ModelTagDeleted { key } => {
+                self.tags.remove(key);
+            }
+            EventPayload::ModelDeleted {} => self.deleted = true,
+            EventPayload::VersionCreated {
+                version,
+                source,
+                run_id,
+                description,
+                tags,
+                metrics,
+                signature,
+                input_example,
+                artifact,
+            } => {
+                self.last_version = self.last_version.max(*version);
+                self.versions.insert(
+                    *version,
+                    VersionState {
+                        version: *version,
+                        source: source.clone(),
+                        run_id: run_id.clone(),
+                        description: description.clone(),
+                        tags: tags.clone(),
+                        metrics: metrics.clone(),
+                        signature: signature.clone(),
+                        input_example: input_example.clone(),
+                        artifact: artifact.clone(),
+                        verification: Verification::NotVerified,
+                        stage: Stage::None,
+                        created_at: at,
+                        created_by: actor.clone(),
+                        updated_at: at,
+                        deleted: false,
+                    },
+                );
+            }
+            EventPayload::VersionDescriptionUpdated {
+                version,
+                description,
+            } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.description = description.clone();
+                }
+            }
+            EventPayload::VersionTagSet {
+                version,
+                key,
+                value,
+            } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.tags.insert(key.clone(), value.clone());
+                }
+            }
+            EventPayload::VersionTagDeleted { version, key } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.tags.remove(key);
+                }
+            }
+            EventPayload::StageTransitioned { version, to, .. } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.stage = *to;
+                    self.stage_entries.entry(*to).or_default().push(*version);
+                }
+            }
+            EventPayload::AliasSet { alias, version, .. } => {
+                self.aliases.insert(alias.clone(), *version);
+            }
+            EventPayload::AliasDeleted { alias, .. } => {
+                self.aliases.remove(alias);
+            }
+            EventPayload::VersionDeleted { version } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.deleted = true;
+                }
+                self.aliases.retain(|_, v| *v != *version);
+            }
+            EventPayload::ArtifactVerified {
+                version, digest, ..
+            } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.verification = Verification::Verified {
+                        at,
+                        digest: digest.clone(),
+                    };
+                }
+            }
+            EventPayload::ArtifactVerificationFailed { version, failures } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.verification = Verification::Failed {
+                        at,
+                        failures: failures.clone(),
+                    };
+                }
+            }
+        }
+    }
+
+    fn live_version_mut(&mut self, version: u64, at: DateTime<Utc>) -> Option<&mut VersionState> {
+        let v = self.versions.get_mut(&version).filter(|v| !v.deleted)?;
+        v.updated_at = at;
+        Some(v)
+    }
+
+    /// A version that exists and was not deleted.
+    pub fn live_version(&self, version: u64) -> Option<&VersionState> {
+        self.versions.get(&version).filter(|v| !v.deleted)
+    }
+
+    pub fn live_versions(&self) -> impl Iterator<Item = &VersionState> {
+        self.versions.values().filter(|v| !v.deleted)
+    }
+
+    /// Live versions currently in `stage`, lowest number first.
+    pub fn versions_in_stage(&self, stage: Stage) -> Vec<u64> {
+        self.live_versions()
+            .filter(|v| v.stage == stage)
+            .map(|v| v.version)
+            .collect()
+    }
+
+    /// The version that serves `models:/name/<stage>`: the most recently created version in the
+    /// stage, as MLflow's `get_latest_versions` does.
+    pub fn latest_in_stage(&self, stage: Stage) -> Option<&VersionState> {
+        self.live_versions().filter(|v| v.stage == stage).last()
+    }
+
+    /// Aliases pointing at `version`, sorted.
+    pub fn aliases_of(&self, version: u64) -> Vec<AliasName> {
+        self.aliases
+            .iter()
+            .filter(|(_, v)| **v == version)
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+}
