@@ -10,4 +10,7 @@
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`config`], [`telemetry`]: settings and logs/metrics.
 
+pub mod api;
 pub mod domain;
+pub mod service;
+pub mod store;

@@ -258,3 +258,21 @@ impl ModelState {
             .collect()
     }
 }
+
+/// Folds one stored event into an optional state: the first event creates it. Shared by the
+/// service, `rebuild` and time travel so they cannot interpret history differently.
+pub fn fold(
+    state: Option<ModelState>,
+    model_id: Uuid,
+    payload: &EventPayload,
+    at: DateTime<Utc>,
+    actor: &Actor,
+) -> Option<ModelState> {
+    match state {
+        None => ModelState::create(model_id, payload, at, actor),
+        Some(mut s) => {
+            s.apply(payload, at, actor);
+            Some(s)
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Storage: the event log, its projections and the outbox, behind one [`Store`] trait.
+//!
+//! An append is one transaction that (1) checks the stream's expected version, (2) rewrites the
+//! projection rows the events touch and the model's snapshot, (3) takes the single chain head,
+//! numbers the events with gapless global positions and links their hashes, and (4) writes one
+//! outbox row per event. PostgreSQL and SQLite implement the trait with the same SQL (see
+//! [`sql`]), differing only in how the chain head is locked and how commits are announced.
+//!
+//! Reads come from the projection tables, never from folding events, except `load_model`, which
+//! returns the snapshot `decide` needs.
+
+pub mod postgres;
+pub mod projection;
+mod sql;
+pub mod sqlite;
+pub mod views;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::domain::events::{Actor, EventEnvelope, NewEvent};
+use crate::domain::state::ModelState;
+use crate::domain::uri::ModelUri;
+pub use views::{ModelView, VersionView};
+
+pub type SharedStore = Arc<dyn Store>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the stream first; the command should be decided again.
+    #[error("stream {stream_id} is at version {actual}, expected {expected}")]
+    Conflict {
+        stream_id: Uuid,
+        expected: i64,
+        actual: i64,
+    },
+    /// A unique projection key (e.g. a live model's name) is taken.
+    #[error("unique constraint violated: {0}")]
+    Unique(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Everything one command appends, decided and authorized outside the transaction.
+#[derive(Debug, Clone)]
+pub struct AppendBatch {
+    pub stream_id: Uuid,
+    /// The stream version the command was decided against (0 for a new stream).
+    pub expected_version: i64,
+    /// The model's name after the events (what the events are filed under).
+    pub model_name: String,
+    pub events: Vec<NewEvent>,
+    pub actor: Actor,
+    pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
+    pub decision: Option<serde_json::Value>,
+    pub plan: projection::ProjectionPlan,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// A stored response for an `Idempotency-Key`, written in the same transaction as the events it
+/// answers for, so a retry either finds it or finds nothing was written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdempotencyRecord {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+    pub status: u16,
+    pub body: String,
+}
+
+/// A refused request, kept in the append-only access-decision log.
+#[derive(Debug, Clone)]
+pub struct AccessDenial {
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub actor: Actor,
+    pub action: String,
+    pub model_name: String,
+    pub version: Option<i64>,
+    pub decision: serde_json::Value,
+    pub request_id: Option<String>,
+}
+
+/// How a string field is matched in searches. `Ne` also matches a missing tag, as MLflow does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TextMatch {
+    Eq(String),
+    Ne(String),
+    Like(String),
+    ILike(String),
+    Prefix(String),
+    Contains(String),
+    In(Vec<String>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum ModelFilter {
+    Name(TextMatch),
+    Tag { key: String, matcher: TextMatch },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum VersionFilter {
+    Name(TextMatch),
+    Version(i64),
+    RunId(TextMatch),
+    Source(TextMatch),
+    Stage(TextMatch),
+    Tag { key: String, matcher: TextMatch },
+    Alias(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKey {
+    Name,
+    Version,
+    CreatedAt,
+    UpdatedAt,
+}
+
+/// Keyset pages (native API: stable under concurrent inserts) or offsets (MLflow page tokens).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Paging {
+    /// After the row with this sort key (native cursor: name, or `name\u{0}version`).
+    After(String),
+    Offset(i64),
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelQuery {
+    pub filters: Vec<ModelFilter>,
+    pub order: Vec<(SortKey, bool)>,
+    pub paging: Paging,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct VersionQuery {
+    pub filters: Vec<VersionFilter>,
+    pub order: Vec<(SortKey, bool)>,
+    pub paging: Paging,
+    pub limit: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    /// Present when more rows follow; pass back as the next `Paging`.
+    pub next: Option<Paging>,
+}
+
+/// Which events to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub stream_id: Option<Uuid>,
+    pub after_position: Option<i64>,
+    pub before_position: Option<i64>,
+    pub event_types: Vec<String>,
+    pub model_name: Option<String>,
+    pub version: Option<i64>,
+    pub descending: bool,
+    pub limit: i64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The snapshot of the live model with this name, for `decide`.
+    async fn load_model(&self, name: &str) -> Result<Option<ModelState>, StoreError>;
+    /// Appends a batch atomically; returns the stored envelopes with positions and hashes.
+    async fn append(&self, batch: AppendBatch) -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn find_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError>;
+    async fn record_denial(&self, denial: AccessDenial) -> Result<(), StoreError>;
+
+    async fn get_model(&self, name: &str) -> Result<Option<ModelView>, StoreError>;
+    async fn search_models(&self, query: &ModelQuery) -> Result<Page<ModelView>, StoreError>;
+    async fn get_version(
+        &self,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<VersionView>, StoreError>;
+    async fn search_versions(&self, query: &VersionQuery) -> Result<Page<VersionView>, StoreError>;
+    /// The single version a `models:/` URI names, if any.
+    async fn resolve(&self, uri: &ModelUri) -> Result<Option<VersionView>, StoreError>;
+    /// For each stage, the newest live version of the model in it (MLflow's latest_versions).
+    async fn latest_versions(&self, model_id: &str) -> Result<Vec<VersionView>, StoreError>;
+
+    async fn read_events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// `(position, hash)` of the newest event; `(0, GENESIS_HASH)` when empty.
+    async fn head(&self) -> Result<(i64, String), StoreError>;
+
+    /// Replays every event into fresh projection tables, in one transaction.
+    async fn rebuild_projections(&self) -> Result<u64, StoreError>;
+    /// Every projection row in a canonical order, for comparing live and rebuilt projections.
+    async fn projection_dump(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Events not yet published, oldest first.
+    async fn outbox_pending(&self, limit: i64) -> Result<Vec<EventEnvelope>, StoreError>;
+    async fn mark_published(&self, positions: &[i64]) -> Result<(), StoreError>;
+    /// `(count, oldest created_at)` of unpublished outbox rows.
+    async fn outbox_lag(&self) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>), StoreError>;
+
+    /// Positions of newly committed events, as they commit (in this process, and for PostgreSQL
+    /// in every process through LISTEN/NOTIFY).
+    fn subscribe(&self) -> broadcast::Receiver<i64>;
+}
+
+/// Opens the store a URL names: `postgres://…` or `sqlite://…` (file created if missing).
+pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, StoreError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(
+            postgres::PgStore::connect(url, max_connections).await?,
+        ))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(url, max_connections).await?,
+        ))
+    } else {
+        Err(StoreError::Database(sqlx::Error::Configuration(
+            format!("unsupported database URL '{url}': use postgres://… or sqlite://…").into(),
+        )))
+    }
+}
