@@ -351,6 +351,11 @@ impl IssuerKeys {
         // Counted even when the fetch fails, so a down IdP is not retried on every request.
         *last = Instant::now();
         match fetch_key_set(client, jwks_uri, &self.config.issuer).await {
+            // An empty set is far more likely an IdP glitch than a deliberate revocation of
+            // every key; keeping the old keys avoids locking everyone out.
+            Ok(set) if set.is_empty() => {
+                tracing::warn!(issuer = %self.config.issuer, "refetched JWKS has no usable keys; keeping previous keys");
+            }
             Ok(set) => {
                 tracing::info!(issuer = %self.config.issuer, keys = set.len(), "refreshed JWKS");
                 *self
