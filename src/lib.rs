@@ -6,11 +6,12 @@
 //! - [`domain`]: names, events, state and `decide`; pure, no I/O.
 //! - [`store`]: the [`store::Store`] trait (append, projections, outbox, reads) with PostgreSQL
 //!   and SQLite implementations.
+//! - [`auth`]: OIDC bearer tokens (and local dev tokens) into principals.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
-//! - [`config`], [`telemetry`]: settings and logs/metrics.
 
 pub mod api;
+pub mod auth;
 pub mod domain;
 pub mod service;
 pub mod store;
