@@ -9,9 +9,12 @@
 //! - [`auth`]: OIDC bearer tokens (and local dev tokens) into principals.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
+//! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
 
 pub mod api;
+pub mod app;
 pub mod auth;
+pub mod config;
 pub mod domain;
 pub mod service;
 pub mod store;

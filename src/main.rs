@@ -1,1 +1,157 @@
-fn main() {}
+//! The `model-ledger` binary: parses configuration and dispatches to a subcommand. Everything
+//! else lives in the library so tests drive the same code.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use model_ledger::config::{AuditCommand, Cli, Commands, LogFormat, parse_duration};
+use model_ledger::domain::chain::ChainVerifier;
+use model_ledger::store::{self, EventQuery};
+use model_ledger::{app, auth};
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if let Err(e) = model_ledger::config::apply_config_file(&args) {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let cli = Cli::parse();
+    init_tracing(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    // One process-wide TLS provider, so reqwest, sqlx and async-nats never disagree.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    match cli.command {
+        Commands::Serve(args) => {
+            let built = app::build(&args).await?;
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            let url = format!("http://{}", listener.local_addr()?);
+            let data_dir = args.store.data_dir.display().to_string();
+            tracing::info!(%url, database = %redact(&built.database_url), "model-ledger is listening");
+            println!("model-ledger listening on {url}");
+            println!("  store:    {}", redact(&built.database_url));
+            println!("  data dir: {data_dir}");
+            if built.dev_auth {
+                println!(
+                    "  get a token: model-ledger token --data-dir {data_dir} --sub alice --group ml-admins"
+                );
+            }
+            app::serve(listener, built.state, app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Migrate(args) => {
+            let (url, embedded) = args.resolved_url();
+            if embedded {
+                std::fs::create_dir_all(&args.data_dir)?;
+            }
+            store::connect(&url, 2).await?.migrate().await?;
+            println!("migrations applied to {}", redact(&url));
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Rebuild(args) => {
+            let (url, _) = args.resolved_url();
+            let store = store::connect(&url, 2).await?;
+            store.migrate().await?;
+            let started = std::time::Instant::now();
+            let count = store.rebuild_projections().await?;
+            println!(
+                "rebuilt projections from {count} events in {:.2?}",
+                started.elapsed()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Token(args) => {
+            let ttl = parse_duration(&args.ttl)?;
+            auth::dev::ensure_dev_key(&args.data_dir)?;
+            let kind = if args.service_account {
+                auth::PrincipalKind::ServiceAccount
+            } else {
+                auth::PrincipalKind::User
+            };
+            let token = auth::dev::mint_token(&args.data_dir, &args.sub, &args.groups, ttl, kind)?;
+            println!("{token}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Audit(AuditCommand::Verify(args)) => {
+            let (url, _) = args.resolved_url();
+            let store = store::connect(&url, 2).await?;
+            let mut verifier = ChainVerifier::new();
+            let mut after = 0;
+            loop {
+                let batch = store
+                    .read_events(&EventQuery {
+                        after_position: Some(after),
+                        limit: 10_000,
+                        ..Default::default()
+                    })
+                    .await?;
+                let Some(last) = batch.last() else { break };
+                after = last.position;
+                for event in &batch {
+                    if let Err(broken) = verifier.push(event) {
+                        println!("chain BROKEN at position {}: {broken}", broken.position());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            let (head_position, head_hash) = store.head().await?;
+            if head_position != verifier.count() as i64
+                || (verifier.count() > 0 && head_hash != verifier.head_hash())
+            {
+                println!(
+                    "chain BROKEN: recorded head is position {head_position} hash {head_hash}, but the events end at position {} hash {}",
+                    verifier.count(),
+                    verifier.head_hash()
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!(
+                "chain OK: {} events, head {}",
+                verifier.count(),
+                verifier.head_hash()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Hides a password in a database URL before printing it.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

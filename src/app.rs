@@ -1,0 +1,199 @@
+//! Wiring: builds the store, authenticator, authorizer and HTTP app from configuration, and
+//! serves it on a bound listener until a shutdown signal (tests pass a port-0 listener and
+//! their own shutdown future).
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use axum::http::StatusCode;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio::net::TcpListener;
+
+use crate::api::error::ApiError;
+use crate::api::{ApiConfig, AppState, Authenticate};
+use crate::auth::{AuthConfig, AuthError, Authenticator, IssuerConfig, PrincipalKind};
+use crate::config::ServeArgs;
+use crate::service::{AllowAll, Authorizer, Caller, Service};
+use crate::store::{self, SharedStore};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("authentication: {0}")]
+    Auth(#[from] AuthError),
+    #[error("{0}")]
+    Config(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+#[async_trait]
+impl Authenticate for Authenticator {
+    async fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        match Authenticator::authenticate(self, authorization).await {
+            Ok(principal) => Ok(Caller {
+                actor: principal.actor(),
+                groups: principal.groups.clone(),
+                service_account: principal.kind == PrincipalKind::ServiceAccount,
+            }),
+            Err(e) if e.is_client_error() => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                e.code(),
+                e.to_string(),
+            )),
+            Err(e) => {
+                tracing::error!(error = %e, "authentication backend failure");
+                Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    e.code(),
+                    "token verification is unavailable",
+                ))
+            }
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+pub fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full("model_ledger_http_request_duration_seconds".into()),
+                    crate::api::LATENCY_BUCKETS,
+                )
+                .ok()?;
+            let handle = builder.install_recorder().ok()?;
+            let upkeep = handle.clone();
+            // The recorder needs periodic upkeep to bound histogram memory.
+            std::thread::spawn(move || {
+                loop {
+                    std::thread::sleep(Duration::from_secs(5));
+                    upkeep.run_upkeep();
+                }
+            });
+            Some(handle)
+        })
+        .clone()
+}
+
+/// Everything a running server is made of.
+pub struct Built {
+    pub state: AppState,
+    pub database_url: String,
+    pub embedded: bool,
+    pub dev_auth: bool,
+}
+
+/// Builds the application from `serve` options.
+pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
+    let (database_url, embedded) = args.store.resolved_url();
+    if embedded {
+        std::fs::create_dir_all(&args.store.data_dir)?;
+    }
+    let store = store::connect(&database_url, args.store.db_max_connections).await?;
+    if !args.no_migrate {
+        store.migrate().await?;
+    }
+    // The embedded store is for trying model-ledger out: with no issuer configured it signs its
+    // own development tokens rather than refusing to start. A database URL means production,
+    // where dev auth must be asked for explicitly.
+    let dev_auth = args.dev_auth || (embedded && args.oidc_issuers.is_empty());
+    if dev_auth && !args.oidc_issuers.is_empty() {
+        return Err(StartError::Config(
+            "--dev-auth cannot be combined with --oidc-issuer: dev tokens would be accepted beside real ones".into(),
+        ));
+    }
+    if dev_auth {
+        std::fs::create_dir_all(&args.store.data_dir)?;
+        tracing::warn!(
+            data_dir = %args.store.data_dir.display(),
+            "DEV AUTH IS ON: tokens signed by the local dev key in the data directory are accepted. Never use this in production."
+        );
+    }
+    let auth = Authenticator::new(AuthConfig {
+        issuers: args
+            .oidc_issuers
+            .iter()
+            .map(|issuer| IssuerConfig {
+                issuer: issuer.clone(),
+                audiences: args.oidc_audiences.clone(),
+                groups_claim: args.oidc_groups_claim.clone(),
+            })
+            .collect(),
+        dev_auth_dir: dev_auth.then(|| args.store.data_dir.clone()),
+        leeway_secs: args.jwt_leeway_secs,
+        ..Default::default()
+    })
+    .await?;
+    let authorizer: Arc<dyn Authorizer> = Arc::new(AllowAll);
+    let state = app_state(
+        store,
+        Arc::new(auth),
+        authorizer,
+        ApiConfig {
+            max_body_bytes: args.max_body_bytes,
+        },
+    );
+    Ok(Built {
+        state,
+        database_url,
+        embedded,
+        dev_auth,
+    })
+}
+
+pub fn app_state(
+    store: SharedStore,
+    auth: Arc<dyn Authenticate>,
+    authorizer: Arc<dyn Authorizer>,
+    config: ApiConfig,
+) -> AppState {
+    AppState {
+        service: Arc::new(Service::new(store.clone(), authorizer)),
+        store,
+        auth,
+        config: Arc::new(config),
+        metrics: metrics_handle(),
+    }
+}
+
+/// Serves until `shutdown` completes, then finishes in-flight requests.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let app = crate::api::router(state);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutdown signal received; finishing in-flight requests");
+}

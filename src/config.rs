@@ -1,0 +1,240 @@
+//! Command-line and environment configuration.
+//!
+//! Every option has a flag and an environment variable of the same name
+//! (`--database-url` / `MODEL_LEDGER_DATABASE_URL`) and may also come from a TOML file named by
+//! `--config`: its keys are the option names with `_` (`database_url = "…"`). Precedence is
+//! flag, then environment, then file, then default. The file is applied by exporting its keys
+//! as environment variables before clap parses, so one mechanism serves all three sources.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "model-ledger",
+    version,
+    about = "Event-sourced, policy-gated ML model registry"
+)]
+pub struct Cli {
+    /// TOML file with option values (keys as in `--help`, with `_` for `-`).
+    #[arg(long, env = "MODEL_LEDGER_CONFIG", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log format.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_LOG_FORMAT",
+        value_enum,
+        default_value = "text",
+        global = true
+    )]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Commands,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Commands {
+    /// Run the registry server.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(StoreArgs),
+    /// Rebuild every projection table from the event log.
+    Rebuild(StoreArgs),
+    /// Print a development token signed with the data directory's dev key (for `serve --dev-auth`).
+    Token(TokenArgs),
+    /// Audit tools: verify the hash chain.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// Where the store is: a database URL, or SQLite inside the data directory.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// PostgreSQL (`postgres://…`) or SQLite (`sqlite://…`) URL. Without one, SQLite in the data
+    /// directory is used. `DATABASE_URL` is read too.
+    #[arg(long, env = "MODEL_LEDGER_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the embedded database, artifacts and the dev signing key.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_DATA_DIR",
+        default_value = "./model-ledger-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Maximum database connections in the pool.
+    #[arg(long, env = "MODEL_LEDGER_DB_MAX_CONNECTIONS", default_value_t = 16)]
+    pub db_max_connections: u32,
+}
+
+impl StoreArgs {
+    /// The effective database URL and whether it is the embedded default.
+    pub fn resolved_url(&self) -> (String, bool) {
+        if let Some(url) = self
+            .database_url
+            .clone()
+            .or_else(|| std::env::var("DATABASE_URL").ok())
+        {
+            return (url, false);
+        }
+        let path = self.data_dir.join("model-ledger.db");
+        (format!("sqlite://{}", path.display()), true)
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Address to listen on.
+    #[arg(long, env = "MODEL_LEDGER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Do not apply pending migrations at start-up.
+    #[arg(long, env = "MODEL_LEDGER_NO_MIGRATE")]
+    pub no_migrate: bool,
+    /// Accept tokens signed by a local key in the data directory (development only; see
+    /// `model-ledger token`). On by default for the embedded store when no issuer is set.
+    #[arg(long, env = "MODEL_LEDGER_DEV_AUTH")]
+    pub dev_auth: bool,
+    /// OIDC issuer URL whose tokens are accepted (repeat for several; comma-separated in env).
+    #[arg(
+        long = "oidc-issuer",
+        env = "MODEL_LEDGER_OIDC_ISSUER",
+        value_delimiter = ','
+    )]
+    pub oidc_issuers: Vec<String>,
+    /// Accepted token audience(s) for the OIDC issuers.
+    #[arg(
+        long = "oidc-audience",
+        env = "MODEL_LEDGER_OIDC_AUDIENCE",
+        value_delimiter = ',',
+        default_value = "model-ledger"
+    )]
+    pub oidc_audiences: Vec<String>,
+    /// Claim holding the caller's groups, as a dotted path (`groups`, `roles`, `realm_access.roles`).
+    #[arg(long, env = "MODEL_LEDGER_OIDC_GROUPS_CLAIM", default_value = "groups")]
+    pub oidc_groups_claim: String,
+    /// Clock-skew leeway for `exp` and `nbf`, in seconds.
+    #[arg(long, env = "MODEL_LEDGER_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+    /// Largest accepted request body, in bytes (413 above).
+    #[arg(long, env = "MODEL_LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The data directory of the server that should accept the token.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_DATA_DIR",
+        default_value = "./model-ledger-data"
+    )]
+    pub data_dir: PathBuf,
+    /// Subject (user or service account id).
+    #[arg(long)]
+    pub sub: String,
+    /// Group membership (repeat for several).
+    #[arg(long = "group")]
+    pub groups: Vec<String>,
+    /// Lifetime, e.g. `1h`, `30m`, `3600s`.
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Mint a service-account token instead of a user token.
+    #[arg(long)]
+    pub service_account: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recompute the hash chain over the database; exit non-zero at the first bad event.
+    Verify(StoreArgs),
+}
+
+/// Parses `90s`, `30m`, `1h`, `2d` or plain seconds.
+pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
+    let raw = raw.trim();
+    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("invalid duration '{raw}'"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration unit in '{raw}' (use s, m, h or d)"
+            ));
+        }
+    };
+    Ok(std::time::Duration::from_secs(secs))
+}
+
+/// Exports the TOML file's keys as `MODEL_LEDGER_*` variables unless already set, so the file
+/// ranks below flags and the environment. Must run before any thread starts.
+pub fn apply_config_file(args: &[String]) -> Result<(), String> {
+    let from_args = args
+        .iter()
+        .position(|a| a == "--config")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .or_else(|| {
+            args.iter()
+                .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
+        });
+    let Some(path) = from_args.or_else(|| std::env::var("MODEL_LEDGER_CONFIG").ok()) else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read config file {path}: {e}"))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("config file {path}: {e}"))?;
+    for (key, value) in table {
+        let var = format!(
+            "MODEL_LEDGER_{}",
+            key.to_ascii_uppercase().replace('-', "_")
+        );
+        let text = match value {
+            toml::Value::String(s) => s,
+            toml::Value::Array(items) => items
+                .iter()
+                .map(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string())
+                })
+                .collect::<Vec<_>>()
+                .join(","),
+            other => other.to_string(),
+        };
+        if std::env::var_os(&var).is_none() {
+            // SAFETY: called from `main` before the runtime or any other thread exists.
+            unsafe { std::env::set_var(&var, text) };
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
+        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
+        assert!(parse_duration("1w").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+}
