@@ -18,6 +18,8 @@ pub enum VerificationOutcome {
     Failed { failures: Vec<VerificationFailure> },
 }
 
+// Short-lived values passed by value once per command; boxing would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "command")]
 pub enum Command {

@@ -82,6 +82,8 @@ pub struct VerificationFailure {
 
 /// Everything that can happen to a registered model. The serde tag is the event type stored in
 /// the `event_type` column and used in NATS subjects.
+// Built once per event and then serialized; boxing the large variant would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type")]
 pub enum EventPayload {

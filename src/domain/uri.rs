@@ -25,13 +25,13 @@ pub fn parse_model_uri(raw: &str) -> Result<ModelUri, NameError> {
         .strip_prefix("models:/")
         .ok_or_else(|| NameError(format!("'{raw}' is not a models:/ URI")))?;
     let path = path.trim_start_matches('/');
-    if let Some((name, alias)) = path.rsplit_once('@') {
-        if !alias.contains('/') {
-            return Ok(ModelUri {
-                name: ModelName::parse(name)?,
-                reference: VersionRef::Alias(AliasName::parse(alias)?),
-            });
-        }
+    if let Some((name, alias)) = path.rsplit_once('@')
+        && !alias.contains('/')
+    {
+        return Ok(ModelUri {
+            name: ModelName::parse(name)?,
+            reference: VersionRef::Alias(AliasName::parse(alias)?),
+        });
     }
     let (name, reference) = path.rsplit_once('/').ok_or_else(|| {
         NameError(format!(
