@@ -6,8 +6,10 @@
 //! - [`domain`]: names, events, state and `decide`; pure, no I/O.
 //! - [`store`]: the [`store::Store`] trait (append, projections, outbox, reads) with PostgreSQL
 //!   and SQLite implementations.
+//! - [`policy`]: Cedar authorization: loads `policies/`, builds entities, records decisions.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`config`], [`telemetry`]: settings and logs/metrics.
 
 pub mod domain;
+pub mod policy;
