@@ -195,12 +195,18 @@ impl Loaded {
             return decision;
         }
 
+        // Forbids that do not read context.gate fire identically in every sub-request; name
+        // them once, and tag only the gate-specific ones with their gate.
+        let base_ids = responses.first().map(|(_, r)| ids(r)).unwrap_or_default();
         let mut explanations: Vec<String> = Vec::new();
         for (gate, response) in responses
             .iter()
             .filter(|(_, r)| r.decision() == CedarDecision::Deny)
         {
             for id in ids(response) {
+                if gate.is_some() && base_ids.contains(&id) {
+                    continue;
+                }
                 if !decision.policy_ids.contains(&id) {
                     decision.policy_ids.push(id.clone());
                 }

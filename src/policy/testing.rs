@@ -322,3 +322,20 @@ fn case_model(resource: &CaseResource) -> Result<Option<ModelState>, String> {
         stream_version: 1,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_policy_cases_pass() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let report = run_policy_tests(
+            &root.join("policies"),
+            &root.join("policies/tests/default_policies.json"),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert!(report.all_passed(), "{report}");
+        assert!(report.cases.len() > 40);
+    }
+}
