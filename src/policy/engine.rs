@@ -758,25 +758,4 @@ mod tests {
         let stray = principal("mallory", &["ml-readers"]);
         assert!(!engine.authorize(&request(&stray, "ReadModel")).allowed);
     }
-
-    /// The brief: ≤100µs median including entity building. Debug builds are slower, so this
-    /// only guards against gross regressions; `cargo test --release` shows the real figure.
-    #[test]
-    fn authorize_is_fast() {
-        let engine = PolicyEngine::load(&shipped(), GroupNames::default()).expect("load");
-        let rita = principal("rita", &["ml-release-managers", "ml-readers", "team-x"]);
-        let mut req = request(&rita, "TransitionStage");
-        req.version = Some(1);
-        req.context.to_stage = Some(Stage::Production);
-        let mut times = Vec::with_capacity(200);
-        for _ in 0..200 {
-            let start = std::time::Instant::now();
-            std::hint::black_box(engine.authorize(&req));
-            times.push(start.elapsed());
-        }
-        times.sort();
-        let median = times[times.len() / 2];
-        eprintln!("authorize median: {median:?}");
-        assert!(median < std::time::Duration::from_millis(5), "{median:?}");
-    }
 }

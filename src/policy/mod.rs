@@ -218,15 +218,19 @@ mod tests {
             admins: "corp-admins".into(),
             release_managers: "corp-admins".into(),
         };
-        let got = names.cedar_groups(&[
-            "corp-admins".into(),
-            "ml-admins".into(),
-            "data-science".into(),
-        ]);
         assert_eq!(
-            got,
+            names.cedar_groups(&["corp-admins".into(), "data-science".into()]),
             vec!["data-science", "ml-admins", "ml-release-managers"],
-            "corp-admins holds two roles; the stray IdP group named ml-admins is dropped"
+            "one IdP group may hold two roles; other groups pass through"
+        );
+        assert_eq!(
+            names.cedar_groups(&["ml-admins".into(), "ml-readers".into()]),
+            Vec::<String>::new(),
+            "canonical names are not back doors when other IdP groups hold the roles"
+        );
+        assert_eq!(
+            GroupNames::default().cedar_groups(&["ml-ci".into()]),
+            vec!["ml-ci"]
         );
     }
 }

@@ -338,4 +338,67 @@ mod tests {
         assert!(report.all_passed(), "{report}");
         assert!(report.cases.len() > 40);
     }
+
+    /// Target: ≤100µs median per decision including entity building, for the most expensive
+    /// request (a Production promotion with two gates = three Cedar evaluations). Debug builds
+    /// are slower, so the assertion only guards against gross regressions.
+    #[test]
+    fn authorize_is_fast() {
+        let engine = PolicyEngine::load(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
+            GroupNames::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let resource: CaseResource = serde_json::from_value(serde_json::json!({
+            "model": "fraud",
+            "tags": {"gate.f1": "0.78", "gate.auc": "0.85", "team": "risk"},
+            "version": {
+                "number": 3, "stage": "Staging", "artifact_verified": true,
+                "created_by": {"subject": "ci-bot", "issuer": "https://idp.example.com"},
+                "metrics": {"f1": 0.81, "auc": 0.9, "loss": 0.12},
+                "tags": {"run": "abc"}
+            }
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let model = case_model(&resource).unwrap_or_else(|e| panic!("{e}"));
+        let rita = PrincipalInfo {
+            subject: "rita".into(),
+            issuer: "https://idp.example.com".into(),
+            groups: vec![
+                "ml-release-managers".into(),
+                "ml-readers".into(),
+                "team-x".into(),
+            ],
+            is_service_account: false,
+            display_name: Some("Rita".into()),
+        };
+        let req = AuthzRequest {
+            principal: &rita,
+            action: "TransitionStage",
+            model_name: "fraud",
+            model: model.as_ref(),
+            version: Some(3),
+            context: AuthzContext {
+                from_stage: Some(Stage::Staging),
+                to_stage: Some(Stage::Production),
+                comment: Some("weekly release".into()),
+                now: Utc::now(),
+            },
+        };
+        assert!(
+            engine.authorize(&req).allowed,
+            "{:?}",
+            engine.authorize(&req)
+        );
+        let mut times = Vec::with_capacity(300);
+        for _ in 0..300 {
+            let start = std::time::Instant::now();
+            std::hint::black_box(engine.authorize(&req));
+            times.push(start.elapsed());
+        }
+        times.sort();
+        let median = times[times.len() / 2];
+        eprintln!("authorize median (3 evaluations): {median:?}");
+        assert!(median < std::time::Duration::from_millis(5), "{median:?}");
+    }
 }
