@@ -7,6 +7,7 @@
 //! - [`store`]: the [`store::Store`] trait (append, projections, outbox, reads) with PostgreSQL
 //!   and SQLite implementations.
 //! - [`auth`]: OIDC bearer tokens (and local dev tokens) into principals.
+//! - [`policy`]: Cedar policies from `policies/` decide every action.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
@@ -16,5 +17,6 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod domain;
+pub mod policy;
 pub mod service;
 pub mod store;
