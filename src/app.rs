@@ -15,7 +15,9 @@ use crate::api::error::ApiError;
 use crate::api::{ApiConfig, AppState, Authenticate};
 use crate::auth::{AuthConfig, AuthError, Authenticator, IssuerConfig, PrincipalKind};
 use crate::config::ServeArgs;
-use crate::service::{AllowAll, Authorizer, Caller, Service};
+use crate::policy::authorizer::resolve_policy_dir;
+use crate::policy::{PolicyEngine, PolicyError};
+use crate::service::{Authorizer, Caller, Service};
 use crate::store::{self, SharedStore};
 
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,8 @@ pub enum StartError {
     Store(#[from] store::StoreError),
     #[error("authentication: {0}")]
     Auth(#[from] AuthError),
+    #[error("policies: {0}")]
+    Policy(#[from] PolicyError),
     #[error("{0}")]
     Config(String),
     #[error("io: {0}")]
@@ -130,7 +134,11 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         ..Default::default()
     })
     .await?;
-    let authorizer: Arc<dyn Authorizer> = Arc::new(AllowAll);
+    let policy_dir = resolve_policy_dir(args.policy.policies.as_deref(), &args.store.data_dir)?;
+    let engine = PolicyEngine::load(&policy_dir, args.policy.group_names())?;
+    tracing::info!(dir = %policy_dir.display(), digest = %engine.policy_set_digest(), "policies loaded");
+    spawn_policy_reload(engine.clone());
+    let authorizer: Arc<dyn Authorizer> = Arc::new(engine);
     let state = app_state(
         store,
         Arc::new(auth),
@@ -145,6 +153,28 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         embedded,
         dev_auth,
     })
+}
+
+/// Reloads the policies on SIGHUP; a bad set is refused and the old one stays in force.
+fn spawn_policy_reload(engine: PolicyEngine) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match engine.reload() {
+                Ok(()) => tracing::info!(digest = %engine.policy_set_digest(), "policies reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "policy reload refused; the previous policies stay in force")
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = engine;
 }
 
 pub fn app_state(

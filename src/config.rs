@@ -50,6 +50,9 @@ pub enum Commands {
     Rebuild(StoreArgs),
     /// Print a development token signed with the data directory's dev key (for `serve --dev-auth`).
     Token(TokenArgs),
+    /// Validate or test the Cedar policies offline.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
     /// Audit tools: verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -124,9 +127,75 @@ pub struct ServeArgs {
     /// Clock-skew leeway for `exp` and `nbf`, in seconds.
     #[arg(long, env = "MODEL_LEDGER_JWT_LEEWAY_SECS", default_value_t = 30)]
     pub jwt_leeway_secs: u64,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "MODEL_LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+}
+
+/// Where the Cedar policies are and what the IdP calls the four roles they use.
+#[derive(Debug, Clone, Args)]
+pub struct PolicyArgs {
+    /// Directory with `model_ledger.cedarschema` and `*.cedar`. Default: `./policies` if present,
+    /// else the shipped defaults copied to `<data-dir>/policies`.
+    #[arg(long, env = "MODEL_LEDGER_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// IdP group whose members get the readers' role.
+    #[arg(long, env = "MODEL_LEDGER_GROUP_READERS", default_value = "ml-readers")]
+    pub group_readers: String,
+    /// IdP group of CI service accounts.
+    #[arg(long, env = "MODEL_LEDGER_GROUP_CI", default_value = "ml-ci")]
+    pub group_ci: String,
+    /// IdP group of administrators.
+    #[arg(long, env = "MODEL_LEDGER_GROUP_ADMINS", default_value = "ml-admins")]
+    pub group_admins: String,
+    /// IdP group allowed to promote to Production.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_GROUP_RELEASE_MANAGERS",
+        default_value = "ml-release-managers"
+    )]
+    pub group_release_managers: String,
+}
+
+impl PolicyArgs {
+    pub fn group_names(&self) -> crate::policy::GroupNames {
+        crate::policy::GroupNames {
+            readers: self.group_readers.clone(),
+            ci: self.group_ci.clone(),
+            admins: self.group_admins.clone(),
+            release_managers: self.group_release_managers.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCommand {
+    /// Validate the policies against the schema (file, line and Cedar's message on error).
+    Validate {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[arg(
+            long,
+            env = "MODEL_LEDGER_DATA_DIR",
+            default_value = "./model-ledger-data"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Run a file of (principal, action, resource, context -> expected) cases.
+    Test {
+        /// The cases file, e.g. policies/tests/default_policies.json.
+        file: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[arg(
+            long,
+            env = "MODEL_LEDGER_DATA_DIR",
+            default_value = "./model-ledger-data"
+        )]
+        data_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

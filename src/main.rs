@@ -4,8 +4,9 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use model_ledger::config::{AuditCommand, Cli, Commands, LogFormat, parse_duration};
+use model_ledger::config::{AuditCommand, Cli, Commands, LogFormat, PolicyCommand, parse_duration};
 use model_ledger::domain::chain::ChainVerifier;
+use model_ledger::policy::authorizer::resolve_policy_dir;
 use model_ledger::store::{self, EventQuery};
 use model_ledger::{app, auth};
 
@@ -101,6 +102,42 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             let token = auth::dev::mint_token(&args.data_dir, &args.sub, &args.groups, ttl, kind)?;
             println!("{token}");
             Ok(ExitCode::SUCCESS)
+        }
+        Commands::Policy(PolicyCommand::Validate { policy, data_dir }) => {
+            let dir = resolve_policy_dir(policy.policies.as_deref(), &data_dir)?;
+            match model_ledger::policy::validate_dir(&dir) {
+                Ok(report) => {
+                    println!(
+                        "policies OK: {} policies in {} ({}), digest {}",
+                        report.policy_ids.len(),
+                        dir.display(),
+                        report.policy_files.len(),
+                        report.digest
+                    );
+                    for warning in &report.warnings {
+                        println!("warning: {warning}");
+                    }
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Commands::Policy(PolicyCommand::Test {
+            file,
+            policy,
+            data_dir,
+        }) => {
+            let dir = resolve_policy_dir(policy.policies.as_deref(), &data_dir)?;
+            let report = model_ledger::policy::run_policy_tests(&dir, &file)?;
+            print!("{report}");
+            Ok(if report.all_passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
         Commands::Audit(AuditCommand::Verify(args)) => {
             let (url, _) = args.resolved_url();

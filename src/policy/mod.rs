@@ -12,6 +12,7 @@
 //!
 //! See `docs/policies.md` for the schema, the shipped policies and the quality-gate design.
 
+pub mod authorizer;
 pub mod engine;
 pub mod entities;
 pub mod testing;
