@@ -1,0 +1,10 @@
+//! The integration test binary: one binary so everything links once (zero2prod's layout).
+//!
+//! Each test spawns the real server on a random port against a fresh database of its own:
+//! a new PostgreSQL database on the machine's server, or a new SQLite file. Tests written with
+//! [`both_backends!`] run once per backend (the conformance suite). A missing PostgreSQL makes
+//! the PostgreSQL half fail loudly; nothing is skipped.
+
+mod helpers;
+
+mod native_api;
