@@ -197,18 +197,18 @@ pub(crate) fn like_literal(s: &str) -> String {
 /// How a unique violation is interpreted: a lost race on the stream (retry the command) or a
 /// taken name.
 pub(crate) fn classify_unique(err: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &err {
-        if db.is_unique_violation() {
-            let what = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
-            if what.contains("registered_models") {
-                return StoreError::Unique("registered model name".into());
-            }
-            return StoreError::Conflict {
-                stream_id: Uuid::nil(),
-                expected: -1,
-                actual: -1,
-            };
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        let what = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+        if what.contains("registered_models") {
+            return StoreError::Unique("registered model name".into());
         }
+        return StoreError::Conflict {
+            stream_id: Uuid::nil(),
+            expected: -1,
+            actual: -1,
+        };
     }
     StoreError::Database(err)
 }

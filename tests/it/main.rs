@@ -7,4 +7,7 @@
 
 mod helpers;
 
+mod bad_input;
+mod concurrency;
 mod native_api;
+mod store_conformance;
