@@ -11,3 +11,4 @@ mod bad_input;
 mod concurrency;
 mod native_api;
 mod store_conformance;
+mod tools;
