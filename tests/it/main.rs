@@ -12,3 +12,4 @@ mod concurrency;
 mod native_api;
 mod store_conformance;
 mod tools;
+mod walkthrough;
