@@ -180,7 +180,27 @@ struct Inner {
     /// verified `iss` must then match it.
     issuers: HashMap<String, oidc::IssuerKeys>,
     leeway_secs: u64,
+    /// Recently verified tokens. A model server resolving its model sends the same token on
+    /// every request; re-checking the signature each time would cost more than the lookup it
+    /// guards. Entries live until the token's `exp` but at most [`VERIFIED_TTL`], so a token
+    /// signed by a key the IdP has since withdrawn stops working within that bound.
+    verified: std::sync::Mutex<HashMap<[u8; 32], VerifiedToken>>,
 }
+
+/// A verified token: who it is, until when the verification is reused, and under which
+/// issuer's key set it was made.
+struct VerifiedToken {
+    principal: Principal,
+    valid_until: std::time::Instant,
+    issuer: String,
+    key_set: std::time::Instant,
+}
+
+/// Longest time a verified token is trusted without re-checking its signature.
+const VERIFIED_TTL: Duration = Duration::from_secs(60);
+/// Bound on the verified-token cache; it is emptied when full (simple and enough for the
+/// number of distinct callers a registry sees).
+const VERIFIED_CAPACITY: usize = 10_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -238,6 +258,7 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 issuers,
                 leeway_secs: config.leeway_secs,
+                verified: std::sync::Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -248,6 +269,22 @@ impl Authenticator {
         authorization_header: Option<&str>,
     ) -> Result<Principal, AuthError> {
         let token = bearer_token(authorization_header)?;
+        let fingerprint: [u8; 32] = {
+            use sha2::Digest;
+            sha2::Sha256::digest(token.as_bytes()).into()
+        };
+        let now = std::time::Instant::now();
+        if let Ok(cache) = self.inner.verified.lock()
+            && let Some(hit) = cache.get(&fingerprint)
+            && hit.valid_until > now
+            && self
+                .inner
+                .issuers
+                .get(&hit.issuer)
+                .is_some_and(|keys| keys.key_set_stamp() == hit.key_set)
+        {
+            return Ok(hit.principal.clone());
+        }
         let header = oidc::parse_header(token)?;
         // The unverified `iss` only selects which keys to verify with; validation then pins
         // the same issuer, so a lying `iss` cannot pick keys that would accept the token.
@@ -257,8 +294,34 @@ impl Authenticator {
             .issuers
             .get(&iss)
             .ok_or_else(|| AuthError::UnknownIssuer(iss.clone()))?;
+        let key_set = keys.key_set_stamp();
         let claims = keys.verify(token, &header, self.inner.leeway_secs).await?;
-        claims::principal_from_claims(&claims, keys.config(), keys.is_dev())
+        let principal = claims::principal_from_claims(&claims, keys.config(), keys.is_dev())?;
+        let expires_in = claims
+            .get("exp")
+            .and_then(serde_json::Value::as_i64)
+            .map(|exp| exp - chrono::Utc::now().timestamp())
+            .unwrap_or(0);
+        if expires_in > 0 {
+            let ttl = Duration::from_secs(expires_in as u64).min(VERIFIED_TTL);
+            if let Ok(mut cache) = self.inner.verified.lock() {
+                if cache.len() >= VERIFIED_CAPACITY {
+                    cache.clear();
+                }
+                // Stamped with the key set *before* verifying: if a refetch happened meanwhile,
+                // the entry is simply re-verified next time.
+                cache.insert(
+                    fingerprint,
+                    VerifiedToken {
+                        principal: principal.clone(),
+                        valid_until: now + ttl,
+                        issuer: iss.clone(),
+                        key_set,
+                    },
+                );
+            }
+        }
+        Ok(principal)
     }
 }
 

@@ -329,6 +329,12 @@ impl IssuerKeys {
         matches!(self.source, KeySource::Local)
     }
 
+    /// When the keys in force were fetched: a cached verification made under other keys is
+    /// re-checked, so a key the IdP withdrew stops being honoured at the next refetch.
+    pub(crate) fn key_set_stamp(&self) -> Instant {
+        self.current().fetched_at
+    }
+
     fn current(&self) -> Arc<KeySet> {
         // A poisoned lock only means a writer panicked between two plain assignments; the
         // stored Arc is still a complete key set.
