@@ -11,6 +11,7 @@
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
+//! - [`tools`]: offline store operations (chain verification, copying a log between backends).
 
 pub mod api;
 pub mod app;
@@ -20,3 +21,4 @@ pub mod domain;
 pub mod policy;
 pub mod service;
 pub mod store;
+pub mod tools;

@@ -7,4 +7,8 @@
 
 mod helpers;
 
+mod bad_input;
+mod concurrency;
 mod native_api;
+mod store_conformance;
+mod tools;
