@@ -176,8 +176,8 @@ fn key_of(ident: &str) -> Key {
         }
     }
     for prefix in ["attributes.", "attribute.", "attr."] {
-        if lower.starts_with(prefix) {
-            return Key::Attribute(lower[prefix.len()..].to_string());
+        if let Some(rest) = lower.strip_prefix(prefix) {
+            return Key::Attribute(rest.to_string());
         }
     }
     Key::Attribute(lower)
