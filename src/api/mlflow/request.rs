@@ -57,6 +57,9 @@ fn to_mlflow(e: ApiError) -> ApiError {
             (StatusCode::CONFLICT, "RESOURCE_CONFLICT")
         }
         "TEMPORARILY_UNAVAILABLE" => (StatusCode::SERVICE_UNAVAILABLE, e.code),
+        // The authenticator has finer codes (expired, bad signature, …); MLflow has one.
+        _ if e.status == StatusCode::UNAUTHORIZED => (e.status, "UNAUTHENTICATED"),
+        _ if e.status == StatusCode::SERVICE_UNAVAILABLE => (e.status, "TEMPORARILY_UNAVAILABLE"),
         _ if e.status.is_server_error() => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
         // Any other client error keeps its status under MLflow's generic code.
         _ => (e.status, "BAD_REQUEST"),
@@ -367,5 +370,14 @@ mod tests {
         ));
         assert_eq!(malformed.code, "INVALID_PARAMETER_VALUE");
         assert_eq!(to_mlflow(ApiError::internal()).status, 500);
+        let expired = to_mlflow(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "TOKEN_EXPIRED",
+            "x",
+        ));
+        assert_eq!(
+            (expired.status, expired.code),
+            (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED")
+        );
     }
 }
