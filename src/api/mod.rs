@@ -7,6 +7,7 @@
 
 pub mod error;
 pub mod extract;
+pub mod mlflow;
 pub mod native;
 
 use std::sync::Arc;
@@ -93,6 +94,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
         .nest("/api/v1", native::routes())
+        .nest("/api/2.0/mlflow", mlflow::routes())
+        // The MLflow UI calls the same endpoints under this prefix.
+        .nest("/ajax-api/2.0/mlflow", mlflow::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -9,6 +9,7 @@ mod helpers;
 
 mod bad_input;
 mod concurrency;
+mod mlflow_api;
 mod native_api;
 mod store_conformance;
 mod tools;

@@ -1,0 +1,210 @@
+//! MLflow's JSON shapes for registered models and model versions, built from the store's views.
+//!
+//! The MLflow client is strict about a few details (see the registry reference): `version` is a
+//! string, timestamps are integer milliseconds, `status` must be `READY`, and unset fields are
+//! left out rather than sent as null. Keeping the shapes here, apart from the handlers, makes
+//! those details testable without a server.
+
+use axum::http::{HeaderMap, header};
+use serde_json::{Map, Value, json};
+
+use super::ARTIFACTS_PATH;
+use crate::store::{ModelView, VersionView};
+
+fn tags(tags: &std::collections::BTreeMap<String, String>) -> Value {
+    Value::Array(
+        tags.iter()
+            .map(|(k, v)| json!({ "key": k, "value": v }))
+            .collect(),
+    )
+}
+
+fn version_fields(v: &VersionView, with_aliases: bool) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("name".into(), json!(v.name));
+    m.insert("version".into(), json!(v.version.to_string()));
+    m.insert(
+        "creation_timestamp".into(),
+        json!(v.created_at.timestamp_millis()),
+    );
+    m.insert(
+        "last_updated_timestamp".into(),
+        json!(v.updated_at.timestamp_millis()),
+    );
+    m.insert("user_id".into(), json!(v.created_by.subject));
+    m.insert("current_stage".into(), json!(v.stage));
+    // MLflow's server stores the proto default, so a version always carries a description.
+    m.insert("description".into(), json!(v.description));
+    m.insert("source".into(), json!(v.source));
+    if let Some(run_id) = &v.run_id {
+        m.insert("run_id".into(), json!(run_id));
+    }
+    m.insert("status".into(), json!(v.status));
+    if !v.tags.is_empty() {
+        m.insert("tags".into(), tags(&v.tags));
+    }
+    if with_aliases && !v.aliases.is_empty() {
+        m.insert("aliases".into(), json!(v.aliases));
+    }
+    m
+}
+
+/// A `ModelVersion` message.
+pub fn model_version(v: &VersionView) -> Value {
+    Value::Object(version_fields(v, true))
+}
+
+/// A `RegisteredModel` message; `latest` is its newest version per stage.
+pub fn registered_model(m: &ModelView, latest: &[VersionView]) -> Value {
+    let mut out = Map::new();
+    out.insert("name".into(), json!(m.name));
+    out.insert(
+        "creation_timestamp".into(),
+        json!(m.created_at.timestamp_millis()),
+    );
+    out.insert(
+        "last_updated_timestamp".into(),
+        json!(m.updated_at.timestamp_millis()),
+    );
+    out.insert("user_id".into(), json!(m.created_by.subject));
+    if !m.description.is_empty() {
+        out.insert("description".into(), json!(m.description));
+    }
+    if !latest.is_empty() {
+        // MLflow sends latest_versions without their aliases.
+        out.insert(
+            "latest_versions".into(),
+            Value::Array(
+                latest
+                    .iter()
+                    .map(|v| Value::Object(version_fields(v, false)))
+                    .collect(),
+            ),
+        );
+    }
+    if !m.tags.is_empty() {
+        out.insert("tags".into(), tags(&m.tags));
+    }
+    if !m.aliases.is_empty() {
+        out.insert(
+            "aliases".into(),
+            Value::Array(
+                m.aliases
+                    .iter()
+                    .map(|(alias, version)| json!({ "alias": alias, "version": version.to_string() }))
+                    .collect(),
+            ),
+        );
+    }
+    Value::Object(out)
+}
+
+fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        // A proxy may send a list; the first entry is the client-facing one.
+        .and_then(|v| v.split(',').next())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// `scheme://host` as the client reached this server, from `X-Forwarded-Proto`/`-Host` or
+/// `Host`. Only host-like characters are accepted, so a forged header cannot inject a path or
+/// another URL into the answer.
+pub fn public_base_url(headers: &HeaderMap) -> String {
+    let scheme = match header_text(headers, "x-forwarded-proto") {
+        Some(p) if p.eq_ignore_ascii_case("https") => "https",
+        _ => "http",
+    };
+    let host = header_text(headers, "x-forwarded-host")
+        .or_else(|| header_text(headers, header::HOST.as_str()))
+        .filter(|h| {
+            h.chars().all(|c| {
+                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
+            })
+        })
+        .unwrap_or("localhost");
+    format!("{scheme}://{host}")
+}
+
+/// Where the client downloads a version's files: from this server's artifact proxy when
+/// model-ledger stores them, otherwise from the source as registered (as MLflow returns it).
+pub fn download_uri(v: &VersionView, base_url: &str) -> String {
+    if v.artifact.is_some() {
+        format!("{base_url}{ARTIFACTS_PATH}/{}", artifact_path(v))
+    } else {
+        v.source.clone()
+    }
+}
+
+/// The path of a stored version's files below the artifact proxy root. It uses the model's id,
+/// not its name, so it survives renames and needs no escaping.
+pub fn artifact_path(v: &VersionView) -> String {
+    format!("models/{}/{}", v.model_id, v.version)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::views::Principal;
+
+    fn version() -> VersionView {
+        let t = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();
+        VersionView {
+            model_id: "0190".into(),
+            name: "churn".into(),
+            version: 3,
+            source: "s3://b/churn".into(),
+            run_id: None,
+            description: String::new(),
+            stage: "Staging".into(),
+            status: "READY",
+            tags: [("k".to_string(), "v".to_string())].into(),
+            metrics: Default::default(),
+            signature: None,
+            input_example: None,
+            artifact: None,
+            artifact_verified: false,
+            verification: Value::Null,
+            aliases: vec!["champion".into()],
+            created_at: t,
+            updated_at: t,
+            created_by: Principal {
+                subject: "ana".into(),
+                issuer: "dev".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn versions_carry_the_fields_the_client_needs() {
+        let v = model_version(&version());
+        assert_eq!(v["version"], "3");
+        assert_eq!(v["status"], "READY");
+        assert_eq!(v["creation_timestamp"], 1_700_000_000_123i64);
+        assert_eq!(v["current_stage"], "Staging");
+        assert_eq!(v["tags"], json!([{ "key": "k", "value": "v" }]));
+        assert_eq!(v["aliases"], json!(["champion"]));
+        assert!(v.get("run_id").is_none());
+    }
+
+    #[test]
+    fn download_uris_are_absolute_for_stored_artifacts() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "registry.local:8080".parse().unwrap());
+        headers.insert("x-forwarded-proto", "https".parse().unwrap());
+        let base = public_base_url(&headers);
+        assert_eq!(base, "https://registry.local:8080");
+        let mut v = version();
+        assert_eq!(download_uri(&v, &base), "s3://b/churn");
+        v.artifact = Some(json!({}));
+        assert_eq!(
+            download_uri(&v, &base),
+            "https://registry.local:8080/api/2.0/mlflow-artifacts/artifacts/models/0190/3"
+        );
+        headers.insert(header::HOST, "evil/x?".parse().unwrap());
+        headers.remove("x-forwarded-proto");
+        assert_eq!(public_base_url(&headers), "http://localhost");
+    }
+}

@@ -1,0 +1,276 @@
+"""The real MLflow Python client (MlflowClient) against a running model-ledger.
+
+run.sh starts the server and exports MLFLOW_TRACKING_URI, MLFLOW_TRACKING_TOKEN (an ml-admins
+token), MODEL_LEDGER_READER_TOKEN (ml-readers) and MODEL_LEDGER_RELEASE_TOKEN
+(ml-release-managers). Every test uses its own model names, so the tests share one server.
+"""
+
+import os
+import uuid
+import warnings
+
+import pytest
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@pytest.fixture
+def client():
+    return MlflowClient(tracking_uri=os.environ["MLFLOW_TRACKING_URI"])
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def error_code(excinfo):
+    return excinfo.value.error_code
+
+
+def register(client, name, n, **kwargs):
+    client.create_registered_model(name)
+    return [
+        client.create_model_version(name, f"s3://bucket/{name}/{i}", run_id=f"run{i}", **kwargs)
+        for i in range(1, n + 1)
+    ]
+
+
+def test_create_model_and_versions_are_ready(client):
+    name = unique("create")
+    rm = client.create_registered_model(name, tags={"team": "fraud"}, description="churn")
+    assert rm.name == name
+    assert rm.description == "churn"
+    assert rm.tags == {"team": "fraud"}
+    assert rm.creation_timestamp > 1_600_000_000_000
+
+    v1 = client.create_model_version(name, "s3://bucket/a", run_id="abc", tags={"k": "v"},
+                                     description="first")
+    v2 = client.create_model_version(name, "s3://bucket/b")
+    assert (v1.version, v2.version) == ("1", "2")
+    assert v1.status == "READY"
+    assert v1.current_stage == "None"
+    assert v1.run_id == "abc"
+    assert v1.tags == {"k": "v"}
+    assert v1.description == "first"
+
+    got = client.get_model_version(name, "1")
+    assert got.source == "s3://bucket/a"
+    assert got.status == "READY"
+    assert got.last_updated_timestamp >= got.creation_timestamp
+
+
+def test_duplicate_and_missing_names(client):
+    name = unique("dup")
+    client.create_registered_model(name)
+    with pytest.raises(MlflowException) as e:
+        client.create_registered_model(name)
+    assert error_code(e) == "RESOURCE_ALREADY_EXISTS"
+    with pytest.raises(MlflowException) as e:
+        client.get_registered_model(unique("missing"))
+    assert error_code(e) == "RESOURCE_DOES_NOT_EXIST"
+    with pytest.raises(MlflowException) as e:
+        client.get_model_version(name, "7")
+    assert error_code(e) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_transitions_archive_existing_versions_and_latest_versions(client):
+    name = unique("stages")
+    register(client, name, 3)
+    client.transition_model_version_stage(name, "1", "Staging")
+    v2 = client.transition_model_version_stage(name, "2", "staging",
+                                               archive_existing_versions=True)
+    assert v2.current_stage == "Staging"
+    assert client.get_model_version(name, "1").current_stage == "Archived"
+
+    latest = client.get_latest_versions(name, stages=["Staging"])
+    assert [v.version for v in latest] == ["2"]
+    every = {v.current_stage: v.version for v in client.get_latest_versions(name)}
+    assert every == {"Staging": "2", "Archived": "1", "None": "3"}
+    rm = client.get_registered_model(name)
+    assert {v.version for v in rm.latest_versions} == {"1", "2", "3"}
+
+    staged = client.search_model_versions(f"name='{name}' AND current_stage='Staging'")
+    assert [v.version for v in staged] == ["2"]
+
+    with pytest.raises(MlflowException) as e:
+        client.transition_model_version_stage(name, "3", "Prod")
+    assert error_code(e) == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException) as e:
+        client.transition_model_version_stage(name, "3", "Archived",
+                                              archive_existing_versions=True)
+    assert error_code(e) == "INVALID_PARAMETER_VALUE"
+
+
+def test_aliases(client):
+    name = unique("alias")
+    register(client, name, 2)
+    client.set_registered_model_alias(name, "champion", "2")
+    v = client.get_model_version_by_alias(name, "champion")
+    assert (v.version, v.aliases) == ("2", ["champion"])
+    assert client.get_registered_model(name).aliases == {"champion": "2"}
+    client.set_registered_model_alias(name, "champion", "1")
+    assert client.get_model_version_by_alias(name, "champion").version == "1"
+    client.delete_registered_model_alias(name, "champion")
+    with pytest.raises(MlflowException) as e:
+        client.get_model_version_by_alias(name, "champion")
+    assert error_code(e) == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException) as e:
+        client.set_registered_model_alias(name, "v3", "1")
+    assert error_code(e) == "INVALID_PARAMETER_VALUE"
+    with pytest.raises(MlflowException) as e:
+        client.set_registered_model_alias(name, "other", "9")
+    assert error_code(e) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_tags_on_models_and_versions(client):
+    name = unique("tags")
+    register(client, name, 1)
+    client.set_registered_model_tag(name, "team", "fraud")
+    client.set_registered_model_tag(name, "tier", "1")
+    client.delete_registered_model_tag(name, "tier")
+    client.delete_registered_model_tag(name, "never-set")  # a no-op, as in MLflow
+    assert client.get_registered_model(name).tags == {"team": "fraud"}
+    client.set_model_version_tag(name, "1", "validated", "yes")
+    client.set_model_version_tag(name, "1", "empty", "")
+    assert client.get_model_version(name, "1").tags == {"validated": "yes", "empty": ""}
+    client.delete_model_version_tag(name, "1", "validated")
+    assert client.get_model_version(name, "1").tags == {"empty": ""}
+
+    found = client.search_registered_models(f"tags.team = 'fraud' AND name = '{name}'")
+    assert [m.name for m in found] == [name]
+    found = client.search_model_versions(f"name = '{name}' AND tags.empty = ''")
+    assert [v.version for v in found] == ["1"]
+
+
+def test_search_filters_and_order(client):
+    prefix = unique("srch")
+    for suffix in ["a", "b", "C"]:
+        client.create_registered_model(f"{prefix}-{suffix}")
+    names = [m.name for m in client.search_registered_models(f"name LIKE '{prefix}-%'")]
+    assert names == [f"{prefix}-C", f"{prefix}-a", f"{prefix}-b"]
+    assert [m.name for m in client.search_registered_models(f"name LIKE '{prefix}-c'")] == []
+    names = [m.name for m in client.search_registered_models(f"name ILIKE '{prefix}-c'")]
+    assert names == [f"{prefix}-C"]
+    names = [m.name for m in client.search_registered_models(
+        f"name LIKE '{prefix}-%'", order_by=["name DESC"])]
+    assert names == [f"{prefix}-b", f"{prefix}-a", f"{prefix}-C"]
+    names = [m.name for m in client.search_registered_models(
+        f"name LIKE '{prefix}-%' AND name != '{prefix}-a'")]
+    assert names == [f"{prefix}-C", f"{prefix}-b"]
+
+    model = f"{prefix}-a"
+    client.create_model_version(model, "s3://x/1", run_id="r1")
+    client.create_model_version(model, "s3://x/2", run_id="r2")
+    client.create_model_version(model, "s3://x/3", run_id="r3")
+    got = client.search_model_versions(f"run_id IN ('r1', 'r3') AND name = '{model}'")
+    assert sorted(v.version for v in got) == ["1", "3"]
+    got = client.search_model_versions(f"source_path = 's3://x/2' AND name='{model}'")
+    assert [v.version for v in got] == ["2"]
+    got = client.search_model_versions(f"name='{model}'", order_by=["version_number ASC"])
+    assert [v.version for v in got] == ["1", "2", "3"]
+    with pytest.raises(MlflowException) as e:
+        client.search_registered_models("name = 'a' OR name = 'b'")
+    assert error_code(e) == "INVALID_PARAMETER_VALUE"
+
+
+def test_pagination_over_250_versions(client):
+    name = unique("page")
+    client.create_registered_model(name)
+    for i in range(250):
+        client.create_model_version(name, f"s3://bucket/{name}/{i}")
+    seen, token, pages = [], None, 0
+    while True:
+        page = client.search_model_versions(f"name='{name}'", max_results=100,
+                                            order_by=["version_number ASC"], page_token=token)
+        seen.extend(int(v.version) for v in page)
+        pages += 1
+        token = page.token
+        if not token:
+            break
+    assert pages == 3
+    assert seen == list(range(1, 251))
+
+    prefix = unique("rmpage")
+    for i in range(7):
+        client.create_registered_model(f"{prefix}-{i}")
+    seen, token = [], None
+    while True:
+        page = client.search_registered_models(f"name LIKE '{prefix}-%'", max_results=3,
+                                               page_token=token)
+        seen.extend(m.name for m in page)
+        token = page.token
+        if not token:
+            break
+    assert seen == [f"{prefix}-{i}" for i in range(7)]
+
+
+def test_update_rename_and_delete(client):
+    name = unique("life")
+    register(client, name, 2)
+    assert client.update_registered_model(name, description="new").description == "new"
+    assert client.update_model_version(name, "1", description="d1").description == "d1"
+    new_name = unique("renamed")
+    client.rename_registered_model(name, new_name)
+    assert client.get_registered_model(new_name).name == new_name
+    assert client.get_model_version(new_name, "2").name == new_name
+    with pytest.raises(MlflowException) as e:
+        client.get_registered_model(name)
+    assert error_code(e) == "RESOURCE_DOES_NOT_EXIST"
+
+    client.delete_model_version(new_name, "1")
+    with pytest.raises(MlflowException) as e:
+        client.get_model_version(new_name, "1")
+    assert error_code(e) == "RESOURCE_DOES_NOT_EXIST"
+    # Version numbers are never reused.
+    assert client.create_model_version(new_name, "s3://x/again").version == "3"
+    client.delete_registered_model(new_name)
+    with pytest.raises(MlflowException) as e:
+        client.get_registered_model(new_name)
+    assert error_code(e) == "RESOURCE_DOES_NOT_EXIST"
+
+
+def test_download_uri_and_register_model(client):
+    import mlflow
+
+    name = unique("dl")
+    client.create_registered_model(name)
+    client.create_model_version(name, "s3://bucket/models/dl/1")
+    assert client.get_model_version_download_uri(name, "1") == "s3://bucket/models/dl/1"
+    # register_model creates the model if needed and carries on past RESOURCE_ALREADY_EXISTS.
+    mv = mlflow.register_model("s3://bucket/models/dl/2", name)
+    assert mv.version == "2"
+
+
+def test_policy_denials_are_permission_denied(client, monkeypatch):
+    name = unique("policy")
+    register(client, name, 1)
+    # Admins may not promote to Production (reserved to release managers).
+    with pytest.raises(MlflowException) as e:
+        client.transition_model_version_stage(name, "1", "Production")
+    assert error_code(e) == "PERMISSION_DENIED"
+    assert "release managers" in e.value.message
+
+    # Release managers may, but only a verified artifact can reach Production.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", os.environ["MODEL_LEDGER_RELEASE_TOKEN"])
+    with pytest.raises(MlflowException) as e:
+        client.transition_model_version_stage(name, "1", "Production")
+    assert error_code(e) == "PERMISSION_DENIED"
+    assert "verified artifact" in e.value.message
+
+    # Readers read, and nothing else.
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", os.environ["MODEL_LEDGER_READER_TOKEN"])
+    assert client.get_registered_model(name).name == name
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == ["1"]
+    with pytest.raises(MlflowException) as e:
+        client.create_registered_model(unique("reader"))
+    assert error_code(e) == "PERMISSION_DENIED"
+    with pytest.raises(MlflowException) as e:
+        client.set_registered_model_tag(name, "k", "v")
+    assert error_code(e) == "PERMISSION_DENIED"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "not-a-token")
+    with pytest.raises(MlflowException) as e:
+        client.get_registered_model(name)
+    assert error_code(e) == "UNAUTHENTICATED"
