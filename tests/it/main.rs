@@ -8,3 +8,4 @@
 mod helpers;
 
 mod native_api;
+mod publish;
