@@ -48,6 +48,9 @@ pub enum Commands {
     Migrate(StoreArgs),
     /// Rebuild every projection table from the event log.
     Rebuild(StoreArgs),
+    /// Copy the whole event log from one store to another (verifying the chain), then rebuild
+    /// the target's projections: turns a trial SQLite install into a PostgreSQL one.
+    MigrateStore(MigrateStoreArgs),
     /// Print a development token signed with the data directory's dev key (for `serve --dev-auth`).
     Token(TokenArgs),
     /// Validate or test the Cedar policies offline.
@@ -299,6 +302,16 @@ pub struct TokenArgs {
     /// Mint a service-account token instead of a user token.
     #[arg(long)]
     pub service_account: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MigrateStoreArgs {
+    /// Source store URL, e.g. `sqlite://./model-ledger-data/model-ledger.db`.
+    #[arg(long)]
+    pub from: String,
+    /// Target store URL, e.g. `postgres://…`; its event log must be empty.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@
 //! - [`publish`]: the outbox relay to NATS JetStream and the SSE event stream.
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
+//! - [`tools`]: offline store operations (chain verification, copying a log between backends).
 
 pub mod api;
 pub mod app;
@@ -22,3 +23,4 @@ pub mod policy;
 pub mod publish;
 pub mod service;
 pub mod store;
+pub mod tools;

@@ -5,10 +5,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use model_ledger::config::{AuditCommand, Cli, Commands, LogFormat, PolicyCommand, parse_duration};
-use model_ledger::domain::chain::ChainVerifier;
 use model_ledger::policy::authorizer::resolve_policy_dir;
-use model_ledger::store::{self, EventQuery};
-use model_ledger::{app, auth};
+use model_ledger::store;
+use model_ledger::{app, auth, tools};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -163,40 +162,28 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
         Commands::Audit(AuditCommand::Verify(args)) => {
             let (url, _) = args.resolved_url();
             let store = store::connect(&url, 2).await?;
-            let mut verifier = ChainVerifier::new();
-            let mut after = 0;
-            loop {
-                let batch = store
-                    .read_events(&EventQuery {
-                        after_position: Some(after),
-                        limit: 10_000,
-                        ..Default::default()
-                    })
-                    .await?;
-                let Some(last) = batch.last() else { break };
-                after = last.position;
-                for event in &batch {
-                    if let Err(broken) = verifier.push(event) {
-                        println!("chain BROKEN at position {}: {broken}", broken.position());
-                        return Ok(ExitCode::FAILURE);
-                    }
+            match tools::verify_store(store.as_ref()).await {
+                Ok(head) => {
+                    println!("chain OK: {} events, head {}", head.count, head.head_hash);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(tools::ToolError::Store(e)) => Err(e.into()),
+                Err(broken) => {
+                    println!("chain BROKEN: {broken}");
+                    Ok(ExitCode::FAILURE)
                 }
             }
-            let (head_position, head_hash) = store.head().await?;
-            if head_position != verifier.count() as i64
-                || (verifier.count() > 0 && head_hash != verifier.head_hash())
-            {
-                println!(
-                    "chain BROKEN: recorded head is position {head_position} hash {head_hash}, but the events end at position {} hash {}",
-                    verifier.count(),
-                    verifier.head_hash()
-                );
-                return Ok(ExitCode::FAILURE);
-            }
+        }
+        Commands::MigrateStore(args) => {
+            let source = store::connect(&args.from, 4).await?;
+            let target = store::connect(&args.to, 4).await?;
+            target.migrate().await?;
+            let head = tools::migrate_store(source.as_ref(), target.as_ref()).await?;
             println!(
-                "chain OK: {} events, head {}",
-                verifier.count(),
-                verifier.head_hash()
+                "copied {} events to {} (head {}); projections rebuilt",
+                head.count,
+                redact(&args.to),
+                head.head_hash
             );
             Ok(ExitCode::SUCCESS)
         }

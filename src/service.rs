@@ -95,6 +95,11 @@ pub struct IdempotencyRequest {
     pub request_hash: String,
 }
 
+/// Renders an outcome into the answer stored with an idempotency key.
+pub type Render<'a> = dyn Fn(&Outcome) -> StoredResponse + Send + Sync + 'a;
+/// An idempotency key with the renderer of its stored answer.
+type IdempotencyHook<'a> = (&'a IdempotencyRequest, &'a Render<'a>);
+
 /// A command's result: the model's state after it and the stored events.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -187,10 +192,7 @@ impl Service {
         caller: &Caller,
         meta: &RequestMeta,
         command: &Command,
-        idempotency: Option<(
-            &IdempotencyRequest,
-            &(dyn Fn(&Outcome) -> StoredResponse + Send + Sync),
-        )>,
+        idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<(Outcome, Option<StoredResponse>), ServiceError> {
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -215,10 +217,7 @@ impl Service {
         caller: &Caller,
         meta: &RequestMeta,
         command: &Command,
-        idempotency: Option<(
-            &IdempotencyRequest,
-            &(dyn Fn(&Outcome) -> StoredResponse + Send + Sync),
-        )>,
+        idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<(Outcome, Option<StoredResponse>), ServiceError> {
         let name = command.model_name().as_str();
         let current = self
@@ -226,29 +225,28 @@ impl Service {
             .load_model(name)
             .await
             .map_err(ServiceError::Store)?;
-        if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref()) {
-            if state.stream_version != expected {
-                return Err(ServiceError::PreconditionFailed {
-                    name: name.to_string(),
-                    expected,
-                    actual: state.stream_version,
-                });
-            }
+        if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref())
+            && state.stream_version != expected
+        {
+            return Err(ServiceError::PreconditionFailed {
+                name: name.to_string(),
+                expected,
+                actual: state.stream_version,
+            });
         }
-        if let Command::RenameModel { new_name, .. } = command {
-            if current.is_some()
-                && self
-                    .store
-                    .load_model(new_name.as_str())
-                    .await
-                    .map_err(ServiceError::Store)?
-                    .is_some()
-            {
-                return Err(DomainError::AlreadyExists(format!(
-                    "Registered model (name={new_name}) already exists"
-                ))
-                .into());
-            }
+        if let Command::RenameModel { new_name, .. } = command
+            && current.is_some()
+            && self
+                .store
+                .load_model(new_name.as_str())
+                .await
+                .map_err(ServiceError::Store)?
+                .is_some()
+        {
+            return Err(DomainError::AlreadyExists(format!(
+                "Registered model (name={new_name}) already exists"
+            ))
+            .into());
         }
         let payloads = decide(current.as_ref(), command)?;
 

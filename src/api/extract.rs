@@ -49,14 +49,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
             .get(axum::http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_ascii_lowercase);
-        if let Some(ct) = &content_type {
-            if !ct.starts_with("application/json") && !ct.contains("+json") {
-                return Err(ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "INVALID_PARAMETER_VALUE",
-                    format!("expected Content-Type application/json, got '{ct}'"),
-                ));
-            }
+        if let Some(ct) = &content_type
+            && !ct.starts_with("application/json")
+            && !ct.contains("+json")
+        {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "INVALID_PARAMETER_VALUE",
+                format!("expected Content-Type application/json, got '{ct}'"),
+            ));
         }
         let raw = Bytes::from_request(req, state).await?;
         let value = parse_json(&raw)?;

@@ -209,6 +209,10 @@ pub trait Store: Send + Sync + 'static {
     /// `(position, hash)` of the newest event; `(0, GENESIS_HASH)` when empty.
     async fn head(&self) -> Result<(i64, String), StoreError>;
 
+    /// Appends already-hashed events verbatim (positions, ids, hashes kept), for copying a log
+    /// between stores. They must continue the target's chain exactly; their outbox rows are
+    /// marked published, since subscribers of the source already had the chance to see them.
+    async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError>;
     /// Replays every event into fresh projection tables, in one transaction.
     async fn rebuild_projections(&self) -> Result<u64, StoreError>;
     /// Every projection row in a canonical order, for comparing live and rebuilt projections.

@@ -197,18 +197,18 @@ pub(crate) fn like_literal(s: &str) -> String {
 /// How a unique violation is interpreted: a lost race on the stream (retry the command) or a
 /// taken name.
 pub(crate) fn classify_unique(err: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &err {
-        if db.is_unique_violation() {
-            let what = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
-            if what.contains("registered_models") {
-                return StoreError::Unique("registered model name".into());
-            }
-            return StoreError::Conflict {
-                stream_id: Uuid::nil(),
-                expected: -1,
-                actual: -1,
-            };
+    if let sqlx::Error::Database(db) = &err
+        && db.is_unique_violation()
+    {
+        let what = format!("{} {}", db.constraint().unwrap_or_default(), db.message());
+        if what.contains("registered_models") {
+            return StoreError::Unique("registered model name".into());
         }
+        return StoreError::Conflict {
+            stream_id: Uuid::nil(),
+            expected: -1,
+            actual: -1,
+        };
     }
     StoreError::Database(err)
 }
@@ -904,6 +904,62 @@ macro_rules! impl_sql_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(head.unwrap_or((0, GENESIS.to_string())))
+            }
+
+            async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+                let Some(last) = events.last() else { return Ok(()) };
+                let mut tx = self.begin_write().await?;
+                let (head, head_hash): (i64, String) = sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
+                let mut expected_position = head + 1;
+                let mut expected_prev = head_hash;
+                for event in events {
+                    if event.position != expected_position || event.prev_hash != expected_prev {
+                        return Err(StoreError::Corrupt(format!(
+                            "imported event at position {} does not continue the target chain (expected position {expected_position})",
+                            event.position
+                        )));
+                    }
+                    let payload = event.typed_payload().map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
+                    sqlx::query(
+                        "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, event_type, schema_version, payload, occurred_at_us, \
+                         actor_subject, actor_issuer, actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+                    )
+                    .bind(event.position)
+                    .bind(event.event_id.to_string())
+                    .bind(event.stream_id.to_string())
+                    .bind(event.stream_version)
+                    .bind(&event.model_name)
+                    .bind(&event.event_type)
+                    .bind(event.schema_version)
+                    .bind(canonical_json_string(&event.payload))
+                    .bind(micros(&event.occurred_at))
+                    .bind(&event.actor.subject)
+                    .bind(&event.actor.issuer)
+                    .bind(&event.actor.display_name)
+                    .bind(&event.request_id)
+                    .bind(&event.correlation_id)
+                    .bind(event.decision.as_ref().map(canonical_json_string))
+                    .bind(payload.version().map(|v| v as i64))
+                    .bind(&event.prev_hash)
+                    .bind(&event.hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    expected_position += 1;
+                    expected_prev = event.hash.clone();
+                }
+                sqlx::query("UPDATE outbox SET published_at_us = $1 WHERE position <= $2 AND published_at_us IS NULL")
+                    .bind(micros(&chrono::Utc::now()))
+                    .bind(last.position)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1")
+                    .bind(last.position)
+                    .bind(&last.hash)
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                Ok(())
             }
 
             async fn rebuild_projections(&self) -> Result<u64, StoreError> {

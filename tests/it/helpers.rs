@@ -93,6 +93,7 @@ pub async fn spawn_app_on(
         }
     };
     let policies = repo_path("policies");
+    let custom_policies = extra_args.contains(&"--policies");
     let mut argv: Vec<String> = vec![
         "model-ledger".into(),
         "serve".into(),
@@ -100,14 +101,15 @@ pub async fn spawn_app_on(
         database_url.clone(),
         "--data-dir".into(),
         data_dir.path().display().to_string(),
-        "--policies".into(),
-        policies.display().to_string(),
         "--dev-auth".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--db-max-connections".into(),
         "8".into(),
     ];
+    if !custom_policies {
+        argv.extend(["--policies".to_string(), policies.display().to_string()]);
+    }
     argv.extend(extra_args.iter().map(|s| s.to_string()));
     let Commands::Serve(args) = Cli::parse_from(argv).command else {
         panic!("not a serve command")
@@ -322,4 +324,36 @@ macro_rules! both_backends {
             }
         }
     };
+}
+
+/// A policy directory (shipped schema + one permit-everything policy), for tests about storage
+/// and concurrency rather than authorization.
+pub fn permissive_policies(dir: &std::path::Path) -> PathBuf {
+    let policies = dir.join("permissive-policies");
+    std::fs::create_dir_all(&policies).expect("mkdir");
+    std::fs::copy(
+        repo_path("policies/model_ledger.cedarschema"),
+        policies.join("model_ledger.cedarschema"),
+    )
+    .expect("copy schema");
+    std::fs::write(
+        policies.join("allow_all.cedar"),
+        "// Tests of storage behaviour: every action is allowed.\n@id(\"test-allow-all\")\npermit(principal, action, resource);\n",
+    )
+    .expect("write policy");
+    policies
+}
+
+/// A server whose policies allow everything.
+pub async fn spawn_permissive(backend: Backend) -> TestApp {
+    let holder = tempfile::tempdir().expect("tempdir");
+    let policies = permissive_policies(holder.path());
+    let app = spawn_app_with(
+        backend,
+        &["--policies", policies.to_str().expect("utf-8 path")],
+    )
+    .await;
+    // The policies were loaded at start-up; the directory may go.
+    drop(holder);
+    app
 }

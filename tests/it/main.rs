@@ -7,5 +7,9 @@
 
 mod helpers;
 
+mod bad_input;
+mod concurrency;
 mod native_api;
 mod publish;
+mod store_conformance;
+mod tools;

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: Rust unit and integration tests (real PostgreSQL and NATS on this
+# machine), the shipped policies' case file, and the client compatibility suites (the real
+# MLflow Python client, Node.js) against a real server. Installs what the suites need first.
+# Fails if any part fails; never skips a part because a service is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+status=0
+run() {
+    echo "==> $*"
+    if ! "$@"; then
+        echo "FAILED: $*" >&2
+        status=1
+    fi
+}
+
+bash scripts/check-services.sh
+
+run cargo build --bins
+run cargo test --all-targets --no-fail-fast
+run target/debug/model-ledger policy test policies/tests/default_policies.json --policies policies
+
+for suite in scripts/suites/*.sh; do
+    [ -e "$suite" ] || continue
+    run bash "$suite"
+done
+
+exit $status
