@@ -92,7 +92,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .ok_or("consumer ended")??;
         let delivered = Instant::now();
         let event: Value = serde_json::from_slice(&message.payload)?;
-        if event["data"]["payload"]["value"] != i.to_string() {
+        let expected = i.to_string();
+        if event["data"]["payload"]["value"].as_str() != Some(expected.as_str()) {
             return Err(format!("write {i}: unexpected event {event}").into());
         }
         commit_to_delivered.push(delivered.saturating_duration_since(committed));

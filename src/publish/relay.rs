@@ -135,7 +135,14 @@ impl Publisher {
                         Event::Disconnected | Event::Closed => Some(false),
                         _ => None,
                     };
-                    tracing::info!(%event, "NATS connection event");
+                    match event {
+                        Event::Connected | Event::Disconnected => {
+                            tracing::info!(%event, "NATS connection")
+                        }
+                        // Errors repeat on every reconnect attempt; the relay's own retry logs
+                        // once per distinct error, so these stay at debug.
+                        _ => tracing::debug!(%event, "NATS connection event"),
+                    }
                     if let (Some(status), Some(connected)) = (status, connected) {
                         status.update(|s| s.connected = connected);
                     }
