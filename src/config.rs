@@ -215,6 +215,10 @@ pub struct NatsArgs {
         default_value = "/model-ledger"
     )]
     pub event_source: String,
+    /// Test hook: abort the process right after the N-th acknowledged publish, before the
+    /// outbox row is marked (the crash the duplicate window exists for).
+    #[arg(long, hide = true)]
+    pub relay_crash_after_publish: Option<u64>,
 }
 
 /// Where the Cedar policies are and what the IdP calls the four roles they use.

@@ -58,6 +58,8 @@ pub struct NatsSettings {
     pub max_age: Duration,
     pub max_bytes: i64,
     pub source: String,
+    /// Test hook: abort after this many acknowledged publishes, before marking.
+    pub crash_after_publish: Option<u64>,
 }
 
 impl NatsSettings {
@@ -75,6 +77,7 @@ impl NatsSettings {
             max_age: args.nats_max_age,
             max_bytes: args.nats_max_bytes,
             source: args.event_source.clone(),
+            crash_after_publish: args.relay_crash_after_publish,
         })
     }
 
@@ -92,6 +95,7 @@ impl NatsSettings {
             max_age: Duration::ZERO,
             max_bytes: -1,
             source: "/model-ledger".into(),
+            crash_after_publish: None,
         }
     }
 }
@@ -423,6 +427,15 @@ async fn drain_once(
             Ok(ack) => {
                 acked.push(event.position);
                 record_ack(status, event, &ack);
+                if publisher.settings.crash_after_publish == Some(status.snapshot().published) {
+                    tracing::error!(
+                        position = event.position,
+                        "test hook: aborting between publish and mark"
+                    );
+                    // `exit`, not `abort`: equally abrupt for the outbox (no destructor or
+                    // pending task runs), without leaving core files in CI.
+                    std::process::exit(134);
+                }
             }
             Err(e) => {
                 failure = Some(e);

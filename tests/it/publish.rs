@@ -579,3 +579,58 @@ async fn watch_swaps_to_the_new_version_on_a_stage_change() {
     let _ = watcher.await;
     target.delete().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_process_killed_between_publish_and_mark_causes_no_duplicate() {
+    let target = Target::new(SHARED_NATS);
+    let writer = spawn_app_with(Backend::Postgres, &[]).await;
+    writer.create_model("killed").await;
+    set_tags(&writer, "killed", 0..9).await;
+
+    // A real server process whose relay aborts right after the 5th acknowledgement, before it
+    // marks anything: events 1–5 are in the stream and still pending in the outbox.
+    let data = tempfile::tempdir().expect("tempdir");
+    let mut args = vec![
+        "serve".to_string(),
+        "--database-url".into(),
+        writer.database_url.clone(),
+        "--data-dir".into(),
+        data.path().display().to_string(),
+        "--dev-auth".into(),
+        "--policies".into(),
+        crate::helpers::repo_path("policies").display().to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--relay-crash-after-publish".into(),
+        "5".into(),
+    ];
+    args.extend(target.args());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_model-ledger"))
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server binary");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the relay process did not crash");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success(), "aborted: {status:?}");
+    assert_eq!(writer.store.outbox_lag().await.expect("lag").0, 10);
+    assert_eq!(target.messages().await.len(), 5);
+
+    // A new relay re-publishes 1–5 (dropped by JetStream as duplicates) and then 6–10.
+    let relay = spawn_publishing(Backend::Postgres, &target, Some(&writer.database_url)).await;
+    wait_drained(&relay, Duration::from_secs(20)).await;
+    let status = relay.get("/readyz", "").await.body["relay"].clone();
+    assert_eq!(status["duplicates"], 5, "{status}");
+    assert_exactly_once_in_order(&target.messages().await, 10);
+    target.delete().await;
+}
