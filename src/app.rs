@@ -147,12 +147,30 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
             max_body_bytes: args.max_body_bytes,
         },
     );
+    start_publishing(&args.nats, &state, &database_url);
     Ok(Built {
         state,
         database_url,
         embedded,
         dev_auth,
     })
+}
+
+/// Starts the outbox relay when NATS is configured; it stops when [`serve`] shuts down.
+fn start_publishing(args: &crate::config::NatsArgs, state: &AppState, database_url: &str) {
+    match crate::publish::NatsSettings::from_args(args) {
+        Some(settings) => {
+            crate::publish::spawn_relay(
+                state.store.clone(),
+                database_url.to_string(),
+                settings,
+                state.publish.clone(),
+            );
+        }
+        None => tracing::info!(
+            "no --nats-url: events are not published to NATS (GET /api/v1/events/stream still serves them)"
+        ),
+    }
 }
 
 /// Reloads the policies on SIGHUP; a bad set is refused and the old one stays in force.
@@ -189,6 +207,7 @@ pub fn app_state(
         auth,
         config: Arc::new(config),
         metrics: metrics_handle(),
+        publish: crate::publish::Runtime::default(),
     }
 }
 
@@ -198,9 +217,14 @@ pub async fn serve(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    let publish = state.publish.clone();
     let app = crate::api::router(state);
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Ends the relay and open event streams, which would otherwise hold the shutdown.
+            publish.stop();
+        })
         .await?;
     Ok(())
 }

@@ -59,6 +59,33 @@ pub enum Commands {
     /// Audit tools: verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Run a small downstream server that follows `models:/NAME/Production` over NATS.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct WatchArgs {
+    /// Model to follow.
+    #[arg(long)]
+    pub model: String,
+    /// Stage (or `@alias`) of the `models:/` URI to follow.
+    #[arg(long, default_value = "Production")]
+    pub target: String,
+    /// Base URL of the registry's HTTP API.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_REGISTRY_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub registry_url: String,
+    /// Bearer token for the registry (needs ReadModel on the model).
+    #[arg(long, env = "MODEL_LEDGER_TOKEN")]
+    pub token: Option<String>,
+    /// Address `GET /current` is served on.
+    #[arg(long, default_value = "127.0.0.1:8090")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub nats: NatsArgs,
 }
 
 /// Where the store is: a database URL, or SQLite inside the data directory.
@@ -135,6 +162,63 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "MODEL_LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    #[command(flatten)]
+    pub nats: NatsArgs,
+}
+
+/// Where committed events are published (NATS JetStream); see docs/events.md "Subscribing".
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    /// NATS server URL(s), comma-separated (`nats://host:4222`; `tls://` requires TLS). Without
+    /// one, nothing is published to NATS (the HTTP event stream still works).
+    #[arg(long, env = "MODEL_LEDGER_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Token for NATS token authentication.
+    #[arg(long, env = "MODEL_LEDGER_NATS_TOKEN")]
+    pub nats_token: Option<String>,
+    /// User for NATS user/password authentication (with `--nats-password`).
+    #[arg(long, env = "MODEL_LEDGER_NATS_USER")]
+    pub nats_user: Option<String>,
+    /// Password for NATS user/password authentication.
+    #[arg(long, env = "MODEL_LEDGER_NATS_PASSWORD")]
+    pub nats_password: Option<String>,
+    /// PEM file of CA certificates to trust for NATS TLS (implies TLS is required).
+    #[arg(long, env = "MODEL_LEDGER_NATS_TLS_CA")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// JetStream stream the events go to (created or updated at start-up).
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_NATS_STREAM",
+        default_value = "MODEL_LEDGER_EVENTS"
+    )]
+    pub nats_stream: String,
+    /// Subject prefix: events go to `<prefix>.<encoded model>.<event type>`.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_NATS_SUBJECT_PREFIX",
+        default_value = "model_ledger.events"
+    )]
+    pub nats_subject_prefix: String,
+    /// JetStream duplicate window: a re-publish of the same event within it is dropped.
+    #[arg(long, env = "MODEL_LEDGER_NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub nats_duplicate_window: std::time::Duration,
+    /// How long the stream keeps messages (`0` keeps them until `--nats-max-bytes`).
+    #[arg(long, env = "MODEL_LEDGER_NATS_MAX_AGE", default_value = "0", value_parser = parse_duration)]
+    pub nats_max_age: std::time::Duration,
+    /// Largest stream size in bytes before the oldest messages are discarded (-1: unlimited).
+    #[arg(long, env = "MODEL_LEDGER_NATS_MAX_BYTES", default_value_t = -1, allow_negative_numbers = true)]
+    pub nats_max_bytes: i64,
+    /// CloudEvents `source` attribute of every published event.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_EVENT_SOURCE",
+        default_value = "/model-ledger"
+    )]
+    pub event_source: String,
+    /// Test hook: abort the process right after the N-th acknowledged publish, before the
+    /// outbox row is marked (the crash the duplicate window exists for).
+    #[arg(long, hide = true)]
+    pub relay_crash_after_publish: Option<u64>,
 }
 
 /// Where the Cedar policies are and what the IdP calls the four roles they use.

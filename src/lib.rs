@@ -9,6 +9,7 @@
 //! - [`auth`]: OIDC bearer tokens (and local dev tokens) into principals.
 //! - [`policy`]: Cedar policies from `policies/` decide every action.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
+//! - [`publish`]: the outbox relay to NATS JetStream and the SSE event stream.
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
 //! - [`tools`]: offline store operations (chain verification, copying a log between backends).
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod policy;
+pub mod publish;
 pub mod service;
 pub mod store;
 pub mod tools;

@@ -138,6 +138,27 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 ExitCode::FAILURE
             })
         }
+        Commands::Watch(args) => {
+            let Some(nats) = model_ledger::publish::NatsSettings::from_args(&args.nats) else {
+                eprintln!("error: watch needs --nats-url");
+                return Ok(ExitCode::from(2));
+            };
+            let config = model_ledger::publish::watch::WatchConfig {
+                registry_url: args.registry_url,
+                token: args.token,
+                model: args.model,
+                target: args.target,
+                nats,
+            };
+            let listener = tokio::net::TcpListener::bind(args.listen).await?;
+            println!(
+                "watching {} on http://{}/current",
+                config.uri(),
+                listener.local_addr()?
+            );
+            model_ledger::publish::watch::run(config, listener, app::shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Commands::Audit(AuditCommand::Verify(args)) => {
             let (url, _) = args.resolved_url();
             let store = store::connect(&url, 2).await?;

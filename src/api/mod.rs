@@ -48,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<dyn Authenticate>,
     pub config: Arc<ApiConfig>,
     pub metrics: Option<PrometheusHandle>,
+    /// Event publishing: relay status and the stop signal for long-lived event streams.
+    pub publish: crate::publish::Runtime,
 }
 
 impl AppState {
@@ -93,7 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .nest("/api/v1", native::routes())
+        .nest("/api/v1", native::routes().merge(crate::publish::stream::routes()))
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.
         .nest("/ajax-api/2.0/mlflow", mlflow::routes())
@@ -144,6 +146,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "status": if db.is_ok() { "ready" } else { "unavailable" },
         "database": if db.is_ok() { "ok".to_string() } else { "unreachable".to_string() },
         "outbox": { "pending": pending, "oldest_age_seconds": oldest_age_seconds },
+        "relay": state.publish.status.snapshot(),
     });
     let status = if db.is_ok() {
         StatusCode::OK

@@ -73,11 +73,24 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, extra_args: &[&str]) -> TestApp {
+    spawn_app_on(backend, None, extra_args).await
+}
+
+/// Like [`spawn_app_with`], but on an existing database when `database_url` is given (several
+/// server processes sharing one database).
+pub async fn spawn_app_on(
+    backend: Backend,
+    database_url: Option<&str>,
+    extra_args: &[&str],
+) -> TestApp {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let data_dir = tempfile::tempdir().expect("tempdir");
-    let database_url = match backend {
-        Backend::Postgres => fresh_pg_database().await,
-        Backend::Sqlite => format!("sqlite://{}", data_dir.path().join("test.db").display()),
+    let database_url = match (database_url, backend) {
+        (Some(url), _) => url.to_string(),
+        (None, Backend::Postgres) => fresh_pg_database().await,
+        (None, Backend::Sqlite) => {
+            format!("sqlite://{}", data_dir.path().join("test.db").display())
+        }
     };
     let policies = repo_path("policies");
     let custom_policies = extra_args.contains(&"--policies");

@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrency;
 mod mlflow_api;
 mod native_api;
+mod publish;
 mod store_conformance;
 mod tools;
 mod walkthrough;
