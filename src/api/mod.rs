@@ -95,7 +95,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .nest("/api/v1", native::routes().merge(crate::publish::stream::routes()))
+        .nest(
+            "/api/v1",
+            native::routes().merge(crate::publish::stream::routes()),
+        )
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.
         .nest("/ajax-api/2.0/mlflow", mlflow::routes())
