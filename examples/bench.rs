@@ -73,7 +73,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         .json(&json!({"source": format!("s3://bench/{model}/{i}")})),
                     "transition" => {
                         let n = counter.fetch_add(1, Ordering::Relaxed);
-                        let stage = if n % 2 == 0 { "Staging" } else { "Production" };
+                        let stage = if n.is_multiple_of(2) {
+                            "Staging"
+                        } else {
+                            "Production"
+                        };
                         client
                             .post(format!(
                                 "{}/api/v1/models/{model}/versions/{}/stage",

@@ -47,7 +47,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     while log.len() < args.events {
         i += 1;
         // Mostly work on existing models; a new model every 50 commands.
-        if states.is_empty() || i % 50 == 0 {
+        if states.is_empty() || i.is_multiple_of(50) {
             states.push((Uuid::now_v7(), None));
         }
         let idx = (i as usize * 7919) % states.len();
@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (false, 2 | 3) => Command::TransitionStage {
                 name,
                 version: versions - (i % 2),
-                stage: if i % 3 == 0 {
+                stage: if i.is_multiple_of(3) {
                     Stage::Production
                 } else {
                     Stage::Staging
