@@ -8,6 +8,7 @@
 //!   and SQLite implementations.
 //! - [`auth`]: OIDC bearer tokens (and local dev tokens) into principals.
 //! - [`policy`]: Cedar policies from `policies/` decide every action.
+//! - [`artifacts`]: artifact stores (object_store), uploads, manifests and verification.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod domain;

@@ -5,6 +5,7 @@
 //! behind request-id, tracing, metrics, panic-catching and body-size layers, and every error,
 //! including unknown routes and wrong methods, answers with a JSON body.
 
+pub mod artifacts;
 pub mod error;
 pub mod extract;
 pub mod native;
@@ -47,6 +48,8 @@ pub struct AppState {
     pub auth: Arc<dyn Authenticate>,
     pub config: Arc<ApiConfig>,
     pub metrics: Option<PrometheusHandle>,
+    /// Artifact stores, uploads and verification (see [`crate::artifacts`]).
+    pub artifacts: Arc<crate::artifacts::ArtifactService>,
 }
 
 impl AppState {
@@ -92,7 +95,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .nest("/api/v1", native::routes())
+        .nest("/api/v1", native::routes().merge(artifacts::routes()))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))
