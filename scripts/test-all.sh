@@ -16,6 +16,8 @@ run() {
 }
 
 bash scripts/check-services.sh
+# The S3 tests run against moto's S3-compatible server, installed from PyPI into target/.
+bash tests/support/ensure_moto.sh
 
 run cargo build --bins
 run cargo test --all-targets --no-fail-fast

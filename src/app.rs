@@ -13,6 +13,8 @@ use tokio::net::TcpListener;
 
 use crate::api::error::ApiError;
 use crate::api::{ApiConfig, AppState, Authenticate};
+use crate::artifacts::stores::{StoreRegistry, StoresConfig};
+use crate::artifacts::{ArtifactLimits, ArtifactService};
 use crate::auth::{AuthConfig, AuthError, Authenticator, IssuerConfig, PrincipalKind};
 use crate::config::ServeArgs;
 use crate::policy::authorizer::resolve_policy_dir;
@@ -139,7 +141,8 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     tracing::info!(dir = %policy_dir.display(), digest = %engine.policy_set_digest(), "policies loaded");
     spawn_policy_reload(engine.clone());
     let authorizer: Arc<dyn Authorizer> = Arc::new(engine);
-    let state = app_state(
+    let artifacts = build_artifacts(args, store.clone())?;
+    let mut state = app_state(
         store,
         Arc::new(auth),
         authorizer,
@@ -148,6 +151,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         },
     );
     start_publishing(&args.nats, &state, &database_url);
+    state.artifacts = Arc::new(artifacts);
     Ok(Built {
         state,
         database_url,
@@ -171,6 +175,56 @@ fn start_publishing(args: &crate::config::NatsArgs, state: &AppState, database_u
             "no --nats-url: events are not published to NATS (GET /api/v1/events/stream still serves them)"
         ),
     }
+}
+
+/// The artifact stores from `serve` options: the default store is `<data-dir>/artifacts`.
+fn build_artifacts(args: &ServeArgs, store: SharedStore) -> Result<ArtifactService, StartError> {
+    let a = &args.artifacts;
+    let default_url = match &a.artifact_store {
+        Some(url) => url.clone(),
+        None => {
+            let dir = args.store.data_dir.join("artifacts");
+            std::fs::create_dir_all(&dir)?;
+            let dir = dir.canonicalize()?;
+            url::Url::from_directory_path(&dir)
+                .map_err(|_| StartError::Config(format!("bad data directory {}", dir.display())))?
+                .to_string()
+        }
+    };
+    let pairs = |items: &[String], what: &str| -> Result<Vec<(String, String)>, StartError> {
+        items
+            .iter()
+            .map(|item| {
+                item.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| {
+                        StartError::Config(format!("{what} '{item}' must be NAME=VALUE"))
+                    })
+            })
+            .collect()
+    };
+    let registry = StoreRegistry::build(&StoresConfig {
+        default_url,
+        named: pairs(&a.artifact_stores, "--artifact-stores entry")?,
+        options: pairs(&a.artifact_store_options, "--artifact-store-option")?,
+        s3_endpoint: a.s3_endpoint.clone(),
+        s3_allow_http: a.s3_allow_http,
+        s3_region: a.s3_region.clone(),
+    })
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    for name in registry.names() {
+        if let Ok(s) = registry.get(name) {
+            tracing::info!(store = %name, base = %s.base, "artifact store configured");
+        }
+    }
+    Ok(ArtifactService::new(
+        registry,
+        store,
+        ArtifactLimits {
+            max_file_bytes: a.max_artifact_file_bytes,
+            verify_concurrency: a.verify_concurrency.max(1),
+        },
+    ))
 }
 
 /// Reloads the policies on SIGHUP; a bad set is refused and the old one stays in force.
@@ -203,11 +257,18 @@ pub fn app_state(
 ) -> AppState {
     AppState {
         service: Arc::new(Service::new(store.clone(), authorizer)),
-        store,
+        store: store.clone(),
         auth,
         config: Arc::new(config),
         metrics: metrics_handle(),
         publish: crate::publish::Runtime::default(),
+        // Replaced by `build` with the configured stores; an in-memory store keeps callers
+        // that only need the API (and no artifacts) free of store configuration.
+        artifacts: Arc::new(ArtifactService::new(
+            StoreRegistry::in_memory(),
+            store,
+            ArtifactLimits::default(),
+        )),
     }
 }
 

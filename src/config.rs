@@ -40,6 +40,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once per process; boxing `serve`'s options would only add noise at every use.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the registry server.
@@ -61,6 +63,14 @@ pub enum Commands {
     Audit(AuditCommand),
     /// Run a small downstream server that follows `models:/NAME/Production` over NATS.
     Watch(WatchArgs),
+    /// Upload a directory as a new version of NAME; prints the version number alone on stdout.
+    Push(PushArgs),
+    /// Download a version's files (e.g. `models:/NAME/Production`) into DIR, checking each
+    /// file's SHA-256; exits non-zero on any mismatch.
+    Pull(PullArgs),
+    /// Ask the server to re-hash a version's files and record the outcome; exits 0 only when
+    /// every file matches its manifest.
+    Verify(VerifyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -86,6 +96,52 @@ pub struct WatchArgs {
     pub listen: SocketAddr,
     #[command(flatten)]
     pub nats: NatsArgs,
+}
+
+/// How client subcommands reach the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The registry's base URL.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_URL",
+        default_value = "http://127.0.0.1:8080"
+    )]
+    pub server: String,
+    /// Bearer token (see `model-ledger token` for development servers).
+    #[arg(long, env = "MODEL_LEDGER_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Do not draw a progress line on stderr.
+    #[arg(long, env = "MODEL_LEDGER_NO_PROGRESS")]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PushArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Registered model name (created if missing).
+    pub name: String,
+    /// Directory whose files (recursively) become the version's artifact.
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION`, `models:/NAME/STAGE` or `models:/NAME@ALIAS`.
+    pub uri: String,
+    /// Destination directory (created if missing).
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
+    pub uri: String,
 }
 
 /// Where the store is: a database URL, or SQLite inside the data directory.
@@ -164,6 +220,8 @@ pub struct ServeArgs {
     pub max_body_bytes: usize,
     #[command(flatten)]
     pub nats: NatsArgs,
+    #[command(flatten)]
+    pub artifacts: ArtifactArgs,
 }
 
 /// Where committed events are published (NATS JetStream); see docs/events.md "Subscribing".
@@ -219,6 +277,41 @@ pub struct NatsArgs {
     /// outbox row is marked (the crash the duplicate window exists for).
     #[arg(long, hide = true)]
     pub relay_crash_after_publish: Option<u64>,
+}
+
+/// Where artifacts are stored (see docs/artifacts.md).
+#[derive(Debug, Clone, Args)]
+pub struct ArtifactArgs {
+    /// Store for uploads: `file:///dir`, `s3://bucket/prefix`, `gs://bucket/prefix`,
+    /// `az://container/prefix` or `memory://`. Default: `<data-dir>/artifacts`.
+    #[arg(long, env = "MODEL_LEDGER_ARTIFACT_STORE")]
+    pub artifact_store: Option<String>,
+    /// Further stores whose files may be registered, as NAME=URL (comma-separated in env).
+    #[arg(long, env = "MODEL_LEDGER_ARTIFACT_STORES", value_delimiter = ',')]
+    pub artifact_stores: Vec<String>,
+    /// Provider option KEY=VALUE (object_store keys: `aws_…`, `google_…`, `azure_…`); unknown
+    /// keys are refused. Credentials are better left to the providers' usual env variables.
+    #[arg(
+        long = "artifact-store-option",
+        env = "MODEL_LEDGER_ARTIFACT_STORE_OPTIONS",
+        value_delimiter = ','
+    )]
+    pub artifact_store_options: Vec<String>,
+    /// S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (path-style requests).
+    #[arg(long, env = "MODEL_LEDGER_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Allow plain-http S3 endpoints (local test servers).
+    #[arg(long, env = "MODEL_LEDGER_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+    /// S3 region (default: `AWS_REGION`/`AWS_DEFAULT_REGION`, else us-east-1).
+    #[arg(long, env = "MODEL_LEDGER_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Largest accepted artifact file, in bytes (413 above). Separate from --max-body-bytes.
+    #[arg(long, env = "MODEL_LEDGER_MAX_ARTIFACT_FILE_BYTES", default_value_t = 64 * 1024 * 1024 * 1024)]
+    pub max_artifact_file_bytes: u64,
+    /// Files of one version hashed concurrently during verification.
+    #[arg(long, env = "MODEL_LEDGER_VERIFY_CONCURRENCY", default_value_t = 4)]
+    pub verify_concurrency: usize,
 }
 
 /// Where the Cedar policies are and what the IdP calls the four roles they use.

@@ -8,6 +8,7 @@
 //!   and SQLite implementations.
 //! - [`auth`]: OIDC bearer tokens (and local dev tokens) into principals.
 //! - [`policy`]: Cedar policies from `policies/` decide every action.
+//! - [`artifacts`]: artifact stores (object_store), uploads, manifests and verification.
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`publish`]: the outbox relay to NATS JetStream and the SSE event stream.
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
@@ -16,6 +17,7 @@
 
 pub mod api;
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod config;
 pub mod domain;

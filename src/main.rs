@@ -159,6 +159,52 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             model_ledger::publish::watch::run(config, listener, app::shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
+        Commands::Push(args) => {
+            let client = client(&args.client)?;
+            let version = client.push(&args.name, &args.dir).await?;
+            println!("{version}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Pull(args) => {
+            let client = client(&args.client)?;
+            let (name, version, files) = client.pull(&args.uri, &args.dir).await?;
+            eprintln!(
+                "pulled {name} version {version}: {files} files into {}, every SHA-256 matched",
+                args.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Commands::Verify(args) => {
+            let client = client(&args.client)?;
+            let report = client.verify(&args.uri).await?;
+            if report.verified {
+                println!(
+                    "verified {}/{}: {} files, digest {}",
+                    report.name,
+                    report.version,
+                    report.body["files"],
+                    report.body["digest"].as_str().unwrap_or("")
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("NOT verified {}/{}:", report.name, report.version);
+            for f in report.body["failures"].as_array().into_iter().flatten() {
+                let path = f["path"]
+                    .as_str()
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or("(version)");
+                println!(
+                    "  {path}: {} (expected {}, actual {})",
+                    f["reason"].as_str().unwrap_or(""),
+                    f["expected_sha256"]
+                        .as_str()
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or("-"),
+                    f["actual_sha256"].as_str().unwrap_or("-")
+                );
+            }
+            Ok(ExitCode::FAILURE)
+        }
         Commands::Audit(AuditCommand::Verify(args)) => {
             let (url, _) = args.resolved_url();
             let store = store::connect(&url, 2).await?;
@@ -188,6 +234,15 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn client(
+    args: &model_ledger::config::ClientArgs,
+) -> Result<model_ledger::artifacts::client::Client, Box<dyn std::error::Error>> {
+    let mut client =
+        model_ledger::artifacts::client::Client::new(&args.server, args.token.clone())?;
+    client.progress = !args.no_progress;
+    Ok(client)
 }
 
 /// Hides a password in a database URL before printing it.

@@ -5,6 +5,7 @@
 //! behind request-id, tracing, metrics, panic-catching and body-size layers, and every error,
 //! including unknown routes and wrong methods, answers with a JSON body.
 
+pub mod artifacts;
 pub mod error;
 pub mod extract;
 pub mod mlflow;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Option<PrometheusHandle>,
     /// Event publishing: relay status and the stop signal for long-lived event streams.
     pub publish: crate::publish::Runtime,
+    /// Artifact stores, uploads and verification (see [`crate::artifacts`]).
+    pub artifacts: Arc<crate::artifacts::ArtifactService>,
 }
 
 impl AppState {
@@ -97,11 +100,14 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_endpoint))
         .nest(
             "/api/v1",
-            native::routes().merge(crate::publish::stream::routes()),
+            native::routes()
+                .merge(crate::publish::stream::routes())
+                .merge(artifacts::routes()),
         )
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.
         .nest("/ajax-api/2.0/mlflow", mlflow::routes())
+        .nest("/api/2.0/mlflow-artifacts", mlflow::artifacts::routes())
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(max_body))

@@ -16,7 +16,7 @@ use super::error::ApiError;
 use super::extract::{CallerAuth, JsonBody, idempotency, request_meta};
 use crate::domain::names::{AliasName, ModelName, Stage, TagKey};
 use crate::domain::uri::parse_model_uri;
-use crate::domain::{Command, events::ArtifactManifest};
+use crate::domain::{Command, events::ManifestFile};
 use crate::service::{Caller, Outcome, StoredResponse};
 use crate::store::{
     EventQuery, ModelFilter, ModelQuery, ModelView, Paging, SortKey, TextMatch, VersionFilter,
@@ -440,7 +440,18 @@ struct CreateVersionBody {
     metrics: BTreeMap<String, f64>,
     signature: Option<serde_json::Value>,
     input_example: Option<serde_json::Value>,
-    artifact: Option<ArtifactManifest>,
+    /// Files already in a configured artifact store to register with the version.
+    artifact: Option<ArtifactRequest>,
+}
+
+/// Registration of existing files: the server lists and hashes everything under `location`
+/// and records that manifest only if it matches the expected `files` and/or `digest`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArtifactRequest {
+    location: String,
+    files: Option<Vec<ManifestFile>>,
+    digest: Option<String>,
 }
 
 async fn create_version(
@@ -451,8 +462,22 @@ async fn create_version(
     body: JsonBody<CreateVersionBody>,
 ) -> Result<Response, ApiError> {
     let JsonBody { value, raw } = body;
+    let name = model_name(name)?;
+    let artifact = match value.artifact {
+        None => None,
+        Some(request) => {
+            // Hashing a location is expensive: only for callers who may create the version.
+            super::artifacts::authorize(&state, &caller, "CreateVersion", &name, None).await?;
+            Some(
+                state
+                    .artifacts
+                    .register(&request.location, request.files, request.digest.as_deref())
+                    .await?,
+            )
+        }
+    };
     let command = Command::CreateVersion {
-        name: model_name(name)?,
+        name,
         source: value.source,
         run_id: value.run_id,
         description: value.description,
@@ -460,7 +485,7 @@ async fn create_version(
         metrics: value.metrics,
         signature: value.signature,
         input_example: value.input_example,
-        artifact: value.artifact,
+        artifact,
     };
     run(
         &state,

@@ -193,6 +193,8 @@ pub trait Store: Send + Sync + 'static {
     async fn record_denial(&self, denial: AccessDenial) -> Result<(), StoreError>;
 
     async fn get_model(&self, name: &str) -> Result<Option<ModelView>, StoreError>;
+    /// The current name of the live model with this id (ids survive renames; names do not).
+    async fn model_name_by_id(&self, model_id: &str) -> Result<Option<String>, StoreError>;
     async fn search_models(&self, query: &ModelQuery) -> Result<Page<ModelView>, StoreError>;
     async fn get_version(
         &self,

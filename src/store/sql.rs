@@ -736,6 +736,14 @@ macro_rules! impl_sql_store {
                 row.as_ref().map(model_from_row).transpose()
             }
 
+            async fn model_name_by_id(&self, model_id: &str) -> Result<Option<String>, StoreError> {
+                let row: Option<(String,)> = sqlx::query_as("SELECT name FROM registered_models WHERE model_id = $1")
+                    .bind(model_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                Ok(row.map(|(name,)| name))
+            }
+
             async fn search_models(&self, query: &ModelQuery) -> Result<Page<ModelView>, StoreError> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
                     "SELECT {MODEL_COLUMNS} FROM registered_models m WHERE 1 = 1"

@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod artifacts;
 mod bad_input;
 mod concurrency;
 mod mlflow_api;

@@ -14,10 +14,12 @@ version="${1:?usage: tests/mlflow_client/run.sh MLFLOW_VERSION}"
 package="${MLFLOW_PACKAGE:-mlflow-skinny}"
 venv="target/mlflow-venv-${version}"
 
-if ! "$venv/bin/python" -c "import mlflow, pytest, sys; sys.exit(mlflow.__version__ != '${version}')" 2>/dev/null; then
+# pandas (with numpy) is what mlflow.pyfunc needs to load and call a model; requests is used to
+# ask model-ledger to verify an artifact.
+if ! "$venv/bin/python" -c "import mlflow, pytest, pandas, requests, sys; sys.exit(mlflow.__version__ != '${version}')" 2>/dev/null; then
     echo "==> installing ${package}==${version} into ${venv}"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "${package}==${version}" pytest
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${package}==${version}" pytest pandas requests
 fi
 
 cargo build --bins --quiet
@@ -57,6 +59,7 @@ export MLFLOW_TRACKING_TOKEN="$(token mlflow-admin ml-admins)"
 export MODEL_LEDGER_READER_TOKEN="$(token mlflow-reader ml-readers)"
 export MODEL_LEDGER_RELEASE_TOKEN="$(token mlflow-release ml-release-managers)"
 export MODEL_LEDGER_URL="$url"
+export MODEL_LEDGER_BIN="$PWD/$bin"
 export MODEL_LEDGER_TOKEN="$MLFLOW_TRACKING_TOKEN"
 # Fail fast instead of retrying, and keep the client from phoning home.
 export MLFLOW_HTTP_REQUEST_MAX_RETRIES=0

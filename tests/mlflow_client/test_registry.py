@@ -274,3 +274,46 @@ def test_policy_denials_are_permission_denied(client, monkeypatch):
     with pytest.raises(MlflowException) as e:
         client.get_registered_model(name)
     assert error_code(e) == "UNAUTHENTICATED"
+
+
+def test_pyfunc_load_model_by_stage_alias_and_production(client, tmp_path, monkeypatch):
+    """A python_function model pushed to model-ledger loads through MLflow's own
+    `models:/` resolution: get-download-uri, then the artifact proxy list/download."""
+    import subprocess
+
+    import mlflow.pyfunc
+    import pandas as pd
+    import requests
+
+    class Doubler(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input["x"] * 2
+
+    path = tmp_path / "model"
+    mlflow.pyfunc.save_model(str(path), python_model=Doubler(), pip_requirements=["mlflow"])
+    name = unique("pyfunc")
+    pushed = subprocess.run(
+        [os.environ["MODEL_LEDGER_BIN"], "push", name, str(path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    version = pushed.stdout.strip()
+    assert version == "1", pushed.stdout
+
+    client.transition_model_version_stage(name, version, "Staging")
+    client.set_registered_model_alias(name, "champion", version)
+    frame = pd.DataFrame({"x": [1, 2, 3]})
+    for uri in (f"models:/{name}/Staging", f"models:/{name}@champion", f"models:/{name}/{version}"):
+        model = mlflow.pyfunc.load_model(uri)
+        assert list(model.predict(frame)) == [2, 4, 6], uri
+
+    # Production needs a verified artifact and someone other than the creator.
+    url = os.environ["MLFLOW_TRACKING_URI"]
+    admin = {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    verified = requests.post(f"{url}/api/v1/models/{name}/versions/{version}/verify", headers=admin, timeout=30)
+    assert verified.status_code == 200, verified.text
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", os.environ["MODEL_LEDGER_RELEASE_TOKEN"])
+    client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
+    model = mlflow.pyfunc.load_model(f"models:/{name}/Production")
+    assert list(model.predict(frame)) == [2, 4, 6]

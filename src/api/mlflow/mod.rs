@@ -8,6 +8,7 @@
 //! model-version filters as a documented superset of MLflow's grammar ([`filter`]). Errors are
 //! translated to MLflow's codes and statuses in one place ([`request::MlflowError`]).
 
+pub mod artifacts;
 pub mod filter;
 pub mod request;
 pub mod wire;

@@ -1,0 +1,623 @@
+//! Artifact storage and integrity: where a version's files live, how they get there, and how
+//! the registry proves they are still exactly the files that were registered.
+//!
+//! [`ArtifactService`] is the one entry point for the HTTP layer (native and MLflow): upload
+//! sessions that end in a `CreateVersion` whose manifest is built from what was actually
+//! stored, registration of files already in a configured store, listing and streaming a
+//! version's files, repair of a damaged file, and re-hashing for verification. It performs no
+//! authorization and writes no events: handlers authorize and record outcomes through
+//! [`crate::service::Service`]. Stores come from [`stores`], names from [`paths`], the manifest
+//! digest from [`manifest`], streaming and hashing from [`io`]. See docs/artifacts.md.
+
+pub mod client;
+pub mod io;
+pub mod manifest;
+pub mod paths;
+pub mod stores;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::ObjectStoreExt;
+use object_store::path::Path;
+use uuid::Uuid;
+
+use crate::domain::command::VerificationOutcome;
+use crate::domain::events::{Actor, ArtifactManifest, ManifestFile, VerificationFailure};
+use crate::domain::state::VersionState;
+use crate::store::{SharedStore, StoreError};
+use paths::RelPath;
+use stores::{ConfiguredStore, StoreRegistry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    #[error("invalid artifact path {0}")]
+    InvalidPath(String),
+    #[error(
+        "location '{0}' lies outside the configured artifact stores; the registry never reads or writes there"
+    )]
+    OutsideStores(String),
+    #[error("no artifact store named '{0}' is configured")]
+    UnknownStore(String),
+    #[error("invalid manifest: {0}")]
+    InvalidManifest(String),
+    #[error("the stored files do not match the expected manifest: {}", .0.join("; "))]
+    ManifestMismatch(Vec<String>),
+    #[error("'{path}': expected sha256 {expected}, received {actual}")]
+    DigestMismatch {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("file is larger than the configured limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("reading the request body failed: {0}")]
+    Body(String),
+    #[error("artifact store configuration: {0}")]
+    Config(String),
+    #[error("artifact store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error(transparent)]
+    Model(#[from] StoreError),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("internal: {0}")]
+    Internal(String),
+}
+
+/// Limits for transfers and verification.
+#[derive(Debug, Clone)]
+pub struct ArtifactLimits {
+    /// Largest accepted file, in bytes.
+    pub max_file_bytes: u64,
+    /// Files of one version hashed at once.
+    pub verify_concurrency: usize,
+}
+
+impl Default for ArtifactLimits {
+    fn default() -> Self {
+        ArtifactLimits {
+            max_file_bytes: 64 * 1024 * 1024 * 1024,
+            verify_concurrency: 4,
+        }
+    }
+}
+
+/// An upload session's public face.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct UploadInfo {
+    pub upload_id: Uuid,
+    pub store: String,
+    pub location: String,
+}
+
+/// A file opened for download.
+pub struct OpenedFile {
+    pub path: String,
+    pub size: u64,
+    pub sha256: String,
+    pub stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
+}
+
+/// Files uploaded so far in one session. Sessions live in memory: a restart forgets them and
+/// their objects stay unreferenced (see docs/artifacts.md).
+struct Session {
+    model: String,
+    owner: (String, String),
+    store: ConfiguredStore,
+    prefix: Path,
+    files: BTreeMap<String, ManifestFile>,
+    inflight: BTreeSet<String>,
+    committing: bool,
+}
+
+pub struct ArtifactService {
+    pub stores: StoreRegistry,
+    models: SharedStore,
+    pub limits: ArtifactLimits,
+    sessions: Mutex<HashMap<Uuid, Session>>,
+}
+
+/// Where session uploads go inside a store: per model, per session, never reused.
+fn session_prefix(model: &str, id: Uuid) -> Path {
+    Path::from_iter(["models", model, &id.to_string()])
+}
+
+fn owner_of(actor: &Actor) -> (String, String) {
+    (actor.issuer.clone(), actor.subject.clone())
+}
+
+impl ArtifactService {
+    pub fn new(stores: StoreRegistry, models: SharedStore, limits: ArtifactLimits) -> Self {
+        ArtifactService {
+            stores,
+            models,
+            limits,
+            sessions: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Session>> {
+        // A panic while holding this lock cannot leave a session half-updated in a way that
+        // matters more than refusing every later upload would.
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Opens an upload session for a new version of `model` in store `store` (default store
+    /// when `None`).
+    pub fn start_upload(
+        &self,
+        model: &str,
+        owner: &Actor,
+        store: Option<&str>,
+    ) -> Result<UploadInfo, ArtifactError> {
+        let store = match store {
+            Some(name) => self.stores.get(name)?.clone(),
+            None => self.stores.default_store()?.clone(),
+        };
+        let id = Uuid::now_v7();
+        let prefix = session_prefix(model, id);
+        let info = UploadInfo {
+            upload_id: id,
+            store: store.name.clone(),
+            location: store.location_of(&prefix),
+        };
+        self.sessions().insert(
+            id,
+            Session {
+                model: model.to_string(),
+                owner: owner_of(owner),
+                store,
+                prefix,
+                files: BTreeMap::new(),
+                inflight: BTreeSet::new(),
+                committing: false,
+            },
+        );
+        Ok(info)
+    }
+
+    fn session_error(id: Uuid) -> ArtifactError {
+        ArtifactError::NotFound(format!(
+            "upload session {id} does not exist (or was committed)"
+        ))
+    }
+
+    /// Streams one file into a session. `expected_sha256`, when given, must match what arrived;
+    /// a mismatching file is deleted again.
+    pub async fn upload_file<S, E>(
+        &self,
+        id: Uuid,
+        model: &str,
+        owner: &Actor,
+        path: &RelPath,
+        body: S,
+        expected_sha256: Option<&str>,
+    ) -> Result<ManifestFile, ArtifactError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let (store, key) = {
+            let mut sessions = self.sessions();
+            let s = sessions
+                .get_mut(&id)
+                .filter(|s| s.model == model && s.owner == owner_of(owner))
+                .ok_or_else(|| Self::session_error(id))?;
+            if s.committing {
+                return Err(ArtifactError::Conflict(format!(
+                    "upload session {id} is being committed"
+                )));
+            }
+            if !s.inflight.insert(path.as_str().to_string()) {
+                return Err(ArtifactError::Conflict(format!(
+                    "'{path}' is already being uploaded in session {id}"
+                )));
+            }
+            (s.store.store.clone(), path.under(&s.prefix))
+        };
+        let written = io::write_object(&store, &key, body, self.limits.max_file_bytes).await;
+        let mismatch = match (&written, expected_sha256) {
+            (Ok(w), Some(exp)) if w.sha256 != exp.to_ascii_lowercase() => Some(w.sha256.clone()),
+            _ => None,
+        };
+        if mismatch.is_some() {
+            let _ = store.delete(&key).await;
+        }
+        let mut sessions = self.sessions();
+        let session = sessions.get_mut(&id);
+        if let Some(s) = session {
+            s.inflight.remove(path.as_str());
+            if mismatch.is_some() {
+                s.files.remove(path.as_str());
+            }
+            if let (Ok(w), None) = (&written, &mismatch) {
+                s.files.insert(
+                    path.as_str().to_string(),
+                    ManifestFile {
+                        path: path.as_str().to_string(),
+                        size: w.size,
+                        sha256: w.sha256.clone(),
+                    },
+                );
+            }
+        }
+        if let Some(actual) = mismatch {
+            return Err(ArtifactError::DigestMismatch {
+                path: path.to_string(),
+                expected: expected_sha256.unwrap_or_default().to_string(),
+                actual,
+            });
+        }
+        let w = written?;
+        Ok(ManifestFile {
+            path: path.to_string(),
+            size: w.size,
+            sha256: w.sha256,
+        })
+    }
+
+    /// Freezes a session and returns the manifest to record. Call [`Self::finish_commit`]
+    /// afterwards with whether the version was created.
+    pub fn begin_commit(
+        &self,
+        id: Uuid,
+        model: &str,
+        owner: &Actor,
+    ) -> Result<ArtifactManifest, ArtifactError> {
+        let mut sessions = self.sessions();
+        let s = sessions
+            .get_mut(&id)
+            .filter(|s| s.model == model && s.owner == owner_of(owner))
+            .ok_or_else(|| Self::session_error(id))?;
+        if s.committing || !s.inflight.is_empty() {
+            return Err(ArtifactError::Conflict(format!(
+                "upload session {id} still has uploads in progress or is being committed"
+            )));
+        }
+        if s.files.is_empty() {
+            return Err(ArtifactError::InvalidManifest(
+                "the upload session has no files".into(),
+            ));
+        }
+        s.committing = true;
+        let files: Vec<ManifestFile> = s.files.values().cloned().collect();
+        let files = manifest::sorted(files);
+        Ok(ArtifactManifest {
+            location: s.store.location_of(&s.prefix),
+            digest: manifest::digest(&files),
+            files,
+        })
+    }
+
+    pub fn finish_commit(&self, id: Uuid, created: bool) {
+        let mut sessions = self.sessions();
+        if created {
+            sessions.remove(&id);
+        } else if let Some(s) = sessions.get_mut(&id) {
+            s.committing = false;
+        }
+    }
+
+    /// Drops a session and deletes what it uploaded.
+    pub async fn abort_upload(
+        &self,
+        id: Uuid,
+        model: &str,
+        owner: &Actor,
+    ) -> Result<(), ArtifactError> {
+        let session = {
+            let mut sessions = self.sessions();
+            match sessions.get(&id) {
+                Some(s) if s.model == model && s.owner == owner_of(owner) && !s.committing => {
+                    sessions.remove(&id)
+                }
+                _ => None,
+            }
+        }
+        .ok_or_else(|| Self::session_error(id))?;
+        for path in session.files.keys() {
+            if let Ok(rel) = RelPath::parse(path) {
+                let _ = session
+                    .store
+                    .store
+                    .delete(&rel.under(&session.prefix))
+                    .await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds the manifest of files already under `location` (list + hash every file) and
+    /// checks it against what the caller expects: a file list, a digest, or both.
+    pub async fn register(
+        &self,
+        location: &str,
+        expected_files: Option<Vec<ManifestFile>>,
+        expected_digest: Option<&str>,
+    ) -> Result<ArtifactManifest, ArtifactError> {
+        if expected_files.is_none() && expected_digest.is_none() {
+            return Err(ArtifactError::InvalidManifest(
+                "registering existing files needs the expected 'files' or 'digest'".into(),
+            ));
+        }
+        if let Some(files) = &expected_files {
+            manifest::check_files(files)?;
+        }
+        if let Some(d) = expected_digest
+            && !manifest::is_sha256_hex(d)
+        {
+            return Err(ArtifactError::InvalidManifest(
+                "digest must be 64 lowercase hex digits".into(),
+            ));
+        }
+        let resolved = self
+            .stores
+            .resolve(location)
+            .ok_or_else(|| ArtifactError::OutsideStores(location.to_string()))?;
+        let store = resolved.store.store.clone();
+        let listed: Vec<object_store::ObjectMeta> =
+            store.list(Some(&resolved.prefix)).try_collect().await?;
+        let prefix_parts = resolved.prefix.parts().count();
+        let mut names = Vec::with_capacity(listed.len());
+        for meta in &listed {
+            let rel: Vec<String> = meta
+                .location
+                .parts()
+                .skip(prefix_parts)
+                .map(|p| p.as_ref().to_string())
+                .collect();
+            names.push((RelPath::parse(&rel.join("/"))?, meta.location.clone()));
+        }
+        let hashed: Vec<Result<ManifestFile, ArtifactError>> = futures::stream::iter(names)
+            .map(|(rel, key)| {
+                let store = store.clone();
+                async move {
+                    let w = io::hash_object(&store, &key).await?.ok_or_else(|| {
+                        ArtifactError::NotFound(format!("'{rel}' vanished while hashing"))
+                    })?;
+                    Ok(ManifestFile {
+                        path: rel.to_string(),
+                        size: w.size,
+                        sha256: w.sha256,
+                    })
+                }
+            })
+            .buffer_unordered(self.limits.verify_concurrency.max(1))
+            .collect()
+            .await;
+        let files = manifest::sorted(hashed.into_iter().collect::<Result<Vec<_>, _>>()?);
+        if files.is_empty() {
+            return Err(ArtifactError::NotFound(format!(
+                "no files under '{location}'"
+            )));
+        }
+        let digest = manifest::digest(&files);
+        if let Some(expected) = &expected_files {
+            let diffs = manifest::differences(expected, &files);
+            if !diffs.is_empty() {
+                return Err(ArtifactError::ManifestMismatch(diffs));
+            }
+        }
+        if let Some(expected) = expected_digest
+            && expected != digest
+        {
+            return Err(ArtifactError::ManifestMismatch(vec![format!(
+                "expected manifest digest {expected}, the stored files give {digest}"
+            )]));
+        }
+        Ok(ArtifactManifest {
+            location: location.to_string(),
+            files,
+            digest,
+        })
+    }
+
+    /// A live version of a model, as the event log says now.
+    pub async fn version(&self, name: &str, version: u64) -> Result<VersionState, ArtifactError> {
+        let state = self.models.load_model(name).await?;
+        state
+            .as_ref()
+            .and_then(|s| s.live_version(version))
+            .cloned()
+            .ok_or_else(|| {
+                ArtifactError::NotFound(format!(
+                    "Model Version (name={name}, version={version}) not found"
+                ))
+            })
+    }
+
+    /// The manifest of a version (for listing; also what the MLflow artifact endpoints use).
+    pub async fn list(&self, name: &str, version: u64) -> Result<ArtifactManifest, ArtifactError> {
+        self.version(name, version).await?.artifact.ok_or_else(|| {
+            ArtifactError::NotFound(format!(
+                "model version {name}/{version} has no artifact manifest"
+            ))
+        })
+    }
+
+    /// Opens one file of a version for streaming, with its manifest size and SHA-256. Only
+    /// files in the manifest, in a configured store, are ever read.
+    pub async fn open(
+        &self,
+        name: &str,
+        version: u64,
+        path: &str,
+    ) -> Result<OpenedFile, ArtifactError> {
+        let rel = RelPath::parse(path)?;
+        let manifest = self.list(name, version).await?;
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.path == rel.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                ArtifactError::NotFound(format!(
+                    "'{rel}' is not a file of model version {name}/{version}"
+                ))
+            })?;
+        let resolved = self
+            .stores
+            .resolve(&manifest.location)
+            .ok_or_else(|| ArtifactError::OutsideStores(manifest.location.clone()))?;
+        let stream = io::read_object(&resolved.store.store, &rel.under(&resolved.prefix))
+            .await?
+            .ok_or_else(|| {
+                ArtifactError::NotFound(format!(
+                    "'{rel}' of model version {name}/{version} is missing from its store"
+                ))
+            })?;
+        Ok(OpenedFile {
+            path: entry.path,
+            size: entry.size,
+            sha256: entry.sha256,
+            stream,
+        })
+    }
+
+    /// Re-uploads one manifest file of a version: the content must hash to the manifest's
+    /// SHA-256, so a repair can only restore the registered bytes. It is staged first and
+    /// moved into place only on a match, so a wrong upload never damages a good file.
+    pub async fn repair<S, E>(
+        &self,
+        name: &str,
+        version: u64,
+        path: &RelPath,
+        body: S,
+    ) -> Result<ManifestFile, ArtifactError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let manifest = self.list(name, version).await?;
+        let entry = manifest
+            .files
+            .iter()
+            .find(|f| f.path == path.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                ArtifactError::Conflict(format!(
+                    "'{path}' is not in the manifest of {name}/{version}; manifests are immutable, upload a new version instead"
+                ))
+            })?;
+        let resolved = self
+            .stores
+            .resolve(&manifest.location)
+            .ok_or_else(|| ArtifactError::OutsideStores(manifest.location.clone()))?;
+        let store = resolved.store.store.clone();
+        let staging = Path::from_iter(["_staging", &Uuid::now_v7().to_string()]);
+        let written = io::write_object(&store, &staging, body, self.limits.max_file_bytes).await?;
+        if written.sha256 != entry.sha256 || written.size != entry.size {
+            let _ = store.delete(&staging).await;
+            return Err(ArtifactError::DigestMismatch {
+                path: path.to_string(),
+                expected: entry.sha256,
+                actual: written.sha256,
+            });
+        }
+        store
+            .rename(&staging, &path.under(&resolved.prefix))
+            .await?;
+        Ok(entry)
+    }
+
+    /// Re-hashes every manifest file of `version` from its store. Missing or different files
+    /// are failures; a version with no manifest, or whose location lies outside the stores,
+    /// fails with that reason and nothing is fetched. Only store outages are errors.
+    pub async fn verify(
+        &self,
+        version: &VersionState,
+    ) -> Result<VerificationOutcome, ArtifactError> {
+        let unverifiable = |reason: String, expected: &str| VerificationOutcome::Failed {
+            failures: vec![VerificationFailure {
+                path: String::new(),
+                expected_sha256: expected.to_string(),
+                actual_sha256: None,
+                reason,
+            }],
+        };
+        let Some(manifest) = &version.artifact else {
+            let why = match self.stores.resolve(&version.source) {
+                Some(_) => format!(
+                    "no artifact manifest was recorded for this version (source '{}')",
+                    version.source
+                ),
+                None => format!(
+                    "no artifact manifest was recorded and the source '{}' lies outside the configured artifact stores; it is never fetched",
+                    version.source
+                ),
+            };
+            return Ok(unverifiable(why, ""));
+        };
+        let Some(resolved) = self.stores.resolve(&manifest.location) else {
+            return Ok(unverifiable(
+                format!(
+                    "location '{}' lies outside the configured artifact stores; it is never fetched",
+                    manifest.location
+                ),
+                &manifest.digest,
+            ));
+        };
+        if manifest::digest(&manifest.files) != manifest.digest {
+            return Ok(unverifiable(
+                "the recorded manifest digest does not match its file list".into(),
+                &manifest.digest,
+            ));
+        }
+        let store = resolved.store.store.clone();
+        let checks: Vec<Result<Option<VerificationFailure>, ArtifactError>> =
+            futures::stream::iter(manifest.files.clone())
+                .map(|file| {
+                    let store = store.clone();
+                    let prefix = resolved.prefix.clone();
+                    async move {
+                        let fail = |actual: Option<String>, reason: String| VerificationFailure {
+                            path: file.path.clone(),
+                            expected_sha256: file.sha256.clone(),
+                            actual_sha256: actual,
+                            reason,
+                        };
+                        let rel = match RelPath::parse(&file.path) {
+                            Ok(r) => r,
+                            Err(e) => return Ok(Some(fail(None, format!("{e}; never fetched")))),
+                        };
+                        Ok(match io::hash_object(&store, &rel.under(&prefix)).await? {
+                            None => Some(fail(None, "missing".into())),
+                            Some(w) if w.sha256 != file.sha256 => {
+                                Some(fail(Some(w.sha256), "content differs".into()))
+                            }
+                            Some(w) if w.size != file.size => Some(fail(
+                                Some(w.sha256),
+                                format!("size {} differs from recorded {}", w.size, file.size),
+                            )),
+                            Some(_) => None,
+                        })
+                    }
+                })
+                .buffer_unordered(self.limits.verify_concurrency.max(1))
+                .collect()
+                .await;
+        let mut failures = Vec::new();
+        for check in checks {
+            if let Some(f) = check? {
+                failures.push(f);
+            }
+        }
+        failures.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(if failures.is_empty() {
+            VerificationOutcome::Verified {
+                digest: manifest.digest.clone(),
+                files: manifest.files.len() as u64,
+            }
+        } else {
+            VerificationOutcome::Failed { failures }
+        })
+    }
+}

@@ -1,0 +1,821 @@
+//! Artifacts end to end: uploads, registration of existing files, download, verification,
+//! tampering and repair, path safety, an S3-compatible server (moto) and the push/pull/verify
+//! CLI against a spawned server.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use model_ledger::artifacts::manifest;
+use model_ledger::domain::events::ManifestFile;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+
+fn sha(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// A few MLflow-like files, one spanning several multipart parts.
+fn model_files() -> Vec<(&'static str, Vec<u8>)> {
+    let big: Vec<u8> = (0..(9 * 1024 * 1024 + 123))
+        .map(|i| (i % 251) as u8)
+        .collect();
+    vec![
+        ("MLmodel", b"flavors:\n  python_function: {}\n".to_vec()),
+        ("conda.yaml", b"dependencies: [python=3.11]\n".to_vec()),
+        ("data/model.pkl", big),
+        ("requirements.txt", Vec::new()),
+    ]
+}
+
+async fn start_upload(app: &TestApp, token: &str, model: &str) -> String {
+    let r = app
+        .post(&format!("/api/v1/models/{model}/uploads"), token, json!({}))
+        .await;
+    assert_eq!(r.status, 201, "start upload: {:?}", r.body);
+    r.body["upload_id"].as_str().expect("upload id").to_string()
+}
+
+async fn put_bytes(app: &TestApp, path: &str, token: &str, body: Vec<u8>) -> (u16, Value) {
+    let r = app
+        .send_raw(
+            reqwest::Method::PUT,
+            path,
+            token,
+            "application/octet-stream",
+            body,
+        )
+        .await;
+    (r.status, r.body)
+}
+
+/// Uploads `files` in one session and commits: returns the version's JSON.
+async fn upload_version(
+    app: &TestApp,
+    token: &str,
+    model: &str,
+    files: &[(&str, Vec<u8>)],
+) -> Value {
+    let id = start_upload(app, token, model).await;
+    for (path, bytes) in files {
+        let (status, body) = put_bytes(
+            app,
+            &format!("/api/v1/models/{model}/uploads/{id}/files/{path}"),
+            token,
+            bytes.clone(),
+        )
+        .await;
+        assert_eq!(status, 201, "upload {path}: {body:?}");
+        assert_eq!(body["sha256"], sha(bytes));
+        assert_eq!(body["size"], bytes.len() as u64);
+    }
+    let r = app
+        .post(
+            &format!("/api/v1/models/{model}/uploads/{id}/commit"),
+            token,
+            json!({"description": "uploaded"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "commit: {:?}", r.body);
+    r.body
+}
+
+fn expected_manifest(files: &[(&str, Vec<u8>)]) -> Vec<ManifestFile> {
+    manifest::sorted(
+        files
+            .iter()
+            .map(|(p, b)| ManifestFile {
+                path: p.to_string(),
+                size: b.len() as u64,
+                sha256: sha(b),
+            })
+            .collect(),
+    )
+}
+
+async fn verify(app: &TestApp, token: &str, model: &str, version: u64) -> Value {
+    let r = app
+        .post(
+            &format!("/api/v1/models/{model}/versions/{version}/verify"),
+            token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "verify: {:?}", r.body);
+    r.body
+}
+
+async fn download(
+    app: &TestApp,
+    token: &str,
+    model: &str,
+    version: u64,
+    path: &str,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    let resp = app
+        .client
+        .get(format!(
+            "{}/api/v1/models/{model}/versions/{version}/files/{path}",
+            app.url
+        ))
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("download");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().await.expect("body").to_vec())
+}
+
+/// The local directory of a `file://` location.
+fn local_dir(location: &str) -> PathBuf {
+    url::Url::parse(location)
+        .expect("location url")
+        .to_file_path()
+        .expect("file location")
+}
+
+both_backends!(
+    local_upload_list_download_verify,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let admin = app.admin();
+        app.create_model("churn").await;
+        let files = model_files();
+        let version = upload_version(&app, &admin, "churn", &files).await;
+        assert_eq!(version["version"], 1);
+        let expected = expected_manifest(&files);
+        let artifact = &version["artifact"];
+        assert_eq!(artifact["digest"], manifest::digest(&expected));
+        assert_eq!(
+            serde_json::from_value::<Vec<ManifestFile>>(artifact["files"].clone()).expect("files"),
+            expected
+        );
+        assert_eq!(version["source"], artifact["location"]);
+        assert!(
+            artifact["location"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("file:///")
+        );
+
+        let listing = app
+            .get("/api/v1/models/churn/versions/1/files", &admin)
+            .await;
+        assert_eq!(listing.status, 200, "{:?}", listing.body);
+        assert_eq!(
+            listing.body["files"].as_array().map(Vec::len),
+            Some(files.len())
+        );
+        assert_eq!(listing.body["artifact_verified"], false);
+
+        for (path, bytes) in &files {
+            let (status, headers, body) = download(&app, &admin, "churn", 1, path).await;
+            assert_eq!(status, 200, "{path}");
+            assert_eq!(&body, bytes, "{path}");
+            assert_eq!(headers["x-content-sha256"], sha(bytes).as_str());
+            let b64 = {
+                use base64::Engine;
+                base64::engine::general_purpose::STANDARD.encode(Sha256::digest(bytes))
+            };
+            assert_eq!(headers["repr-digest"], format!("sha-256=:{b64}:").as_str());
+        }
+        let (status, _, _) = download(&app, &admin, "churn", 1, "not-there").await;
+        assert_eq!(status, 404);
+
+        let verified = verify(&app, &admin, "churn", 1).await;
+        assert_eq!(verified["verified"], true, "{verified:?}");
+        assert_eq!(verified["digest"], manifest::digest(&expected));
+        let v = app.get("/api/v1/models/churn/versions/1", &admin).await;
+        assert_eq!(v.body["artifact_verified"], true);
+
+        // A single file is a session with one file.
+        let single =
+            upload_version(&app, &admin, "churn", &[("model.onnx", b"onnx".to_vec())]).await;
+        assert_eq!(single["version"], 2);
+        assert_eq!(
+            single["artifact"]["files"].as_array().map(Vec::len),
+            Some(1)
+        );
+
+        // A reader may download but not upload.
+        let reader = app.token("rita", &["ml-readers"]);
+        let (status, _, _) = download(&app, &reader, "churn", 2, "model.onnx").await;
+        assert_eq!(status, 200);
+        let r = app
+            .post("/api/v1/models/churn/uploads", &reader, json!({}))
+            .await;
+        assert_eq!(r.status, 403, "{:?}", r.body);
+    }
+);
+
+both_backends!(
+    register_existing_files_in_the_store,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let admin = app.admin();
+        app.create_model("fraud").await;
+        let root = app
+            .data_dir
+            .path()
+            .canonicalize()
+            .expect("canon")
+            .join("artifacts/jobs/run-17");
+        std::fs::create_dir_all(root.join("sub")).expect("mkdir");
+        std::fs::write(root.join("MLmodel"), b"m").expect("write");
+        std::fs::write(root.join("sub/weights.bin"), vec![7u8; 70_000]).expect("write");
+        let files = expected_manifest(&[
+            ("MLmodel", b"m".to_vec()),
+            ("sub/weights.bin", vec![7u8; 70_000]),
+        ]);
+        let digest = manifest::digest(&files);
+        let location = url::Url::from_directory_path(&root)
+            .expect("url")
+            .as_str()
+            .trim_end_matches('/')
+            .to_string();
+
+        let before = app.event_count().await;
+        let wrong = app
+        .post(
+            "/api/v1/models/fraud/versions",
+            &admin,
+            json!({"source": "training-job-17", "artifact": {"location": location, "digest": "0".repeat(64)}}),
+        )
+        .await;
+        assert_eq!(
+            (wrong.status, wrong.code()),
+            (400, "ARTIFACT_MISMATCH"),
+            "{:?}",
+            wrong.body
+        );
+        let missing_expectation = app
+            .post(
+                "/api/v1/models/fraud/versions",
+                &admin,
+                json!({"source": "x", "artifact": {"location": location}}),
+            )
+            .await;
+        assert_eq!(missing_expectation.status, 400);
+        assert_eq!(app.event_count().await, before);
+
+        let ok = app
+        .post(
+            "/api/v1/models/fraud/versions",
+            &admin,
+            json!({"source": "training-job-17", "artifact": {"location": location, "digest": digest}}),
+        )
+        .await;
+        assert_eq!(ok.status, 201, "{:?}", ok.body);
+        assert_eq!(ok.body["artifact"]["digest"], digest);
+        let with_files = app
+        .post(
+            "/api/v1/models/fraud/versions",
+            &admin,
+            json!({"source": "training-job-17", "artifact": {"location": location, "files": files}}),
+        )
+        .await;
+        assert_eq!(with_files.status, 201, "{:?}", with_files.body);
+        assert_eq!(verify(&app, &admin, "fraud", 1).await["verified"], true);
+    }
+);
+
+both_backends!(
+    tampering_fails_verification_and_blocks_production_until_repaired,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let admin = app.admin();
+        let rm = app.release_manager();
+        app.create_model("ranker").await;
+        let files = model_files();
+        let version = upload_version(&app, &admin, "ranker", &files).await;
+        let dir = local_dir(version["artifact"]["location"].as_str().expect("location"));
+        assert_eq!(verify(&app, &admin, "ranker", 1).await["verified"], true);
+
+        // Overwrite one byte of one file and delete another.
+        let pkl = dir.join("data/model.pkl");
+        let mut bytes = std::fs::read(&pkl).expect("read");
+        bytes[4096] ^= 0xff;
+        std::fs::write(&pkl, &bytes).expect("tamper");
+        std::fs::remove_file(dir.join("conda.yaml")).expect("delete");
+
+        let failed = verify(&app, &admin, "ranker", 1).await;
+        assert_eq!(failed["verified"], false);
+        let failures = failed["failures"].as_array().expect("failures");
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert_eq!(failures[0]["path"], "conda.yaml");
+        assert_eq!(failures[0]["reason"], "missing");
+        assert_eq!(failures[0]["actual_sha256"], Value::Null);
+        assert_eq!(failures[1]["path"], "data/model.pkl");
+        assert_eq!(failures[1]["actual_sha256"], sha(&bytes));
+        assert_eq!(failures[1]["expected_sha256"], sha(&files[2].1));
+        let v = app.get("/api/v1/models/ranker/versions/1", &admin).await;
+        assert_eq!(v.body["artifact_verified"], false);
+        let history = app
+            .get("/api/v1/models/ranker/history?order=asc", &admin)
+            .await;
+        let types: Vec<&str> = history.body["events"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .filter_map(|e| e["event_type"].as_str())
+            .collect();
+        assert_eq!(types.last(), Some(&"ArtifactVerificationFailed"));
+
+        let denied = app
+            .post(
+                "/api/v1/models/ranker/versions/1/stage",
+                &rm,
+                json!({"stage": "Production"}),
+            )
+            .await;
+        assert_eq!(denied.status, 403, "{:?}", denied.body);
+        assert!(
+            denied.body["policy_ids"]
+                .to_string()
+                .contains("production-requires-verified-artifact"),
+            "{:?}",
+            denied.body
+        );
+
+        // A repair must carry the registered bytes; anything else is refused and changes nothing.
+        let (status, body) = put_bytes(
+            &app,
+            "/api/v1/models/ranker/versions/1/files/conda.yaml",
+            &admin,
+            b"other".to_vec(),
+        )
+        .await;
+        assert_eq!(status, 400, "{body:?}");
+        assert!(!dir.join("conda.yaml").exists());
+        let (status, body) = put_bytes(
+            &app,
+            "/api/v1/models/ranker/versions/1/files/new.txt",
+            &admin,
+            b"x".to_vec(),
+        )
+        .await;
+        assert_eq!(status, 409, "{body:?}");
+        for (path, original) in [("conda.yaml", &files[1].1), ("data/model.pkl", &files[2].1)] {
+            let (status, body) = put_bytes(
+                &app,
+                &format!("/api/v1/models/ranker/versions/1/files/{path}"),
+                &admin,
+                original.clone(),
+            )
+            .await;
+            assert_eq!(status, 200, "repair {path}: {body:?}");
+        }
+        assert_eq!(verify(&app, &admin, "ranker", 1).await["verified"], true);
+        let promoted = app
+            .post(
+                "/api/v1/models/ranker/versions/1/stage",
+                &rm,
+                json!({"stage": "Production"}),
+            )
+            .await;
+        assert_eq!(promoted.status, 200, "{:?}", promoted.body);
+    }
+);
+
+/// Sends a request with a path exactly as given (no client-side normalization of `..`).
+async fn raw_put(app: &TestApp, path: &str, token: &str, body: &[u8]) -> u16 {
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    stream.write_all(body).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let text = String::from_utf8_lossy(&response);
+    text.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text}"))
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { count_files(&p) } else { 1 }
+        })
+        .sum()
+}
+
+both_backends!(
+    traversal_and_out_of_store_locations_are_refused,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let admin = app.admin();
+        app.create_model("safe").await;
+        let id = start_upload(&app, &admin, "safe").await;
+        let before = app.event_count().await;
+        for bad in [
+            "../evil",
+            "a/../../evil",
+            "%2e%2e/evil",
+            "%2E%2E/%2e%2e/evil",
+            "a%5C..%5Cevil",
+            "a%00b",
+            "%2Fetc%2Fevil",
+            "a//evil",
+            "./evil",
+            "dir/",
+        ] {
+            let status = raw_put(
+                &app,
+                &format!("/api/v1/models/safe/uploads/{id}/files/{bad}"),
+                &admin,
+                b"evil",
+            )
+            .await;
+            assert_eq!(status, 400, "upload path {bad}");
+            let status = raw_put(
+                &app,
+                &format!("/api/v1/models/safe/versions/1/files/{bad}"),
+                &admin,
+                b"evil",
+            )
+            .await;
+            assert_eq!(status, 400, "repair path {bad}");
+        }
+        let data = app.data_dir.path();
+        assert_eq!(
+            count_files(&data.join("artifacts")),
+            0,
+            "nothing may be written"
+        );
+        assert!(!data.join("evil").exists() && !data.join("artifacts/evil").exists());
+        // Nothing was uploaded, so the session cannot be committed.
+        let commit = app
+            .post(
+                &format!("/api/v1/models/safe/uploads/{id}/commit"),
+                &admin,
+                json!({}),
+            )
+            .await;
+        assert_eq!(commit.status, 400, "{:?}", commit.body);
+
+        let data_url =
+            url::Url::from_directory_path(data.canonicalize().expect("canon")).expect("url");
+        for location in [
+            "file:///etc".to_string(),
+            data_url.as_str().trim_end_matches('/').to_string(),
+            format!("{data_url}artifacts/../"),
+            "http://169.254.169.254/latest/meta-data".into(),
+            "https://example.com/model".into(),
+            "s3://unconfigured-bucket/model".into(),
+            "gs://elsewhere/model".into(),
+        ] {
+            let r = app
+            .post(
+                "/api/v1/models/safe/versions",
+                &admin,
+                json!({"source": location, "artifact": {"location": location, "digest": "0".repeat(64)}}),
+            )
+            .await;
+            assert_eq!(r.status, 400, "{location}: {:?}", r.body);
+        }
+        let r = app
+            .post(
+                "/api/v1/models/safe/uploads",
+                &admin,
+                json!({"store": "nope"}),
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        assert_eq!(
+            app.event_count().await,
+            before,
+            "refused requests write nothing"
+        );
+
+        // A bare source elsewhere is recorded as given (as MLflow does) but never fetched.
+        let r = app
+            .post(
+                "/api/v1/models/safe/versions",
+                &admin,
+                json!({"source": "http://169.254.169.254/latest/meta-data"}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+        let failed = verify(&app, &admin, "safe", 1).await;
+        assert_eq!(failed["verified"], false);
+        let reason = failed["failures"][0]["reason"].as_str().unwrap_or("");
+        assert!(
+            reason.contains("outside the configured artifact stores")
+                && reason.contains("never fetched"),
+            "{reason}"
+        );
+    }
+);
+
+/// A moto S3 server on a free port, killed when dropped.
+struct Moto {
+    child: tokio::process::Child,
+    url: String,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
+
+fn moto_binary() -> PathBuf {
+    if let Ok(path) = std::env::var("MODEL_LEDGER_MOTO_SERVER") {
+        return PathBuf::from(path);
+    }
+    let path = crate::helpers::repo_path("target/moto-venv/bin/moto_server");
+    if !path.exists() {
+        let status = std::process::Command::new("bash")
+            .arg(crate::helpers::repo_path("tests/support/ensure_moto.sh"))
+            .status();
+        assert!(
+            matches!(status, Ok(s) if s.success()),
+            "moto_server is required for the S3 tests and tests/support/ensure_moto.sh could not install it"
+        );
+    }
+    path
+}
+
+async fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let binary = moto_binary();
+    let child = tokio::process::Command::new(&binary)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+    let url = format!("http://127.0.0.1:{port}");
+    let moto = Moto { child, url };
+    let client = reqwest::Client::new();
+    for _ in 0..150 {
+        if client
+            .get(format!("{}/moto-api/", moto.url))
+            .send()
+            .await
+            .is_ok()
+        {
+            return moto;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("moto_server did not start on port {port} within 15 s");
+}
+
+fn s3_args(endpoint: &str) -> Vec<String> {
+    [
+        "--artifact-store",
+        "s3://ledger-artifacts/registry",
+        "--artifact-stores",
+        "training=s3://training-output",
+        "--s3-endpoint",
+        endpoint,
+        "--s3-allow-http",
+        "--s3-region",
+        "us-east-1",
+        "--artifact-store-option",
+        "aws_access_key_id=testing",
+        "--artifact-store-option",
+        "aws_secret_access_key=testing",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn s3_store(endpoint: &str, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
+    std::sync::Arc::new(
+        object_store::aws::AmazonS3Builder::new()
+            .with_bucket_name(bucket)
+            .with_endpoint(endpoint)
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("testing")
+            .with_secret_access_key("testing")
+            .build()
+            .expect("s3 store"),
+    )
+}
+
+both_backends!(
+    s3_compatible_store_upload_register_verify_download,
+    |backend: Backend| async move {
+        use object_store::ObjectStoreExt;
+        let moto = start_moto().await;
+        let http = reqwest::Client::new();
+        for bucket in ["ledger-artifacts", "training-output"] {
+            let r = http
+                .put(format!("{}/{bucket}", moto.url))
+                .send()
+                .await
+                .expect("create bucket");
+            assert!(
+                r.status().is_success(),
+                "create bucket {bucket}: {}",
+                r.status()
+            );
+        }
+        let args = s3_args(&moto.url);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let app = spawn_app_with(backend, &args).await;
+        let admin = app.admin();
+        app.create_model("s3model").await;
+
+        let files = model_files();
+        let version = upload_version(&app, &admin, "s3model", &files).await;
+        let location = version["artifact"]["location"]
+            .as_str()
+            .expect("location")
+            .to_string();
+        assert!(
+            location.starts_with("s3://ledger-artifacts/registry/models/s3model/"),
+            "{location}"
+        );
+        assert_eq!(verify(&app, &admin, "s3model", 1).await["verified"], true);
+        for (path, bytes) in &files {
+            let (status, headers, body) = download(&app, &admin, "s3model", 1, path).await;
+            assert_eq!((status, &body), (200, bytes), "{path}");
+            assert_eq!(headers["x-content-sha256"], sha(bytes).as_str());
+        }
+
+        // Files a training job wrote to another configured bucket.
+        let training = s3_store(&moto.url, "training-output");
+        let weights = vec![3u8; 50_000];
+        training
+            .put(
+                &object_store::path::Path::from("run-9/model/weights.bin"),
+                weights.clone().into(),
+            )
+            .await
+            .expect("put");
+        let expected = expected_manifest(&[("weights.bin", weights.clone())]);
+        let registered = app
+        .post(
+            "/api/v1/models/s3model/versions",
+            &admin,
+            json!({"source": "run-9", "artifact": {"location": "s3://training-output/run-9/model", "files": expected}}),
+        )
+        .await;
+        assert_eq!(registered.status, 201, "{:?}", registered.body);
+        assert_eq!(verify(&app, &admin, "s3model", 2).await["verified"], true);
+
+        // Tamper in the bucket: verification names the file.
+        training
+            .put(
+                &object_store::path::Path::from("run-9/model/weights.bin"),
+                vec![4u8; 50_000].into(),
+            )
+            .await
+            .expect("overwrite");
+        let failed = verify(&app, &admin, "s3model", 2).await;
+        assert_eq!(failed["verified"], false);
+        assert_eq!(failed["failures"][0]["path"], "weights.bin");
+
+        let before = app.event_count().await;
+        let outside = app
+        .post(
+            "/api/v1/models/s3model/versions",
+            &admin,
+            json!({"source": "x", "artifact": {"location": "s3://some-other-bucket/run-9", "digest": "0".repeat(64)}}),
+        )
+        .await;
+        assert_eq!(outside.status, 400, "{:?}", outside.body);
+        assert_eq!(app.event_count().await, before);
+    }
+);
+
+async fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_model-ledger"))
+        .args(args)
+        .env("MODEL_LEDGER_URL", &app.url)
+        .env("MODEL_LEDGER_TOKEN", token)
+        .env("RUST_LOG", "warn")
+        .output()
+        .await
+        .expect("run model-ledger")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_push_pull_verify() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let admin = app.admin();
+    let rm = app.release_manager();
+    let work = tempfile::tempdir().expect("tempdir");
+    let src = work.path().join("model");
+    std::fs::create_dir_all(src.join("data")).expect("mkdir");
+    let files = model_files();
+    for (path, bytes) in &files {
+        std::fs::write(src.join(path), bytes).expect("write");
+    }
+
+    // The model does not exist yet: push creates it.
+    let out = cli(
+        &app,
+        &admin,
+        &["push", "pushed", src.to_str().expect("utf-8")],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
+    let out = cli(
+        &app,
+        &admin,
+        &[
+            "push",
+            "pushed",
+            src.to_str().expect("utf-8"),
+            "--no-progress",
+        ],
+    )
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
+
+    let out = cli(&app, &admin, &["verify", "models:/pushed/1"]).await;
+    assert!(
+        out.status.success(),
+        "verify: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("verified pushed/1"));
+
+    let promoted = app
+        .post(
+            "/api/v1/models/pushed/versions/1/stage",
+            &rm,
+            json!({"stage": "Production"}),
+        )
+        .await;
+    assert_eq!(promoted.status, 200, "{:?}", promoted.body);
+    let dest = work.path().join("pulled");
+    let out = cli(
+        &app,
+        &admin,
+        &[
+            "pull",
+            "models:/pushed/Production",
+            dest.to_str().expect("utf-8"),
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "pull: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (path, bytes) in &files {
+        assert_eq!(
+            &std::fs::read(dest.join(path)).expect("pulled file"),
+            bytes,
+            "{path}"
+        );
+    }
+
+    // Damage version 2 in the store: verify and pull both fail, naming the file.
+    let v2 = app.get("/api/v1/models/pushed/versions/2", &admin).await;
+    let dir = local_dir(v2.body["artifact"]["location"].as_str().expect("location"));
+    std::fs::write(dir.join("MLmodel"), b"flavors: {}\n").expect("tamper");
+    let out = cli(&app, &admin, &["verify", "models:/pushed/2"]).await;
+    assert!(!out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("NOT verified") && stdout.contains("MLmodel"),
+        "{stdout}"
+    );
+    let dest2 = work.path().join("pulled2");
+    let out = cli(
+        &app,
+        &admin,
+        &["pull", "models:/pushed/2", dest2.to_str().expect("utf-8")],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("MLmodel"));
+    assert!(
+        !dest2.join("MLmodel").exists(),
+        "a mismatching file is not left behind"
+    );
+}
