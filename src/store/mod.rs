@@ -9,6 +9,7 @@
 //! Reads come from the projection tables, never from folding events, except `load_model`, which
 //! returns the snapshot `decide` needs.
 
+pub mod cache;
 pub mod postgres;
 pub mod projection;
 mod sql;

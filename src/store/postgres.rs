@@ -20,6 +20,7 @@ pub const NOTIFY_CHANNEL: &str = "model_ledger_events";
 pub struct PgStore {
     pub(crate) pool: PgPool,
     pub(crate) commits: broadcast::Sender<i64>,
+    pub(crate) cache: std::sync::Arc<super::cache::ReadCache>,
 }
 
 impl PgStore {
@@ -33,7 +34,14 @@ impl PgStore {
             .connect(url)
             .await?;
         let (commits, _) = broadcast::channel(1024);
-        let store = PgStore { pool, commits };
+        // Enabled by the LISTEN task once it is listening: until then another process's commit
+        // could not reach this cache.
+        let cache = std::sync::Arc::new(super::cache::ReadCache::new(false));
+        let store = PgStore {
+            pool,
+            commits,
+            cache,
+        };
         store.spawn_listener();
         Ok(store)
     }
@@ -52,6 +60,7 @@ impl PgStore {
     }
 
     fn notify(&self, position: i64) {
+        self.cache.invalidate();
         // No receivers is normal (nobody streaming); the send result carries no information.
         let _ = self.commits.send(position);
     }
@@ -60,6 +69,7 @@ impl PgStore {
     fn spawn_listener(&self) {
         let pool = self.pool.clone();
         let commits = self.commits.clone();
+        let cache = self.cache.clone();
         tokio::spawn(async move {
             loop {
                 match PgListener::connect_with(&pool).await {
@@ -67,11 +77,15 @@ impl PgStore {
                         if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
                             tracing::warn!(error = %e, "LISTEN failed; retrying");
                         } else {
+                            cache.set_enabled(true);
                             while let Ok(n) = listener.recv().await {
+                                cache.invalidate();
                                 if let Ok(position) = n.payload().parse::<i64>() {
                                     let _ = commits.send(position);
                                 }
                             }
+                            // Notifications may have been lost while reconnecting.
+                            cache.set_enabled(false);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot open LISTEN connection; retrying"),

@@ -129,8 +129,9 @@ pub struct ProjectionPlan {
     pub model_tags: Option<Vec<(String, String)>>,
     /// `(alias, version)` rows replacing the model's aliases, when they changed.
     pub aliases: Option<Vec<(String, i64)>>,
-    /// Full rows for the versions touched, with their tags.
-    pub upsert_versions: Vec<(VersionRow, Vec<(String, String)>)>,
+    /// Full rows for the versions touched, with their tag rows when the tags changed (`None`
+    /// leaves `version_tags` alone: a stage change need not rewrite them).
+    pub upsert_versions: Vec<(VersionRow, Option<Vec<(String, String)>>)>,
     pub delete_versions: Vec<i64>,
     /// The snapshot `decide` loads next time.
     pub snapshot_json: String,
@@ -146,6 +147,7 @@ fn tag_rows(tags: &BTreeMap<crate::domain::TagKey, String>) -> Vec<(String, Stri
 /// The plan after `events` turned the old state into `new`.
 pub fn plan(new: &ModelState, events: &[EventPayload]) -> ProjectionPlan {
     let mut touched: BTreeSet<u64> = BTreeSet::new();
+    let mut tags_changed: BTreeSet<u64> = BTreeSet::new();
     let mut model_tags_changed = false;
     let mut aliases_changed = false;
     for event in events {
@@ -167,6 +169,12 @@ pub fn plan(new: &ModelState, events: &[EventPayload]) -> ProjectionPlan {
                 aliases_changed = true;
                 touched.insert(*version);
             }
+            EventPayload::VersionCreated { version, .. }
+            | EventPayload::VersionTagSet { version, .. }
+            | EventPayload::VersionTagDeleted { version, .. } => {
+                touched.insert(*version);
+                tags_changed.insert(*version);
+            }
             other => touched.extend(other.version()),
         }
     }
@@ -187,7 +195,8 @@ pub fn plan(new: &ModelState, events: &[EventPayload]) -> ProjectionPlan {
     for v in touched {
         match new.versions.get(&v) {
             Some(state) if !state.deleted => {
-                upsert_versions.push((version_row(new, state), tag_rows(&state.tags)))
+                let tags = tags_changed.contains(&v).then(|| tag_rows(&state.tags));
+                upsert_versions.push((version_row(new, state), tags))
             }
             _ => delete_versions.push(v as i64),
         }
@@ -230,7 +239,7 @@ pub fn full_plan(state: &ModelState) -> ProjectionPlan {
         plan.aliases = Some(alias_rows(state));
         plan.upsert_versions = state
             .live_versions()
-            .map(|v| (version_row(state, v), tag_rows(&v.tags)))
+            .map(|v| (version_row(state, v), Some(tag_rows(&v.tags))))
             .collect();
     }
     plan

@@ -481,6 +481,7 @@ macro_rules! impl_sql_store {
                 .bind(&row.created_by_issuer)
                 .execute(&mut **tx)
                 .await?;
+                let Some(tags) = tags else { continue };
                 sqlx::query("DELETE FROM version_tags WHERE model_id = $1 AND version = $2")
                     .bind(id)
                     .bind(row.version)
@@ -543,6 +544,48 @@ macro_rules! impl_sql_store {
             match paging {
                 Paging::Offset(offset) => Some(Paging::Offset(offset + limit)),
                 Paging::After(_) => last_key.map(Paging::After),
+            }
+        }
+
+        impl $store {
+            async fn get_version_uncached(&self, name: &str, version: i64) -> Result<Option<VersionView>, StoreError> {
+                let sql = format!(
+                    "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN registered_models m ON m.model_id = v.model_id WHERE m.name = $1 AND v.version = $2"
+                );
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(name)
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                row.as_ref().map(version_from_row).transpose()
+            }
+
+            async fn resolve_uncached(&self, uri: &ModelUri) -> Result<Option<VersionView>, StoreError> {
+                let base = format!(
+                    "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN registered_models m ON m.model_id = v.model_id"
+                );
+                let name = uri.name.as_str();
+                let row = match &uri.reference {
+                    VersionRef::Number(n) => {
+                        let sql = format!("{base} WHERE m.name = $1 AND v.version = $2");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(*n as i64).fetch_optional(&self.pool).await?
+                    }
+                    VersionRef::Stage(stage) => {
+                        let sql = format!("{base} WHERE m.name = $1 AND v.stage = $2 ORDER BY v.version DESC LIMIT 1");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(stage.as_str()).fetch_optional(&self.pool).await?
+                    }
+                    VersionRef::Latest => {
+                        let sql = format!("{base} WHERE m.name = $1 ORDER BY v.version DESC LIMIT 1");
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(&self.pool).await?
+                    }
+                    VersionRef::Alias(alias) => {
+                        let sql = format!(
+                            "{base} JOIN aliases a ON a.model_id = v.model_id AND a.version = v.version WHERE m.name = $1 AND a.alias = $2"
+                        );
+                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(alias.as_str()).fetch_optional(&self.pool).await?
+                    }
+                };
+                row.as_ref().map(version_from_row).transpose()
             }
         }
 
@@ -780,16 +823,27 @@ macro_rules! impl_sql_store {
             }
 
             async fn get_version(&self, name: &str, version: i64) -> Result<Option<VersionView>, StoreError> {
-                let sql = format!(
-                    "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN registered_models m ON m.model_id = v.model_id WHERE m.name = $1 AND v.version = $2"
-                );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(name)
-                    .bind(version)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                row.as_ref().map(version_from_row).transpose()
+                let key = format!("v\0{name}\0{version}");
+                if let Some(hit) = self.cache.get(&key) {
+                    return Ok(hit);
+                }
+                let generation = self.cache.generation();
+                let found = self.get_version_uncached(name, version).await?;
+                self.cache.put(generation, key, found.clone());
+                Ok(found)
             }
+
+            async fn resolve(&self, uri: &ModelUri) -> Result<Option<VersionView>, StoreError> {
+                let key = format!("r\0{}\0{:?}", uri.name.as_str(), uri.reference);
+                if let Some(hit) = self.cache.get(&key) {
+                    return Ok(hit);
+                }
+                let generation = self.cache.generation();
+                let found = self.resolve_uncached(uri).await?;
+                self.cache.put(generation, key, found.clone());
+                Ok(found)
+            }
+
 
             async fn search_versions(&self, query: &VersionQuery) -> Result<Page<VersionView>, StoreError> {
                 let mut qb = sqlx::QueryBuilder::<$db>::new(format!(
@@ -842,33 +896,6 @@ macro_rules! impl_sql_store {
                 Ok(Page { next: next_paging(&query.paging, query.limit, more, last), items })
             }
 
-            async fn resolve(&self, uri: &ModelUri) -> Result<Option<VersionView>, StoreError> {
-                let base = format!(
-                    "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN registered_models m ON m.model_id = v.model_id"
-                );
-                let name = uri.name.as_str();
-                let row = match &uri.reference {
-                    VersionRef::Number(n) => {
-                        let sql = format!("{base} WHERE m.name = $1 AND v.version = $2");
-                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(*n as i64).fetch_optional(&self.pool).await?
-                    }
-                    VersionRef::Stage(stage) => {
-                        let sql = format!("{base} WHERE m.name = $1 AND v.stage = $2 ORDER BY v.version DESC LIMIT 1");
-                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(stage.as_str()).fetch_optional(&self.pool).await?
-                    }
-                    VersionRef::Latest => {
-                        let sql = format!("{base} WHERE m.name = $1 ORDER BY v.version DESC LIMIT 1");
-                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(&self.pool).await?
-                    }
-                    VersionRef::Alias(alias) => {
-                        let sql = format!(
-                            "{base} JOIN aliases a ON a.model_id = v.model_id AND a.version = v.version WHERE m.name = $1 AND a.alias = $2"
-                        );
-                        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).bind(alias.as_str()).fetch_optional(&self.pool).await?
-                    }
-                };
-                row.as_ref().map(version_from_row).transpose()
-            }
 
             async fn latest_versions(&self, model_id: &str) -> Result<Vec<VersionView>, StoreError> {
                 let sql = format!(

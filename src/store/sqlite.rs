@@ -20,6 +20,7 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite")
 pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     pub(crate) commits: broadcast::Sender<i64>,
+    pub(crate) cache: std::sync::Arc<super::cache::ReadCache>,
 }
 
 impl SqliteStore {
@@ -41,7 +42,14 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         let (commits, _) = broadcast::channel(1024);
-        Ok(SqliteStore { pool, commits })
+        // One process writes an SQLite store (see docs/architecture.md), so local invalidation is
+        // complete.
+        let cache = std::sync::Arc::new(super::cache::ReadCache::new(true));
+        Ok(SqliteStore {
+            pool,
+            commits,
+            cache,
+        })
     }
 
     pub fn pool(&self) -> &SqlitePool {
@@ -58,6 +66,7 @@ impl SqliteStore {
     }
 
     fn notify(&self, position: i64) {
+        self.cache.invalidate();
         let _ = self.commits.send(position);
     }
 }

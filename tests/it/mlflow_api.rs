@@ -884,6 +884,8 @@ both_backends!(download_uris, |backend: Backend| async move {
         .find(|p| p.ends_with("model.pkl"))
         .expect("stored file");
     std::fs::write(&victim, b"WEIGHTS").unwrap();
+    // The response either never completes its headers or ends short: either way no client
+    // receives the altered bytes as a complete file.
     let tampered = app
         .client
         .get(format!(
@@ -892,12 +894,14 @@ both_backends!(download_uris, |backend: Backend| async move {
         ))
         .bearer_auth(&admin)
         .send()
-        .await
-        .unwrap();
-    assert!(
-        tampered.bytes().await.is_err(),
-        "a tampered download must fail"
-    );
+        .await;
+    match tampered {
+        Err(_) => {}
+        Ok(response) => assert!(
+            response.bytes().await.is_err(),
+            "a tampered download must fail"
+        ),
+    }
 });
 
 fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
