@@ -23,6 +23,9 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "null".into())
 }
 
+/// `(key, value)` rows of one entity's tags.
+pub type TagRows = Vec<(String, String)>;
+
 /// One row of `registered_models`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelRow {
@@ -131,7 +134,7 @@ pub struct ProjectionPlan {
     pub aliases: Option<Vec<(String, i64)>>,
     /// Full rows for the versions touched, with their tag rows when the tags changed (`None`
     /// leaves `version_tags` alone: a stage change need not rewrite them).
-    pub upsert_versions: Vec<(VersionRow, Option<Vec<(String, String)>>)>,
+    pub upsert_versions: Vec<(VersionRow, Option<TagRows>)>,
     pub delete_versions: Vec<i64>,
     /// The snapshot `decide` loads next time.
     pub snapshot_json: String,
