@@ -5,6 +5,7 @@
 //! behind request-id, tracing, metrics, panic-catching and body-size layers, and every error,
 //! including unknown routes and wrong methods, answers with a JSON body.
 
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod mlflow;
@@ -93,7 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .nest("/api/v1", native::routes())
+        .nest("/api/v1", native::routes().merge(audit::routes()))
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.
         .nest("/ajax-api/2.0/mlflow", mlflow::routes())
