@@ -11,6 +11,7 @@ mod bad_input;
 mod concurrency;
 mod mlflow_api;
 mod native_api;
+mod reports;
 mod store_conformance;
 mod tools;
 mod walkthrough;
