@@ -141,6 +141,18 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     tracing::info!(dir = %policy_dir.display(), digest = %engine.policy_set_digest(), "policies loaded");
     spawn_policy_reload(engine.clone());
     let authorizer: Arc<dyn Authorizer> = Arc::new(engine);
+    let interval = crate::config::parse_duration(&args.checkpoint_interval)
+        .map_err(|e| StartError::Config(format!("--checkpoint-interval: {e}")))?;
+    if !interval.is_zero() {
+        let key = crate::reports::checkpoint::load_or_create_key(&args.store.data_dir)
+            .map_err(|e| StartError::Config(format!("checkpoint key: {e}")))?;
+        crate::reports::checkpoint::spawn_periodic(
+            store.clone(),
+            key,
+            args.checkpoint.origin.clone(),
+            interval,
+        );
+    }
     let artifacts = build_artifacts(args, store.clone())?;
     let mut state = app_state(
         store,

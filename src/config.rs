@@ -70,7 +70,7 @@ pub enum Commands {
     Pull(PullArgs),
     /// Ask the server to re-hash a version's files and record the outcome; exits 0 only when
     /// every file matches its manifest.
-    Verify(VerifyArgs),
+    Verify(ArtifactVerifyArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -137,7 +137,7 @@ pub struct PullArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub struct VerifyArgs {
+pub struct ArtifactVerifyArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
@@ -218,6 +218,12 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "MODEL_LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// How often to sign a checkpoint of the chain head when it has moved (`10m`, `1h`; `0`
+    /// turns periodic checkpoints off). The key is `<data-dir>/checkpoint-ed25519.pem`.
+    #[arg(long, env = "MODEL_LEDGER_CHECKPOINT_INTERVAL", default_value = "10m")]
+    pub checkpoint_interval: String,
+    #[command(flatten)]
+    pub checkpoint: CheckpointOpts,
     #[command(flatten)]
     pub nats: NatsArgs,
     #[command(flatten)]
@@ -314,6 +320,19 @@ pub struct ArtifactArgs {
     pub verify_concurrency: usize,
 }
 
+/// Checkpoint signing options shared by `serve` and the audit commands.
+#[derive(Debug, Clone, Args)]
+pub struct CheckpointOpts {
+    /// The origin line of signed checkpoints and reports: names this log, so one log's
+    /// checkpoint cannot be passed off as another's.
+    #[arg(
+        long = "checkpoint-origin",
+        env = "MODEL_LEDGER_CHECKPOINT_ORIGIN",
+        default_value = "model-ledger"
+    )]
+    pub origin: String,
+}
+
 /// Where the Cedar policies are and what the IdP calls the four roles they use.
 #[derive(Debug, Clone, Args)]
 pub struct PolicyArgs {
@@ -352,6 +371,20 @@ impl PolicyArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
+    /// Re-decide every recorded decision in a period (events and denials) with candidate
+    /// policies; list those whose outcome would change.
+    Replay {
+        #[command(flatten)]
+        policy: PolicyArgs,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Period start (RFC 3339, inclusive).
+        #[arg(long)]
+        from: Option<String>,
+        /// Period end (RFC 3339, exclusive).
+        #[arg(long)]
+        to: Option<String>,
+    },
     /// Validate the policies against the schema (file, line and Cedar's message on error).
     Validate {
         #[command(flatten)]
@@ -413,8 +446,156 @@ pub struct MigrateStoreArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Recompute the hash chain over the database; exit non-zero at the first bad event.
-    Verify(StoreArgs),
+    /// Recompute the hash chain over the database (or an NDJSON export with `--file`); exit
+    /// non-zero naming the first bad position. With `--checkpoint`, also fail if the log is
+    /// shorter than the checkpoint or differs from it at its position.
+    Verify(VerifyArgs),
+    /// Write matching events to stdout as NDJSON, CSV or JSON, streamed page by page.
+    Export(ExportArgs),
+    /// Sign a checkpoint of the chain head now, record it, and print it.
+    Checkpoint {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(flatten)]
+        checkpoint: CheckpointOpts,
+    },
+    /// Print the checkpoint signing key's public half (PEM), for auditors.
+    PublicKey {
+        #[arg(
+            long,
+            env = "MODEL_LEDGER_DATA_DIR",
+            default_value = "./model-ledger-data"
+        )]
+        data_dir: PathBuf,
+    },
+    /// Compute an audit report (JSON or CSV on stdout).
+    Report(ReportArgs),
+    /// Check a signed report against an NDJSON export (from position 1) and a public key.
+    VerifyReport {
+        /// The signed report (`audit report promotions --sign`).
+        report: PathBuf,
+        /// The NDJSON export the report is checked against.
+        #[arg(long)]
+        file: PathBuf,
+        /// The signer's public key (`audit public-key`).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// The full state of a model as of a position or time, folded from the log.
+    State {
+        name: String,
+        /// A global position or an RFC 3339 time.
+        #[arg(long)]
+        as_of: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Verify this NDJSON export instead of a database (no database is opened).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// A signed checkpoint (`audit checkpoint`) the log must reach and agree with.
+    #[arg(long)]
+    pub checkpoint: Option<PathBuf>,
+    /// Public key to check the checkpoint's signature with. Default: the data directory's
+    /// checkpoint key, if present; without either the signature is not checked (and said so).
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExportArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[arg(long, value_enum, default_value = "ndjson")]
+    pub format: crate::reports::search::Format,
+    /// Only events filed under this model name.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub version: Option<i64>,
+    /// Event type(s), comma-separated.
+    #[arg(long = "type", value_delimiter = ',')]
+    pub event_types: Vec<String>,
+    /// Actor subject.
+    #[arg(long)]
+    pub actor: Option<String>,
+    /// IdP group the caller presented (recorded in the decision).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// A determining policy id.
+    #[arg(long)]
+    pub policy_id: Option<String>,
+    /// Events at or after this time (RFC 3339).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Events before this time (RFC 3339).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// Positions after this one.
+    #[arg(long)]
+    pub after: Option<i64>,
+    /// Positions before this one.
+    #[arg(long)]
+    pub before: Option<i64>,
+    #[arg(long)]
+    pub limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportKind {
+    /// Requested promotions into Staging or Production (`--production-only`).
+    Promotions,
+    /// Versions now in Production never verified or whose latest verification failed.
+    UnverifiedProduction,
+    /// Each stay of a version in a stage, with its duration.
+    StageDurations,
+    /// Refused requests from the access-decision log.
+    Denials,
+    /// Who registered each promoted version vs who promoted it.
+    Sod,
+    /// What was in each stage for every model (`--as-of`).
+    Stages,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    pub kind: ReportKind,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Period start (RFC 3339, inclusive).
+    #[arg(long)]
+    pub from: Option<String>,
+    /// Period end (RFC 3339, exclusive).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// For `stages`: a position or RFC 3339 time (default: now).
+    #[arg(long)]
+    pub as_of: Option<String>,
+    /// For `promotions` and `sod`: only promotions to Production.
+    #[arg(long)]
+    pub production_only: bool,
+    /// For `sod`: only promotions by the person who registered the version.
+    #[arg(long)]
+    pub violations_only: bool,
+    #[arg(long, value_enum, default_value = "json")]
+    pub format: ReportFormat,
+    /// For `promotions`: sign the report with the checkpoint key (JSON only).
+    #[arg(long)]
+    pub sign: bool,
+    #[command(flatten)]
+    pub checkpoint: CheckpointOpts,
 }
 
 /// Parses `90s`, `30m`, `1h`, `2d` or plain seconds.

@@ -14,6 +14,8 @@
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
 //! - [`tools`]: offline store operations (chain verification, copying a log between backends).
+//! - [`reports`]: compliance reporting: audit search and export, time travel, reports, signed
+//!   checkpoints, offline verification and policy what-if.
 
 pub mod api;
 pub mod app;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod domain;
 pub mod policy;
 pub mod publish;
+pub mod reports;
 pub mod service;
 pub mod store;
 pub mod tools;

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use model_ledger::config::{AuditCommand, Cli, Commands, LogFormat, PolicyCommand, parse_duration};
+use model_ledger::config::{Cli, Commands, LogFormat, PolicyCommand, parse_duration};
 use model_ledger::policy::authorizer::resolve_policy_dir;
 use model_ledger::store;
 use model_ledger::{app, auth, tools};
@@ -205,21 +205,13 @@ async fn run(cli: Cli) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             Ok(ExitCode::FAILURE)
         }
-        Commands::Audit(AuditCommand::Verify(args)) => {
-            let (url, _) = args.resolved_url();
-            let store = store::connect(&url, 2).await?;
-            match tools::verify_store(store.as_ref()).await {
-                Ok(head) => {
-                    println!("chain OK: {} events, head {}", head.count, head.head_hash);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(tools::ToolError::Store(e)) => Err(e.into()),
-                Err(broken) => {
-                    println!("chain BROKEN: {broken}");
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
+        Commands::Audit(command) => Ok(model_ledger::reports::cli::run_audit(command).await?),
+        Commands::Policy(PolicyCommand::Replay {
+            policy,
+            store,
+            from,
+            to,
+        }) => Ok(model_ledger::reports::cli::run_replay(policy, store, from, to).await?),
         Commands::MigrateStore(args) => {
             let source = store::connect(&args.from, 4).await?;
             let target = store::connect(&args.to, 4).await?;

@@ -6,6 +6,7 @@
 //! including unknown routes and wrong methods, answers with a JSON body.
 
 pub mod artifacts;
+pub mod audit;
 pub mod error;
 pub mod extract;
 pub mod mlflow;
@@ -102,7 +103,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1",
             native::routes()
                 .merge(crate::publish::stream::routes())
-                .merge(artifacts::routes()),
+                .merge(artifacts::routes())
+                .merge(audit::routes()),
         )
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.

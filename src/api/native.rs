@@ -297,8 +297,13 @@ async fn get_model(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
     Path(name): Path<String>,
+    Q(params): Q<super::audit::AsOfParams>,
 ) -> Result<Response, ApiError> {
     let name = model_name(name)?;
+    if let Some(as_of) = params.as_of.as_deref() {
+        // Time travel: the state folded from the log, not the projection.
+        return super::audit::model_state_response(&state, &caller, &name, Some(as_of)).await;
+    }
     state
         .authorize_read(&caller, "ReadModel", name.as_str(), None)
         .await?;

@@ -132,6 +132,13 @@ impl Loaded {
             reason: String::new(),
             errors: Vec::new(),
             policy_set_digest: self.digest.clone(),
+            request: Some(super::RecordedRequest {
+                groups: req.principal.groups.clone(),
+                is_service_account: req.principal.is_service_account,
+                from_stage: req.context.from_stage,
+                to_stage: req.context.to_stage,
+                comment: req.context.comment.clone(),
+            }),
         };
         let fail = |mut d: Decision, msg: String| {
             d.reason = format!("request could not be evaluated: {msg}");

@@ -148,6 +148,25 @@ pub struct Decision {
     pub errors: Vec<String>,
     /// SHA-256 (hex) of the policy directory's schema and policy files.
     pub policy_set_digest: String,
+    /// The request facts the principal uid and resource do not carry, kept so `policy replay`
+    /// can ask a candidate policy set the same question later. Absent in decisions recorded
+    /// before this field existed; replay then treats the principal as having no groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RecordedRequest>,
+}
+
+/// What was asked, beyond principal, action and resource (see [`Decision::request`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedRequest {
+    /// The IdP group names the caller presented (before mapping to Cedar groups).
+    pub groups: Vec<String>,
+    pub is_service_account: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_stage: Option<Stage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_stage: Option<Stage>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
 }
 
 /// Why a policy directory could not be loaded or tested. Every variant that comes from a file

@@ -172,8 +172,50 @@ pub struct EventQuery {
     pub event_types: Vec<String>,
     pub model_name: Option<String>,
     pub version: Option<i64>,
+    /// Events that occurred at or after this time (microseconds since the epoch).
+    pub occurred_from_us: Option<i64>,
+    /// Events that occurred strictly before this time (microseconds since the epoch).
+    pub occurred_before_us: Option<i64>,
+    /// Only events by this actor subject.
+    pub actor_subject: Option<String>,
     pub descending: bool,
     pub limit: i64,
+}
+
+/// Which refused requests to read from the access-decision log, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct DenialQuery {
+    pub occurred_from_us: Option<i64>,
+    pub occurred_before_us: Option<i64>,
+    /// Keyset cursor: rows after this `(occurred_at_us, id)`.
+    pub after: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+/// One row of the access-decision log.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DenialRecord {
+    pub id: String,
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+    pub actor: Actor,
+    pub action: String,
+    pub model_name: String,
+    pub version: Option<i64>,
+    pub decision: serde_json::Value,
+    pub request_id: Option<String>,
+}
+
+/// A signed chain head as stored in the `checkpoints` table (see `reports::checkpoint`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointRecord {
+    pub id: String,
+    pub position: i64,
+    pub hash: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub origin: String,
+    pub key_id: String,
+    /// The signed-note text, exactly as signed.
+    pub note: String,
 }
 
 #[async_trait]
@@ -211,6 +253,11 @@ pub trait Store: Send + Sync + 'static {
     async fn read_events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
     /// `(position, hash)` of the newest event; `(0, GENESIS_HASH)` when empty.
     async fn head(&self) -> Result<(i64, String), StoreError>;
+    /// Refused requests from the access-decision log, oldest first.
+    async fn read_denials(&self, query: &DenialQuery) -> Result<Vec<DenialRecord>, StoreError>;
+    async fn append_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<(), StoreError>;
+    /// The checkpoint with the highest position (newest first among equals).
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
 
     /// Appends already-hashed events verbatim (positions, ids, hashes kept), for copying a log
     /// between stores. They must continue the target's chain exactly; their outbox rows are

@@ -309,7 +309,7 @@ macro_rules! impl_sql_store {
             VersionColumns, EVENT_COLUMNS, GENESIS, MODEL_COLUMNS, VERSION_COLUMNS,
         };
         use crate::store::{
-            AccessDenial, AppendBatch, Backend, EventQuery, IdempotencyRecord, ModelFilter,
+            AccessDenial, AppendBatch, Backend, CheckpointRecord, DenialQuery, DenialRecord, EventQuery, IdempotencyRecord, ModelFilter,
             ModelQuery, ModelView, Page, Paging, SortKey, Store, StoreError, TextMatch,
             VersionFilter, VersionQuery, VersionView,
         };
@@ -924,6 +924,15 @@ macro_rules! impl_sql_store {
                 if let Some(version) = query.version {
                     qb.push(" AND version = ").push_bind(version);
                 }
+                if let Some(from) = query.occurred_from_us {
+                    qb.push(" AND occurred_at_us >= ").push_bind(from);
+                }
+                if let Some(before) = query.occurred_before_us {
+                    qb.push(" AND occurred_at_us < ").push_bind(before);
+                }
+                if let Some(subject) = &query.actor_subject {
+                    qb.push(" AND actor_subject = ").push_bind(subject.clone());
+                }
                 if !query.event_types.is_empty() {
                     qb.push(" AND ");
                     push_text_match!(qb, "event_type", &TextMatch::In(query.event_types.clone()));
@@ -939,6 +948,81 @@ macro_rules! impl_sql_store {
                     .fetch_optional(&self.pool)
                     .await?;
                 Ok(head.unwrap_or((0, GENESIS.to_string())))
+            }
+
+            async fn read_denials(&self, query: &DenialQuery) -> Result<Vec<DenialRecord>, StoreError> {
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "SELECT id, occurred_at_us, actor_subject, actor_issuer, action, model_name, version, decision, request_id \
+                     FROM access_decisions WHERE 1 = 1",
+                );
+                if let Some(from) = query.occurred_from_us {
+                    qb.push(" AND occurred_at_us >= ").push_bind(from);
+                }
+                if let Some(before) = query.occurred_before_us {
+                    qb.push(" AND occurred_at_us < ").push_bind(before);
+                }
+                if let Some((at, id)) = &query.after {
+                    qb.push(" AND (occurred_at_us > ").push_bind(*at);
+                    qb.push(" OR (occurred_at_us = ").push_bind(*at);
+                    qb.push(" AND id > ").push_bind(id.clone());
+                    qb.push("))");
+                }
+                qb.push(" ORDER BY occurred_at_us ASC, id ASC LIMIT ").push_bind(query.limit);
+                let rows = qb.build().fetch_all(&self.pool).await?;
+                rows.iter()
+                    .map(|row| {
+                        let decision: String = row.try_get(7)?;
+                        Ok(DenialRecord {
+                            id: row.try_get(0)?,
+                            occurred_at: crate::store::projection::from_micros(row.try_get(1)?),
+                            actor: crate::domain::events::Actor {
+                                subject: row.try_get(2)?,
+                                issuer: row.try_get(3)?,
+                                display_name: None,
+                            },
+                            action: row.try_get(4)?,
+                            model_name: row.try_get(5)?,
+                            version: row.try_get(6)?,
+                            decision: serde_json::from_str(&decision)
+                                .map_err(|e| StoreError::Corrupt(format!("access decision: {e}")))?,
+                            request_id: row.try_get(8)?,
+                        })
+                    })
+                    .collect()
+            }
+
+            async fn append_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<(), StoreError> {
+                sqlx::query(
+                    "INSERT INTO checkpoints (id, position, hash, created_at_us, origin, key_id, note) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&checkpoint.id)
+                .bind(checkpoint.position)
+                .bind(&checkpoint.hash)
+                .bind(micros(&checkpoint.created_at))
+                .bind(&checkpoint.origin)
+                .bind(&checkpoint.key_id)
+                .bind(&checkpoint.note)
+                .execute(&self.pool)
+                .await?;
+                Ok(())
+            }
+
+            async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+                let row: Option<(String, i64, String, i64, String, String, String)> = sqlx::query_as(
+                    "SELECT id, position, hash, created_at_us, origin, key_id, note FROM checkpoints \
+                     ORDER BY position DESC, created_at_us DESC LIMIT 1",
+                )
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(id, position, hash, at, origin, key_id, note)| CheckpointRecord {
+                    id,
+                    position,
+                    hash,
+                    created_at: crate::store::projection::from_micros(at),
+                    origin,
+                    key_id,
+                    note,
+                }))
             }
 
             async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {

@@ -13,6 +13,7 @@ mod concurrency;
 mod mlflow_api;
 mod native_api;
 mod publish;
+mod reports;
 mod store_conformance;
 mod tools;
 mod walkthrough;

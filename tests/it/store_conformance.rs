@@ -15,7 +15,7 @@ use rand::{Rng, SeedableRng};
 use crate::both_backends;
 use crate::helpers::{Backend, spawn_app};
 
-fn caller(subject: &str) -> Caller {
+pub(crate) fn caller(subject: &str) -> Caller {
     Caller {
         actor: Actor {
             subject: subject.into(),
@@ -48,7 +48,7 @@ async fn all_events(store: &SharedStore) -> Vec<model_ledger::domain::EventEnvel
 
 /// A random but valid-looking command over a few model names; many fail in `decide`, which is
 /// part of the point (failed commands must leave no trace).
-fn random_command(rng: &mut StdRng) -> Command {
+pub(crate) fn random_command(rng: &mut StdRng) -> Command {
     let names = ["alpha", "beta", "gamma", "delta"];
     let name = ModelName::parse(names[rng.gen_range(0..names.len())]).unwrap();
     let version = rng.gen_range(1..8u64);

@@ -1,0 +1,235 @@
+//! The audit API under `/api/v1/audit`: event search and export (streamed JSON, NDJSON or CSV),
+//! time travel, the audit reports and the latest signed checkpoint.
+//!
+//! Everything here is authorized by the `ReadAudit` action, except a model's state as of a
+//! point in time, which is the same information as its history and so needs `ReadModel`.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::CallerAuth;
+use super::native::{Path, Q};
+use crate::domain::names::ModelName;
+use crate::reports::kinds::{self, Period};
+use crate::reports::search::{EventFilter, Exporter, Format, export_stream};
+use crate::reports::{AsOf, ReportError, history, parse_time};
+use crate::service::Caller;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/audit/events", get(events))
+        .route("/audit/models/{name}/state", get(model_state))
+        .route("/audit/reports/stages", get(stages))
+        .route("/audit/reports/{kind}", get(report))
+        .route("/audit/checkpoint", get(checkpoint))
+}
+
+impl From<ReportError> for ApiError {
+    fn from(e: ReportError) -> Self {
+        match e {
+            ReportError::Store(e) => e.into(),
+            ReportError::Invalid(m) => ApiError::invalid(m),
+            other => {
+                tracing::error!(error = %other, "audit request failed");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventsParams {
+    format: Option<Format>,
+    model: Option<String>,
+    version: Option<i64>,
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    actor: Option<String>,
+    group: Option<String>,
+    policy_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    /// Cursor: positions after this one (a JSON page's `next_cursor`, or the last position seen).
+    after: Option<i64>,
+    before: Option<i64>,
+    limit: Option<u64>,
+}
+
+async fn events(
+    State(state): State<AppState>,
+    CallerAuth(caller): CallerAuth,
+    Q(p): Q<EventsParams>,
+) -> Result<Response, ApiError> {
+    state
+        .authorize_read(&caller, "ReadAudit", p.model.as_deref().unwrap_or(""), None)
+        .await?;
+    let format = p.format.unwrap_or_default();
+    let filter = EventFilter {
+        model: p.model,
+        version: p.version,
+        event_types: p
+            .event_type
+            .iter()
+            .flat_map(|t| t.split(','))
+            .filter(|t| !t.is_empty())
+            .map(str::to_string)
+            .collect(),
+        actor: p.actor,
+        group: p.group,
+        policy_id: p.policy_id,
+        from: p.from.as_deref().map(parse_time).transpose()?,
+        to: p.to.as_deref().map(parse_time).transpose()?,
+        after: p.after,
+        before: p.before,
+        limit: p.limit,
+    };
+    let exporter = Exporter::new(state.store.clone(), filter, format)?;
+    let body = Body::from_stream(export_stream(exporter));
+    Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AsOfParams {
+    pub as_of: Option<String>,
+}
+
+async fn as_of_position(state: &AppState, raw: Option<&str>) -> Result<i64, ApiError> {
+    match raw {
+        Some(raw) => Ok(AsOf::parse(raw)?.resolve(state.store.as_ref()).await?),
+        None => Ok(state.store.head().await?.0),
+    }
+}
+
+/// The model's state as of `as_of`, or 404 if no live model had the name then. Shared with
+/// `GET /models/{name}?as_of=`.
+pub(crate) async fn model_state_response(
+    state: &AppState,
+    caller: &Caller,
+    name: &ModelName,
+    as_of: Option<&str>,
+) -> Result<Response, ApiError> {
+    state
+        .authorize_read(caller, "ReadModel", name.as_str(), None)
+        .await?;
+    let position = as_of_position(state, as_of).await?;
+    match history::model_as_of(state.store.as_ref(), name.as_str(), position).await? {
+        Some(view) => Ok(axum::Json(view).into_response()),
+        None => Err(ApiError::not_found(format!(
+            "no live registered model was named '{name}' at position {position}"
+        ))),
+    }
+}
+
+async fn model_state(
+    State(state): State<AppState>,
+    CallerAuth(caller): CallerAuth,
+    Path(name): Path<String>,
+    Q(p): Q<AsOfParams>,
+) -> Result<Response, ApiError> {
+    let name = ModelName::parse(name)?;
+    model_state_response(&state, &caller, &name, p.as_of.as_deref()).await
+}
+
+async fn stages(
+    State(state): State<AppState>,
+    CallerAuth(caller): CallerAuth,
+    Q(p): Q<AsOfParams>,
+) -> Result<Response, ApiError> {
+    state.authorize_read(&caller, "ReadAudit", "", None).await?;
+    let position = as_of_position(&state, p.as_of.as_deref()).await?;
+    let rows = history::stages_as_of(state.store.as_ref(), position).await?;
+    Ok(axum::Json(serde_json::json!({
+        "as_of_position": position,
+        "models": history::group_stages(&rows),
+        "rows": rows,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReportParams {
+    from: Option<String>,
+    to: Option<String>,
+    #[serde(default)]
+    production_only: bool,
+    #[serde(default)]
+    violations_only: bool,
+    format: Option<String>,
+}
+
+async fn report(
+    State(state): State<AppState>,
+    CallerAuth(caller): CallerAuth,
+    Path(kind): Path<String>,
+    Q(p): Q<ReportParams>,
+) -> Result<Response, ApiError> {
+    state.authorize_read(&caller, "ReadAudit", "", None).await?;
+    let period = Period {
+        from: p.from.as_deref().map(parse_time).transpose()?,
+        to: p.to.as_deref().map(parse_time).transpose()?,
+    };
+    let csv = match p.format.as_deref() {
+        None | Some("json") => false,
+        Some("csv") => true,
+        Some(other) => {
+            return Err(ApiError::invalid(format!(
+                "format must be 'json' or 'csv', got '{other}'"
+            )));
+        }
+    };
+    let store = state.store.as_ref();
+    let rows: serde_json::Value = match kind.as_str() {
+        "promotions" => json(kinds::promotions(store, period, p.production_only).await?)?,
+        "sod" => {
+            let promotions = kinds::promotions(store, period, p.production_only).await?;
+            json(kinds::sod_rows(&promotions, p.violations_only))?
+        }
+        "unverified-production" => json(kinds::unverified_in_production(store).await?)?,
+        "stage-durations" => json(kinds::stage_durations(store, period).await?)?,
+        "denials" => json(kinds::denials(store, period).await?)?,
+        other => {
+            return Err(ApiError::not_found(format!(
+                "no report '{other}' (promotions, sod, unverified-production, stage-durations, denials, stages)"
+            )));
+        }
+    };
+    if csv {
+        let items = rows.as_array().cloned().unwrap_or_default();
+        let bytes = kinds::rows_to_csv(&items)?;
+        return Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], bytes).into_response());
+    }
+    Ok(
+        axum::Json(serde_json::json!({ "report": kind, "period": period, "rows": rows }))
+            .into_response(),
+    )
+}
+
+fn json<T: serde::Serialize>(rows: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(rows).map_err(|_| ApiError::internal())
+}
+
+async fn checkpoint(
+    State(state): State<AppState>,
+    CallerAuth(caller): CallerAuth,
+) -> Result<Response, ApiError> {
+    state.authorize_read(&caller, "ReadAudit", "", None).await?;
+    match state.store.latest_checkpoint().await? {
+        Some(c) => Ok((
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            c.note,
+        )
+            .into_response()),
+        None => Err(ApiError::not_found("no checkpoint has been made yet")),
+    }
+}

@@ -1,0 +1,279 @@
+//! The `model-ledger audit …` and `policy replay` commands: argument handling and output around
+//! the library functions, so `main` only dispatches.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::checkpoint::{self, Checkpoint};
+use super::kinds::{self, Period};
+use super::search::{EventFilter, Exporter, export_to};
+use super::{AsOf, ReportError, history, parse_time, verify};
+use crate::config::{
+    AuditCommand, ExportArgs, PolicyArgs, ReportArgs, ReportFormat, ReportKind, StoreArgs,
+    VerifyArgs,
+};
+use crate::store::{self, SharedStore};
+
+async fn open(args: &StoreArgs) -> Result<SharedStore, ReportError> {
+    let (url, _) = args.resolved_url();
+    Ok(store::connect(&url, 2).await?)
+}
+
+fn period(from: &Option<String>, to: &Option<String>) -> Result<Period, ReportError> {
+    Ok(Period {
+        from: from.as_deref().map(parse_time).transpose()?,
+        to: to.as_deref().map(parse_time).transpose()?,
+    })
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), ReportError> {
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    serde_json::to_writer_pretty(&mut out, value)
+        .map_err(|e| ReportError::Invalid(e.to_string()))?;
+    writeln!(out).map_err(|e| ReportError::io("writing stdout", e))
+}
+
+fn print_rows<T: serde::Serialize>(rows: &[T], format: ReportFormat) -> Result<(), ReportError> {
+    match format {
+        ReportFormat::Json => print_json(&rows),
+        ReportFormat::Csv => std::io::stdout()
+            .write_all(&kinds::rows_to_csv(rows)?)
+            .map_err(|e| ReportError::io("writing stdout", e)),
+    }
+}
+
+/// Runs one audit subcommand. Verification failures print `… BROKEN: …` on stdout and exit 1;
+/// other errors are returned.
+pub async fn run_audit(command: AuditCommand) -> Result<ExitCode, ReportError> {
+    match command {
+        AuditCommand::Verify(args) => run_verify(args).await,
+        AuditCommand::Export(args) => run_export(args).await,
+        AuditCommand::Checkpoint { store, checkpoint } => {
+            let key = checkpoint::load_or_create_key(&store.data_dir)?;
+            let db = open(&store).await?;
+            let record = checkpoint::make_checkpoint(db.as_ref(), &key, &checkpoint.origin).await?;
+            print!("{}", record.note);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::PublicKey { data_dir } => {
+            let key = checkpoint::load_or_create_key(&data_dir)?;
+            print!("{}", checkpoint::public_key_pem(&key.verifying_key())?);
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Report(args) => run_report(args).await,
+        AuditCommand::VerifyReport {
+            report,
+            file,
+            public_key,
+        } => {
+            let text = std::fs::read_to_string(&report)
+                .map_err(|e| ReportError::io(format!("reading {}", report.display()), e))?;
+            let signed: kinds::SignedReport = serde_json::from_str(&text)
+                .map_err(|e| ReportError::Invalid(format!("{}: {e}", report.display())))?;
+            let key = checkpoint::read_public_key(&public_key)?;
+            let export = open_file(&file)?;
+            match kinds::verify_report(&signed, &key, export) {
+                Ok(check) => {
+                    println!(
+                        "report OK: {} rows, signed, chain verified through position {} (hash {}); export has {} events",
+                        check.rows, check.through_position, check.through_hash, check.export_events
+                    );
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ (ReportError::Io { .. } | ReportError::Store(_))) => Err(e),
+                Err(e) => {
+                    println!("report BROKEN: {e}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        AuditCommand::State { name, as_of, store } => {
+            let db = open(&store).await?;
+            let position = AsOf::parse(&as_of)?.resolve(db.as_ref()).await?;
+            match history::model_as_of(db.as_ref(), &name, position).await? {
+                Some(state) => {
+                    print_json(&state)?;
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("no live model named '{name}' at position {position}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn open_file(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, ReportError> {
+    std::fs::File::open(path)
+        .map(|f| std::io::BufReader::with_capacity(1 << 20, f))
+        .map_err(|e| ReportError::io(format!("opening {}", path.display()), e))
+}
+
+async fn run_verify(args: VerifyArgs) -> Result<ExitCode, ReportError> {
+    let checkpoint = match &args.checkpoint {
+        None => None,
+        Some(path) => {
+            let note = std::fs::read_to_string(path)
+                .map_err(|e| ReportError::io(format!("reading {}", path.display()), e))?;
+            let key = match &args.public_key {
+                Some(p) => Some(checkpoint::read_public_key(p)?),
+                None => {
+                    let own = checkpoint::key_path(&args.store.data_dir);
+                    own.is_file()
+                        .then(|| checkpoint::read_public_key(&own))
+                        .transpose()?
+                }
+            };
+            if key.is_none() {
+                eprintln!(
+                    "warning: no public key given and none in the data directory; the checkpoint's signature is NOT checked"
+                );
+            }
+            Some(Checkpoint::parse(&note, key.as_ref())?)
+        }
+    };
+    let result = match &args.file {
+        Some(file) => verify::verify_ndjson(open_file(file)?, checkpoint),
+        None if checkpoint.is_none() => {
+            // Without a checkpoint, keep the long-standing database check exactly as it was.
+            let db = open(&args.store).await?;
+            return match crate::tools::verify_store(db.as_ref()).await {
+                Ok(head) => {
+                    println!("chain OK: {} events, head {}", head.count, head.head_hash);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(crate::tools::ToolError::Store(e)) => Err(e.into()),
+                Err(broken) => {
+                    println!("chain BROKEN: {broken}");
+                    Ok(ExitCode::FAILURE)
+                }
+            };
+        }
+        None => {
+            let db = open(&args.store).await?;
+            verify::verify_store(db.as_ref(), checkpoint).await
+        }
+    };
+    match result {
+        Ok(v) => {
+            match v.checkpoint_position {
+                Some(p) => println!(
+                    "chain OK: {} events, head {}; matches the checkpoint at position {p}",
+                    v.count, v.head_hash
+                ),
+                None => println!("chain OK: {} events, head {}", v.count, v.head_hash),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (ReportError::Io { .. } | ReportError::Store(_))) => Err(e),
+        Err(broken) => {
+            println!("chain BROKEN: {broken}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+async fn run_export(args: ExportArgs) -> Result<ExitCode, ReportError> {
+    let filter = EventFilter {
+        model: args.model,
+        version: args.version,
+        event_types: args.event_types,
+        actor: args.actor,
+        group: args.group,
+        policy_id: args.policy_id,
+        from: args.from.as_deref().map(parse_time).transpose()?,
+        to: args.to.as_deref().map(parse_time).transpose()?,
+        after: args.after,
+        before: args.before,
+        limit: args.limit,
+    };
+    let db = open(&args.store).await?;
+    let exporter = Exporter::new(db, filter, args.format)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    let count = export_to(exporter, &mut out).await?;
+    drop(out);
+    eprintln!("exported {count} events");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_report(args: ReportArgs) -> Result<ExitCode, ReportError> {
+    let db = open(&args.store).await?;
+    let period = period(&args.from, &args.to)?;
+    match args.kind {
+        ReportKind::Promotions if args.sign => {
+            let key = checkpoint::load_or_create_key(&args.store.data_dir)?;
+            let report = kinds::signed_promotions(
+                db.as_ref(),
+                period,
+                args.production_only,
+                &key,
+                &args.checkpoint.origin,
+            )
+            .await?;
+            print_json(&report)?;
+        }
+        ReportKind::Promotions => {
+            let rows = kinds::promotions(db.as_ref(), period, args.production_only).await?;
+            print_rows(&rows, args.format)?;
+        }
+        ReportKind::Sod => {
+            let rows = kinds::promotions(db.as_ref(), period, args.production_only).await?;
+            print_rows(&kinds::sod_rows(&rows, args.violations_only), args.format)?;
+        }
+        ReportKind::UnverifiedProduction => {
+            print_rows(
+                &kinds::unverified_in_production(db.as_ref()).await?,
+                args.format,
+            )?;
+        }
+        ReportKind::StageDurations => {
+            print_rows(
+                &kinds::stage_durations(db.as_ref(), period).await?,
+                args.format,
+            )?;
+        }
+        ReportKind::Denials => {
+            print_rows(&kinds::denials(db.as_ref(), period).await?, args.format)?;
+        }
+        ReportKind::Stages => {
+            let position = match &args.as_of {
+                Some(raw) => AsOf::parse(raw)?.resolve(db.as_ref()).await?,
+                None => db.head().await?.0,
+            };
+            print_rows(
+                &history::stages_as_of(db.as_ref(), position).await?,
+                args.format,
+            )?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `policy replay`: prints the changed decisions as JSON; exits 0 either way (a change is a
+/// finding, not a failure).
+pub async fn run_replay(
+    policy: PolicyArgs,
+    store_args: StoreArgs,
+    from: Option<String>,
+    to: Option<String>,
+) -> Result<ExitCode, ReportError> {
+    let Some(dir) = policy.policies.clone() else {
+        return Err(ReportError::Invalid(
+            "--policies DIR (the candidate policy set) is required".into(),
+        ));
+    };
+    let engine = crate::policy::PolicyEngine::load(&dir, policy.group_names())?;
+    let db = open(&store_args).await?;
+    let summary = super::replay::replay(db.as_ref(), &engine, period(&from, &to)?).await?;
+    print_json(&summary)?;
+    eprintln!(
+        "{} decisions replayed, {} would change, {} skipped",
+        summary.decisions,
+        summary.changed.len(),
+        summary.skipped
+    );
+    Ok(ExitCode::SUCCESS)
+}
