@@ -14,11 +14,12 @@ use tokio::net::TcpListener;
 use crate::api::error::ApiError;
 use crate::api::{ApiConfig, AppState, Authenticate};
 use crate::auth::{AuthConfig, AuthError, Authenticator, IssuerConfig, PrincipalKind};
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, TrackingArgs};
 use crate::policy::authorizer::resolve_policy_dir;
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::service::{Authorizer, Caller, Service};
 use crate::store::{self, SharedStore};
+use crate::tracking::{Upstream, UpstreamConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -139,7 +140,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     tracing::info!(dir = %policy_dir.display(), digest = %engine.policy_set_digest(), "policies loaded");
     spawn_policy_reload(engine.clone());
     let authorizer: Arc<dyn Authorizer> = Arc::new(engine);
-    let state = app_state(
+    let mut state = app_state(
         store,
         Arc::new(auth),
         authorizer,
@@ -147,12 +148,48 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
             max_body_bytes: args.max_body_bytes,
         },
     );
+    if let Some(upstream) = tracking_upstream(&args.tracking)? {
+        tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
+        state = state.with_tracking(Arc::new(upstream));
+    }
     Ok(Built {
         state,
         database_url,
         embedded,
         dev_auth,
     })
+}
+
+/// The tracking upstream from `--mlflow-upstream*`, or `None` when it is not configured.
+fn tracking_upstream(args: &TrackingArgs) -> Result<Option<Upstream>, StartError> {
+    let Some(raw) = &args.mlflow_upstream else {
+        return Ok(None);
+    };
+    let base = url::Url::parse(raw)
+        .map_err(|e| StartError::Config(format!("--mlflow-upstream '{raw}': {e}")))?;
+    let basic = match (
+        &args.mlflow_upstream_username,
+        &args.mlflow_upstream_password,
+    ) {
+        (Some(user), password) => Some((user.clone(), password.clone().unwrap_or_default())),
+        (None, Some(_)) => {
+            return Err(StartError::Config(
+                "--mlflow-upstream-password needs --mlflow-upstream-username".into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    Upstream::new(UpstreamConfig {
+        base,
+        token: args.mlflow_upstream_token.clone(),
+        basic,
+        forward_auth: args.mlflow_upstream_forward_auth,
+        connect_timeout: args.mlflow_upstream_connect_timeout,
+        read_timeout: args.mlflow_upstream_timeout,
+        max_body_bytes: args.mlflow_upstream_max_body_bytes,
+    })
+    .map(Some)
+    .map_err(|e| StartError::Config(e.to_string()))
 }
 
 /// Reloads the policies on SIGHUP; a bad set is refused and the old one stays in force.
@@ -189,6 +226,7 @@ pub fn app_state(
         auth,
         config: Arc::new(config),
         metrics: metrics_handle(),
+        tracking: None,
     }
 }
 

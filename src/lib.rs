@@ -11,6 +11,7 @@
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
+//! - [`tracking`]: the MLflow tracking server behind model-ledger (pass-through, run evidence).
 //! - [`tools`]: offline store operations (chain verification, copying a log between backends).
 
 pub mod api;
@@ -22,3 +23,4 @@ pub mod policy;
 pub mod service;
 pub mod store;
 pub mod tools;
+pub mod tracking;

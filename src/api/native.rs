@@ -461,6 +461,7 @@ async fn create_version(
         signature: value.signature,
         input_example: value.input_example,
         artifact: value.artifact,
+        run_evidence: None,
     };
     run(
         &state,
