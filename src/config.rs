@@ -40,6 +40,8 @@ pub enum LogFormat {
     Json,
 }
 
+// Parsed once at start-up; boxing the serve options would only add noise.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Commands {
     /// Run the registry server.

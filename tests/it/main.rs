@@ -13,4 +13,5 @@ mod mlflow_api;
 mod native_api;
 mod store_conformance;
 mod tools;
+mod tracking;
 mod walkthrough;
