@@ -127,7 +127,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn unknown_route(state: State<AppState>, request: Request) -> Response {
-    if tracking::is_forwarded(request.uri().path()) {
+    if tracking::is_forwarded(request.uri().path(), request.uri().query()) {
         return tracking::forward(state, request).await;
     }
     ApiError::endpoint_not_found(format!(

@@ -33,9 +33,16 @@ const REGISTRY_SEGMENTS: &[&str] = &["registered-models", "model-versions", "web
 /// ([`super::mlflow::wire::artifact_path`]); those are served by model-ledger, not forwarded.
 const OWN_ARTIFACTS: &str = "/api/2.0/mlflow-artifacts/artifacts/models/";
 
-/// Whether a full request path is one the pass-through handles.
-pub fn is_forwarded(path: &str) -> bool {
+/// Whether a request (full path and query) is one the pass-through handles.
+pub fn is_forwarded(path: &str, query: Option<&str>) -> bool {
     if path.starts_with(OWN_ARTIFACTS) {
+        return false;
+    }
+    // The artifact listing names its directory in `?path=`; model-ledger's own are its own.
+    if path.trim_end_matches('/') == OWN_ARTIFACTS.trim_end_matches("/models/")
+        && url::form_urlencoded::parse(query.unwrap_or("").as_bytes())
+            .any(|(k, v)| k == "path" && v.trim_start_matches('/').starts_with("models/"))
+    {
         return false;
     }
     for api in [
@@ -111,18 +118,22 @@ mod tests {
 
     #[test]
     fn registry_and_own_artifacts_are_never_forwarded() {
-        assert!(is_forwarded("/api/2.0/mlflow/runs/get"));
-        assert!(is_forwarded("/ajax-api/2.0/mlflow/experiments/search"));
-        assert!(is_forwarded(
+        let fwd = |p: &str| is_forwarded(p, None);
+        assert!(fwd("/api/2.0/mlflow/runs/get"));
+        assert!(fwd("/ajax-api/2.0/mlflow/experiments/search"));
+        assert!(fwd(
             "/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts/model/MLmodel"
         ));
-        assert!(is_forwarded("/get-artifact"));
-        assert!(!is_forwarded("/api/2.0/mlflow/registered-models/whatever"));
-        assert!(!is_forwarded("/api/2.0/mlflow/model-versions/unknown"));
-        assert!(!is_forwarded(
+        assert!(fwd("/get-artifact"));
+        assert!(!fwd("/api/2.0/mlflow/registered-models/whatever"));
+        assert!(!fwd("/api/2.0/mlflow/model-versions/unknown"));
+        assert!(!fwd(
             "/api/2.0/mlflow-artifacts/artifacts/models/0190/3/MLmodel"
         ));
-        assert!(!is_forwarded("/api/v1/models"));
+        assert!(!fwd("/api/v1/models"));
+        let list = "/api/2.0/mlflow-artifacts/artifacts";
+        assert!(is_forwarded(list, Some("path=1%2Fabc%2Fartifacts")));
+        assert!(!is_forwarded(list, Some("path=models%2F0190%2F3")));
     }
 
     #[test]

@@ -138,7 +138,7 @@ fn full_path(request: &Request) -> String {
 /// pass-through (which explains itself when no upstream is configured).
 async fn unknown_endpoint(state: State<AppState>, request: Request) -> Response {
     let path = full_path(&request);
-    if crate::api::tracking::is_forwarded(&path) {
+    if crate::api::tracking::is_forwarded(&path, request.uri().query()) {
         return crate::api::tracking::forward(state, request).await;
     }
     MlflowError::endpoint_not_found(format!(
