@@ -225,6 +225,7 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .read_timeout(config.read_timeout)
+            .tcp_nodelay(true)
             // A redirect could point anywhere; the client gets it as it is instead.
             .redirect(reqwest::redirect::Policy::none())
             .build()
