@@ -100,6 +100,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     }],
                     digest: format!("{:064x}", i * 31),
                 }),
+                run_evidence: None,
             },
             (false, 2) => Command::RecordVerification {
                 name,

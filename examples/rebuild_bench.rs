@@ -70,6 +70,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 signature: None,
                 input_example: None,
                 artifact: None,
+                run_evidence: None,
             },
             (false, 2 | 3) => Command::TransitionStage {
                 name,

@@ -16,11 +16,12 @@ use crate::api::{ApiConfig, AppState, Authenticate};
 use crate::artifacts::stores::{StoreRegistry, StoresConfig};
 use crate::artifacts::{ArtifactLimits, ArtifactService};
 use crate::auth::{AuthConfig, AuthError, Authenticator, IssuerConfig, PrincipalKind};
-use crate::config::ServeArgs;
+use crate::config::{ServeArgs, TrackingArgs};
 use crate::policy::authorizer::resolve_policy_dir;
 use crate::policy::{PolicyEngine, PolicyError};
 use crate::service::{Authorizer, Caller, Service};
 use crate::store::{self, SharedStore};
+use crate::tracking::{Upstream, UpstreamConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -164,6 +165,10 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     );
     start_publishing(&args.nats, &state, &database_url);
     state.artifacts = Arc::new(artifacts);
+    if let Some(upstream) = tracking_upstream(&args.tracking)? {
+        tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
+        state = state.with_tracking(Arc::new(upstream));
+    }
     Ok(Built {
         state,
         database_url,
@@ -239,6 +244,38 @@ fn build_artifacts(args: &ServeArgs, store: SharedStore) -> Result<ArtifactServi
     ))
 }
 
+/// The tracking upstream from `--mlflow-upstream*`, or `None` when it is not configured.
+fn tracking_upstream(args: &TrackingArgs) -> Result<Option<Upstream>, StartError> {
+    let Some(raw) = &args.mlflow_upstream else {
+        return Ok(None);
+    };
+    let base = url::Url::parse(raw)
+        .map_err(|e| StartError::Config(format!("--mlflow-upstream '{raw}': {e}")))?;
+    let basic = match (
+        &args.mlflow_upstream_username,
+        &args.mlflow_upstream_password,
+    ) {
+        (Some(user), password) => Some((user.clone(), password.clone().unwrap_or_default())),
+        (None, Some(_)) => {
+            return Err(StartError::Config(
+                "--mlflow-upstream-password needs --mlflow-upstream-username".into(),
+            ));
+        }
+        (None, None) => None,
+    };
+    Upstream::new(UpstreamConfig {
+        base,
+        token: args.mlflow_upstream_token.clone(),
+        basic,
+        forward_auth: args.mlflow_upstream_forward_auth,
+        connect_timeout: args.mlflow_upstream_connect_timeout,
+        read_timeout: args.mlflow_upstream_timeout,
+        max_body_bytes: args.mlflow_upstream_max_body_bytes,
+    })
+    .map(Some)
+    .map_err(|e| StartError::Config(e.to_string()))
+}
+
 /// Reloads the policies on SIGHUP; a bad set is refused and the old one stays in force.
 fn spawn_policy_reload(engine: PolicyEngine) {
     #[cfg(unix)]
@@ -281,6 +318,7 @@ pub fn app_state(
             store,
             ArtifactLimits::default(),
         )),
+        tracking: None,
     }
 }
 
@@ -291,7 +329,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
     let publish = state.publish.clone();
+    use axum::serve::ListenerExt;
     let app = crate::api::router(state);
+    // Streamed bodies (the tracking pass-through) are written after their headers in a separate
+    // write; with Nagle on, that write waits for the client's delayed ACK (~40 ms).
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;

@@ -228,6 +228,8 @@ pub struct ServeArgs {
     pub nats: NatsArgs,
     #[command(flatten)]
     pub artifacts: ArtifactArgs,
+    #[command(flatten)]
+    pub tracking: TrackingArgs,
 }
 
 /// Where committed events are published (NATS JetStream); see docs/events.md "Subscribing".
@@ -331,6 +333,48 @@ pub struct CheckpointOpts {
         default_value = "model-ledger"
     )]
     pub origin: String,
+}
+
+/// The MLflow tracking server that model-ledger forwards tracking calls to and reads run
+/// evidence from (see docs/mlflow.md, "Tracking pass-through").
+#[derive(Debug, Clone, Args)]
+pub struct TrackingArgs {
+    /// Base URL of the MLflow tracking server (e.g. `http://mlflow:5000`). Without it, tracking
+    /// endpoints answer a JSON error naming this option.
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM")]
+    pub mlflow_upstream: Option<String>,
+    /// Bearer token model-ledger presents to the upstream.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_MLFLOW_UPSTREAM_TOKEN",
+        hide_env_values = true
+    )]
+    pub mlflow_upstream_token: Option<String>,
+    /// Basic-auth user model-ledger presents to the upstream (with the password).
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM_USERNAME")]
+    pub mlflow_upstream_username: Option<String>,
+    /// Basic-auth password for `--mlflow-upstream-username`.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_MLFLOW_UPSTREAM_PASSWORD",
+        hide_env_values = true
+    )]
+    pub mlflow_upstream_password: Option<String>,
+    /// Forward the caller's own `Authorization` (and cookies) to the upstream instead of the
+    /// credentials above. Off by default: a model-ledger token is not meant for another server.
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM_FORWARD_AUTH")]
+    pub mlflow_upstream_forward_auth: bool,
+    /// Connection timeout to the upstream (`5s`, `1m`).
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub mlflow_upstream_connect_timeout: std::time::Duration,
+    /// Longest silence from the upstream before a forwarded call fails with 502 (a transfer
+    /// that keeps moving is never cut).
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub mlflow_upstream_timeout: std::time::Duration,
+    /// Largest request body forwarded to the upstream, in bytes (artifact uploads stream, so
+    /// this is not held in memory).
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM_MAX_BODY_BYTES", default_value_t = 5 * 1024 * 1024 * 1024)]
+    pub mlflow_upstream_max_body_bytes: u64,
 }
 
 /// Where the Cedar policies are and what the IdP calls the four roles they use.

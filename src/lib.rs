@@ -13,6 +13,7 @@
 //! - [`publish`]: the outbox relay to NATS JetStream and the SSE event stream.
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
+//! - [`tracking`]: the MLflow tracking server behind model-ledger (pass-through, run evidence).
 //! - [`tools`]: offline store operations (chain verification, copying a log between backends).
 //! - [`reports`]: compliance reporting: audit search and export, time travel, reports, signed
 //!   checkpoints, offline verification and policy what-if.
@@ -29,3 +30,4 @@ pub mod reports;
 pub mod service;
 pub mod store;
 pub mod tools;
+pub mod tracking;

@@ -20,6 +20,7 @@ use crate::domain::{Command, DomainError, Stage, decide};
 use crate::store::{
     AccessDenial, AppendBatch, IdempotencyRecord, SharedStore, StoreError, projection,
 };
+use crate::tracking::{Upstream, evidence};
 
 /// How many times a command is re-decided after losing a race before the caller gets 409.
 const MAX_ATTEMPTS: u32 = 8;
@@ -117,11 +118,73 @@ pub struct StoredResponse {
 pub struct Service {
     pub store: SharedStore,
     pub authorizer: Arc<dyn Authorizer>,
+    /// The MLflow tracking server versions' runs are read from (`--mlflow-upstream`).
+    pub tracking: Option<Arc<Upstream>>,
 }
 
 impl Service {
     pub fn new(store: SharedStore, authorizer: Arc<dyn Authorizer>) -> Self {
-        Service { store, authorizer }
+        Service {
+            store,
+            authorizer,
+            tracking: None,
+        }
+    }
+
+    /// Attaches run evidence to a `CreateVersion` that names a run or logged model, and makes
+    /// the run's metrics the version's (they win over caller-supplied ones: the gate must read
+    /// what the run recorded). Callers the policy would refuse anyway are not looked up, so
+    /// the upstream cannot be probed through registration errors.
+    async fn with_run_evidence(
+        &self,
+        caller: &Caller,
+        mut command: Command,
+    ) -> Result<Command, ServiceError> {
+        let Some(upstream) = &self.tracking else {
+            return Ok(command);
+        };
+        let Command::CreateVersion {
+            name,
+            source,
+            run_id,
+            metrics,
+            run_evidence,
+            ..
+        } = &mut command
+        else {
+            return Ok(command);
+        };
+        if !evidence::wanted(source, run_id.as_deref()) {
+            return Ok(command);
+        }
+        let current = self
+            .store
+            .load_model(name.as_str())
+            .await
+            .map_err(ServiceError::Store)?;
+        let decision = self.authorizer.authorize(&AuthzQuestion {
+            caller,
+            action: "CreateVersion",
+            model_name: name.as_str(),
+            model: current.as_ref(),
+            version: None,
+            from_stage: None,
+            to_stage: None,
+            comment: None,
+        });
+        if !decision.allowed {
+            // The command path records and answers the denial.
+            return Ok(command);
+        }
+        let found = evidence::capture(upstream, source, run_id.as_deref())
+            .await
+            .map_err(|e| DomainError::InvalidParameter(e.to_string()))?;
+        if run_id.is_none() && !found.run_id.is_empty() {
+            *run_id = Some(found.run_id.clone());
+        }
+        metrics.extend(found.metrics.iter().map(|(k, v)| (k.clone(), *v)));
+        *run_evidence = Some(found);
+        Ok(command)
     }
 
     /// Runs a command through the whole path.
@@ -131,6 +194,7 @@ impl Service {
         meta: &RequestMeta,
         command: Command,
     ) -> Result<Outcome, ServiceError> {
+        let command = self.with_run_evidence(caller, command).await?;
         self.run(caller, meta, &command, None)
             .await
             .map(|(outcome, _)| outcome)
@@ -149,6 +213,7 @@ impl Service {
         if let Some(found) = self.replay(&idempotency).await? {
             return Ok(found);
         }
+        let command = self.with_run_evidence(caller, command).await?;
         match self
             .run(caller, meta, &command, Some((&idempotency, render)))
             .await

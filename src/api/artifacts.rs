@@ -281,6 +281,7 @@ async fn commit_upload(
         signature: value.signature,
         input_example: value.input_example,
         artifact: Some(manifest),
+        run_evidence: None,
     };
     let outcome = state.service.execute(&caller, &meta, command).await;
     state.artifacts.finish_commit(id, outcome.is_ok());

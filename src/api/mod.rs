@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod mlflow;
 pub mod native;
+pub mod tracking;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -29,6 +30,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::service::{AccessDecision, AuthzQuestion, Caller, Service};
 use crate::store::SharedStore;
+use crate::tracking::Upstream;
 use error::ApiError;
 
 /// Authenticates a request's `Authorization` header.
@@ -54,9 +56,23 @@ pub struct AppState {
     pub publish: crate::publish::Runtime,
     /// Artifact stores, uploads and verification (see [`crate::artifacts`]).
     pub artifacts: Arc<crate::artifacts::ArtifactService>,
+    /// The MLflow tracking server behind model-ledger, when `--mlflow-upstream` is set.
+    pub tracking: Option<Arc<Upstream>>,
 }
 
 impl AppState {
+    /// Turns on tracking pass-through and run evidence for this state.
+    pub fn with_tracking(mut self, upstream: Arc<Upstream>) -> Self {
+        let service = Service {
+            store: self.service.store.clone(),
+            authorizer: self.service.authorizer.clone(),
+            tracking: Some(upstream.clone()),
+        };
+        self.service = Arc::new(service);
+        self.tracking = Some(upstream);
+        self
+    }
+
     /// Authorizes a read; denials are recorded like write denials.
     pub async fn authorize_read(
         &self,
@@ -123,12 +139,16 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn unknown_route(request: Request) -> ApiError {
+async fn unknown_route(state: State<AppState>, request: Request) -> Response {
+    if tracking::is_forwarded(request.uri().path(), request.uri().query()) {
+        return tracking::forward(state, request).await;
+    }
     ApiError::endpoint_not_found(format!(
         "no endpoint {} {}",
         request.method(),
         request.uri().path()
     ))
+    .into_response()
 }
 
 async fn method_not_allowed(request: Request) -> ApiError {

@@ -491,6 +491,7 @@ async fn create_version(
         signature: value.signature,
         input_example: value.input_example,
         artifact,
+        run_evidence: None,
     };
     run(
         &state,

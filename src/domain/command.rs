@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use super::events::{ArtifactManifest, VerificationFailure};
+use super::events::{ArtifactManifest, RunEvidence, VerificationFailure};
 use super::names::{AliasName, ModelName, Stage, TagKey};
 
 /// The outcome of re-hashing a version's files, to be recorded as an event.
@@ -58,6 +58,8 @@ pub enum Command {
         signature: Option<serde_json::Value>,
         input_example: Option<serde_json::Value>,
         artifact: Option<ArtifactManifest>,
+        /// Filled by the service from the tracking upstream, never by callers.
+        run_evidence: Option<RunEvidence>,
     },
     UpdateVersion {
         name: ModelName,

@@ -126,6 +126,7 @@ pub fn decide(
             signature,
             input_example,
             artifact,
+            run_evidence,
             ..
         } => {
             if source.trim().is_empty() {
@@ -153,6 +154,7 @@ pub fn decide(
                 signature: signature.clone(),
                 input_example: input_example.clone(),
                 artifact: artifact.clone(),
+                run_evidence: run_evidence.clone(),
             }]
         }
         Command::UpdateVersion {
@@ -422,6 +424,7 @@ mod tests {
             signature: None,
             input_example: None,
             artifact: None,
+            run_evidence: None,
         }
     }
 
@@ -671,6 +674,7 @@ mod tests {
             signature: None,
             input_example: None,
             artifact: None,
+            run_evidence: None,
         };
         assert!(matches!(
             when(&state, bad_metric),
@@ -686,6 +690,7 @@ mod tests {
             signature: None,
             input_example: None,
             artifact: None,
+            run_evidence: None,
         };
         assert!(matches!(
             when(&state, empty_source),

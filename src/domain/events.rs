@@ -70,6 +70,40 @@ pub struct ArtifactManifest {
     pub digest: String,
 }
 
+/// What the MLflow tracking server said about a version's training run when the version was
+/// registered (see docs/events.md). Captured once, so a later promotion decision rests on the
+/// evidence as it was at registration, not on run data that can still change upstream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunEvidence {
+    pub run_id: String,
+    /// `captured` when the run was read; `unavailable` when the upstream could not be reached,
+    /// in which case only `run_id`, `resolved_source` and `error` are meaningful.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment_id: Option<String>,
+    #[serde(default)]
+    pub metrics: BTreeMap<String, f64>,
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_uri: Option<String>,
+    /// MLflow 3's logged model the source resolved to, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_model_id: Option<String>,
+    /// Where the version's files are: the source with `runs:/` and `models:/<model_id>`
+    /// resolved through the tracking server.
+    pub resolved_source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl RunEvidence {
+    pub const CAPTURED: &'static str = "captured";
+    pub const UNAVAILABLE: &'static str = "unavailable";
+}
+
 /// A file whose content did not match its manifest entry during verification.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerificationFailure {
@@ -126,6 +160,9 @@ pub enum EventPayload {
         input_example: Option<serde_json::Value>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         artifact: Option<ArtifactManifest>,
+        /// Added after schema version 1 as an optional field, so older events replay unchanged.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        run_evidence: Option<RunEvidence>,
     },
     VersionDescriptionUpdated {
         version: u64,

@@ -136,6 +136,8 @@ impl ModelState {
                 signature,
                 input_example,
                 artifact,
+                // The evidence's metrics are already in `metrics`; the rest stays in the event.
+                run_evidence: _,
             } => {
                 self.last_version = self.last_version.max(*version);
                 self.versions.insert(

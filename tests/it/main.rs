@@ -16,4 +16,5 @@ mod publish;
 mod reports;
 mod store_conformance;
 mod tools;
+mod tracking;
 mod walkthrough;

@@ -421,6 +421,7 @@ async fn scripted(service: &Service) -> (i64, i64) {
                     signature: None,
                     input_example: None,
                     artifact: artifact(digest),
+                    run_evidence: None,
                 },
             )
             .await);

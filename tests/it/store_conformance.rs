@@ -76,6 +76,7 @@ pub(crate) fn random_command(rng: &mut StdRng) -> Command {
             signature: None,
             input_example: None,
             artifact: None,
+            run_evidence: None,
         },
         4..=6 => Command::TransitionStage {
             name,

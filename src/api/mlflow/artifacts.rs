@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderValue, header};
+use axum::extract::{FromRequestParts, OriginalUri, Query, Request, State};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::any;
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
@@ -27,8 +27,52 @@ use crate::api::extract::CallerAuth;
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
-        .route("/artifacts", get(list))
-        .route("/artifacts/{*path}", get(download))
+        .route("/artifacts", any(dispatch))
+        .route("/artifacts/{*path}", any(dispatch))
+}
+
+/// Model-ledger's own version files are served here; every other artifact path (run artifacts,
+/// uploads) belongs to the MLflow tracking server and goes through the pass-through.
+async fn dispatch(State(state): State<AppState>, request: Request) -> Response {
+    let full = request
+        .extensions()
+        .get::<OriginalUri>()
+        .map(|u| u.0.clone())
+        .unwrap_or_else(|| request.uri().clone());
+    if crate::api::tracking::is_forwarded(full.path(), full.query()) {
+        return crate::api::tracking::forward(State(state), request).await;
+    }
+    if request.method() != Method::GET {
+        return MlflowError(ApiError::new(
+            axum::http::StatusCode::METHOD_NOT_ALLOWED,
+            "ENDPOINT_NOT_FOUND",
+            format!(
+                "model-ledger's stored model files are read-only; {} is not allowed",
+                request.method()
+            ),
+        ))
+        .into_response();
+    }
+    let (mut parts, _) = request.into_parts();
+    let caller = match CallerAuth::from_request_parts(&mut parts, &state).await {
+        Ok(caller) => caller,
+        Err(e) => return MlflowError(e).into_response(),
+    };
+    let result = match full.path().split_once("/mlflow-artifacts/artifacts/") {
+        Some((_, path)) => {
+            let decoded = percent_encoding::percent_decode_str(path)
+                .decode_utf8_lossy()
+                .into_owned();
+            download(state, caller, decoded).await
+        }
+        None => {
+            let params = Query::<ListParams>::try_from_uri(&full)
+                .map(|q| q.0)
+                .unwrap_or(ListParams { path: None });
+            list(state, caller, params).await
+        }
+    };
+    result.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// `models/<model id>/<version>[/<path inside the version>]`, resolved to the model's current name.
@@ -71,9 +115,9 @@ struct ListParams {
 }
 
 async fn list(
-    State(state): State<AppState>,
+    state: AppState,
     CallerAuth(caller): CallerAuth,
-    Query(params): Query<ListParams>,
+    params: ListParams,
 ) -> Result<Response, MlflowError> {
     let target = resolve_path(&state, params.path.as_deref().unwrap_or("")).await?;
     state
@@ -119,9 +163,9 @@ async fn list(
 }
 
 async fn download(
-    State(state): State<AppState>,
+    state: AppState,
     CallerAuth(caller): CallerAuth,
-    Path(path): Path<String>,
+    path: String,
 ) -> Result<Response, MlflowError> {
     let target = resolve_path(&state, &path).await?;
     state

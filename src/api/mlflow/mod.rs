@@ -127,20 +127,6 @@ pub fn routes() -> Router<AppState> {
         .fallback(unknown_endpoint)
 }
 
-/// Path segments of MLflow's tracking API, which this registry does not serve.
-const TRACKING_ONLY: &[&str] = &[
-    "runs",
-    "experiments",
-    "metrics",
-    "logged-models",
-    "traces",
-    "artifacts",
-    "datasets",
-    "scorers",
-    "webhooks",
-    "gateway",
-];
-
 fn full_path(request: &Request) -> String {
     request
         .extensions()
@@ -149,28 +135,18 @@ fn full_path(request: &Request) -> String {
         .unwrap_or_else(|| request.uri().path().to_string())
 }
 
-async fn unknown_endpoint(request: Request) -> MlflowError {
+/// Everything under the MLflow prefixes that is not a registry route goes to the tracking
+/// pass-through (which explains itself when no upstream is configured).
+async fn unknown_endpoint(state: State<AppState>, request: Request) -> Response {
     let path = full_path(&request);
-    let first = request
-        .uri()
-        .path()
-        .trim_start_matches('/')
-        .split('/')
-        .next()
-        .unwrap_or("")
-        .to_string();
-    if TRACKING_ONLY.contains(&first.as_str()) {
-        return MlflowError::endpoint_not_found(format!(
-            "model-ledger serves the MLflow Model Registry API only; the MLflow tracking endpoint \
-             {} {path} ('{first}') is not supported. Point MLFLOW_TRACKING_URI at an MLflow \
-             tracking server and MLFLOW_REGISTRY_URI at model-ledger.",
-            request.method()
-        ));
+    if crate::api::tracking::is_forwarded(&path, request.uri().query()) {
+        return crate::api::tracking::forward(state, request).await;
     }
     MlflowError::endpoint_not_found(format!(
         "No MLflow endpoint {} {path} in model-ledger's Model Registry API",
         request.method()
     ))
+    .into_response()
 }
 
 async fn wrong_method(request: Request) -> MlflowError {
@@ -494,6 +470,7 @@ async fn create_version(State(state): State<AppState>, req: MlflowRequest) -> Re
         signature: None,
         input_example: None,
         artifact: None,
+        run_evidence: None,
     };
     let outcome = execute(&state, &req, command).await?;
     let version = outcome.state.last_version;
@@ -608,6 +585,41 @@ async fn delete_version_tag(State(state): State<AppState>, req: MlflowRequest) -
     empty()
 }
 
+/// Where the run evidence recorded at registration says a version's files are, when it
+/// resolved the source to somewhere else (`runs:/…` or an MLflow 3 `models:/m-…`). An
+/// `mlflow-artifacts:` location is answered as is: the client resolves it against its tracking
+/// URI, which is model-ledger, and the pass-through serves it from the upstream.
+async fn resolved_source(
+    state: &AppState,
+    view: &VersionView,
+) -> Result<Option<String>, MlflowError> {
+    let Ok(stream_id) = uuid::Uuid::parse_str(&view.model_id) else {
+        return Ok(None);
+    };
+    let events = state
+        .store
+        .read_events(&crate::store::EventQuery {
+            stream_id: Some(stream_id),
+            version: Some(view.version as i64),
+            event_types: vec!["VersionCreated".into()],
+            limit: 1,
+            ..Default::default()
+        })
+        .await?;
+    let evidence = events
+        .first()
+        .and_then(|e| e.typed_payload().ok())
+        .and_then(|p| match p {
+            crate::domain::events::EventPayload::VersionCreated { run_evidence, .. } => {
+                run_evidence
+            }
+            _ => None,
+        });
+    Ok(evidence
+        .map(|e| e.resolved_source)
+        .filter(|resolved| resolved != &view.source))
+}
+
 /// `models:/` sources point at another version; follow them this many hops at most, so a
 /// cycle of copies cannot loop.
 const MAX_SOURCE_HOPS: usize = 8;
@@ -617,6 +629,11 @@ async fn download_uri(State(state): State<AppState>, req: MlflowRequest) -> Repl
     let version = req.params.version()?;
     let mut view = read_version(&state, &req, &name, version).await?;
     let base = wire::public_base_url(&req.headers);
+    if view.artifact.is_none()
+        && let Some(resolved) = resolved_source(&state, &view).await?
+    {
+        return ok(json!({ "artifact_uri": resolved }));
+    }
     // A copied version (source `models:/NAME/V`) downloads what its origin downloads, as in
     // MLflow's storage-location resolution.
     for _ in 0..MAX_SOURCE_HOPS {
