@@ -92,7 +92,10 @@ async fn readme_walkthrough_runs_against_the_embedded_server() {
         stdout.contains("PERMISSION_DENIED"),
         "Production is refused without a verified artifact: {stdout}"
     );
-    assert!(stdout.contains("\"stage\":\"Production\""), "the verified upload reaches Production: {stdout}");
+    assert!(
+        stdout.contains("\"stage\":\"Production\""),
+        "the verified upload reaches Production: {stdout}"
+    );
     assert!(stdout.contains("verified churn/2"), "{stdout}");
     assert!(stdout.contains("chain OK"), "{stdout}");
     drop(server);
