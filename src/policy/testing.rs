@@ -339,11 +339,11 @@ mod tests {
         assert!(report.cases.len() > 40);
     }
 
-    /// Target: ≤100µs median per decision including entity building, for the most expensive
-    /// request (a Production promotion with two gates = three Cedar evaluations). Debug builds
-    /// are slower, so the assertion only guards against gross regressions.
+    /// The most expensive request (a Production promotion with two gates = three Cedar
+    /// evaluations) is allowed when every rule is met. Its speed is measured by
+    /// `examples/authz_bench.rs`, not here.
     #[test]
-    fn authorize_is_fast() {
+    fn gated_production_promotion_is_allowed_when_every_rule_holds() {
         let engine = PolicyEngine::load(
             &Path::new(env!("CARGO_MANIFEST_DIR")).join("policies"),
             GroupNames::default(),
@@ -390,15 +390,5 @@ mod tests {
             "{:?}",
             engine.authorize(&req)
         );
-        let mut times = Vec::with_capacity(300);
-        for _ in 0..300 {
-            let start = std::time::Instant::now();
-            std::hint::black_box(engine.authorize(&req));
-            times.push(start.elapsed());
-        }
-        times.sort();
-        let median = times[times.len() / 2];
-        eprintln!("authorize median (3 evaluations): {median:?}");
-        assert!(median < std::time::Duration::from_millis(5), "{median:?}");
     }
 }
