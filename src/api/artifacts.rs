@@ -98,18 +98,7 @@ impl From<ArtifactError> for ApiError {
     }
 }
 
-fn model_name(raw: String) -> Result<ModelName, ApiError> {
-    Ok(ModelName::parse(raw)?)
-}
-
-fn version_number(raw: &str) -> Result<u64, ApiError> {
-    raw.parse::<u64>()
-        .ok()
-        .filter(|v| *v >= 1 && *v <= i64::MAX as u64)
-        .ok_or_else(|| {
-            ApiError::invalid(format!("version must be a positive integer, got '{raw}'"))
-        })
-}
+use super::native::{model_name, version_number};
 
 fn upload_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw)

@@ -78,11 +78,11 @@ pub fn routes() -> Router<AppState> {
 pub const DEFAULT_PAGE: i64 = 100;
 pub const MAX_PAGE: i64 = 1000;
 
-fn model_name(raw: String) -> Result<ModelName, ApiError> {
+pub(crate) fn model_name(raw: String) -> Result<ModelName, ApiError> {
     Ok(ModelName::parse(raw)?)
 }
 
-fn version_number(raw: &str) -> Result<u64, ApiError> {
+pub(crate) fn version_number(raw: &str) -> Result<u64, ApiError> {
     raw.parse::<u64>()
         .ok()
         .filter(|v| *v >= 1 && *v <= i64::MAX as u64)
