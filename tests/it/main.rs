@@ -12,6 +12,7 @@ mod bad_input;
 mod concurrency;
 mod mlflow_api;
 mod native_api;
+mod policy_http;
 mod publish;
 mod reports;
 mod store_conformance;
