@@ -239,6 +239,9 @@ pub struct NatsArgs {
     /// one, nothing is published to NATS (the HTTP event stream still works).
     #[arg(long, env = "MODEL_LEDGER_NATS_URL")]
     pub nats_url: Option<String>,
+    /// NATS credentials file (`.creds`: user JWT and NKey seed, as `nsc` writes it).
+    #[arg(long, env = "MODEL_LEDGER_NATS_CREDS")]
+    pub nats_creds: Option<PathBuf>,
     /// Token for NATS token authentication.
     #[arg(long, env = "MODEL_LEDGER_NATS_TOKEN")]
     pub nats_token: Option<String>,

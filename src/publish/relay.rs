@@ -48,6 +48,7 @@ const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct NatsSettings {
     pub urls: String,
+    pub creds: Option<std::path::PathBuf>,
     pub token: Option<String>,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -67,6 +68,7 @@ impl NatsSettings {
     pub fn from_args(args: &NatsArgs) -> Option<Self> {
         Some(NatsSettings {
             urls: args.nats_url.clone().filter(|u| !u.trim().is_empty())?,
+            creds: args.nats_creds.clone(),
             token: args.nats_token.clone(),
             user: args.nats_user.clone(),
             password: args.nats_password.clone(),
@@ -85,6 +87,7 @@ impl NatsSettings {
     pub fn local(url: &str, stream: &str, subject_prefix: &str) -> Self {
         NatsSettings {
             urls: url.into(),
+            creds: None,
             token: None,
             user: None,
             password: None,
@@ -152,6 +155,11 @@ impl Publisher {
                     }
                 }
             });
+        if let Some(path) = &settings.creds {
+            options = options.credentials_file(path).await.map_err(|e| {
+                PublishError::Connect(format!("NATS credentials file {}: {e}", path.display()))
+            })?;
+        }
         if let Some(token) = &settings.token {
             options = options.token(token.clone());
         }
@@ -489,5 +497,34 @@ impl LagGauges {
                 .unwrap_or(0.0);
             metrics::gauge!("model_ledger_outbox_oldest_age_seconds").set(age);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_missing_credentials_file_is_refused_naming_the_file() {
+        let mut settings = NatsSettings::local("nats://127.0.0.1:4222", "S", "p");
+        settings.creds = Some("/nonexistent/relay.creds".into());
+        let err = Publisher::connect(settings, None)
+            .await
+            .err()
+            .expect("must fail");
+        assert!(
+            err.to_string().contains("/nonexistent/relay.creds"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_malformed_credentials_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.creds");
+        std::fs::write(&path, "not a creds file").expect("write");
+        let mut settings = NatsSettings::local("nats://127.0.0.1:4222", "S", "p");
+        settings.creds = Some(path);
+        assert!(Publisher::connect(settings, None).await.is_err());
     }
 }
