@@ -39,9 +39,7 @@ pub async fn verify_store(store: &dyn Store) -> Result<VerifiedHead, ToolError> 
             .await?;
         let Some(last) = batch.last() else { break };
         after = last.position;
-        for event in &batch {
-            verifier.push(event).map_err(ToolError::Chain)?;
-        }
+        verifier.push_batch(&batch).map_err(ToolError::Chain)?;
     }
     let (head_position, head_hash) = store.head().await?;
     if head_position != verifier.count() as i64 || head_hash != verifier.head_hash() {

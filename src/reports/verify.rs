@@ -49,6 +49,23 @@ impl CheckedChain {
         Ok(())
     }
 
+    /// [`CheckedChain::push`] for consecutive events, hashing them on all cores.
+    pub fn push_batch(&mut self, events: &[EventEnvelope]) -> Result<(), ReportError> {
+        self.verifier
+            .push_batch(events)
+            .map_err(ReportError::Chain)?;
+        if let Some(c) = &self.checkpoint
+            && let Some(event) = events.iter().find(|e| e.position == c.position)
+            && c.hash != event.hash
+        {
+            return Err(ReportError::Checkpoint(format!(
+                "position {}: hash {} differs from the checkpoint's {} (the log was rewritten up to here)",
+                event.position, event.hash, c.hash
+            )));
+        }
+        Ok(())
+    }
+
     pub fn count(&self) -> u64 {
         self.verifier.count()
     }
@@ -85,8 +102,66 @@ pub fn verify_ndjson<R: BufRead>(
     checkpoint: Option<Checkpoint>,
 ) -> Result<Verified, ReportError> {
     let mut chain = CheckedChain::new(checkpoint);
-    for_each_export_event(reader, |e| chain.push(e))?;
-    chain.finish()
+    let mut lines = reader.lines();
+    let mut number = 0u64;
+    // Lines are read in batches, parsed and hashed on all cores, then linked in order: memory
+    // stays bounded by one batch however long the export is.
+    loop {
+        let mut batch: Vec<(u64, String)> = Vec::with_capacity(VERIFY_BATCH);
+        for line in lines.by_ref() {
+            number += 1;
+            let line = line.map_err(|e| ReportError::io(format!("reading line {number}"), e))?;
+            if !line.trim().is_empty() {
+                batch.push((number, line));
+            }
+            if batch.len() == VERIFY_BATCH {
+                break;
+            }
+        }
+        if batch.is_empty() {
+            return chain.finish();
+        }
+        let events = parse_batch(&batch)?;
+        chain.push_batch(&events)?;
+    }
+}
+
+/// Lines verified per batch.
+const VERIFY_BATCH: usize = 4096;
+
+fn parse_batch(lines: &[(u64, String)]) -> Result<Vec<EventEnvelope>, ReportError> {
+    let parse = |part: &[(u64, String)]| -> Result<Vec<EventEnvelope>, ReportError> {
+        part.iter()
+            .map(|(number, line)| {
+                serde_json::from_str(line).map_err(|e| ReportError::Export {
+                    line: *number,
+                    message: format!("not an event envelope: {e}"),
+                })
+            })
+            .collect()
+    };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    if threads < 2 || lines.len() < 256 {
+        return parse(lines);
+    }
+    let chunk = lines.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = lines
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || parse(part)))
+            .collect();
+        let mut events = Vec::with_capacity(lines.len());
+        for handle in handles {
+            let part = handle.join().map_err(|_| ReportError::Export {
+                line: 0,
+                message: "a parser thread failed".into(),
+            })??;
+            events.extend(part);
+        }
+        Ok(events)
+    })
 }
 
 /// Parses an NDJSON export line by line, handing each event to `visit`.
