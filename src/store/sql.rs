@@ -382,6 +382,37 @@ macro_rules! impl_sql_store {
             .into_view()
         }
 
+        /// Inserts one stored event (its outbox row follows by trigger). Payload and decision are
+        /// written as canonical JSON text, exactly the bytes the hash covers.
+        async fn insert_event(tx: &mut Tx<'_>, event: &EventEnvelope, version: Option<u64>) -> Result<(), sqlx::Error> {
+            sqlx::query(
+                "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, event_type, schema_version, payload, occurred_at_us, \
+                 actor_subject, actor_issuer, actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            )
+            .bind(event.position)
+            .bind(event.event_id.to_string())
+            .bind(event.stream_id.to_string())
+            .bind(event.stream_version)
+            .bind(&event.model_name)
+            .bind(&event.event_type)
+            .bind(event.schema_version)
+            .bind(canonical_json_string(&event.payload))
+            .bind(micros(&event.occurred_at))
+            .bind(&event.actor.subject)
+            .bind(&event.actor.issuer)
+            .bind(&event.actor.display_name)
+            .bind(&event.request_id)
+            .bind(&event.correlation_id)
+            .bind(event.decision.as_ref().map(canonical_json_string))
+            .bind(version.map(|v| v as i64))
+            .bind(&event.prev_hash)
+            .bind(&event.hash)
+            .execute(&mut **tx)
+            .await?;
+            Ok(())
+        }
+
         /// Writes what a plan says into the projection tables.
         async fn write_plan(tx: &mut Tx<'_>, plan: &ProjectionPlan) -> Result<(), StoreError> {
             let id = plan.model_id.as_str();
@@ -674,7 +705,6 @@ macro_rules! impl_sql_store {
                 // single chain head is held, so positions are assigned in commit order.
                 let (mut position, mut prev_hash): (i64, String) =
                     sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
-                let decision = batch.decision.as_ref().map(canonical_json_string);
                 let mut stored = Vec::with_capacity(batch.events.len());
                 for event in &batch.events {
                     position += 1;
@@ -698,32 +728,9 @@ macro_rules! impl_sql_store {
                         hash: String::new(),
                     };
                     envelope.hash = compute_hash(&prev_hash, &envelope);
-                    sqlx::query(
-                        "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, event_type, schema_version, payload, occurred_at_us, \
-                         actor_subject, actor_issuer, actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-                    )
-                    .bind(position)
-                    .bind(envelope.event_id.to_string())
-                    .bind(&stream_id)
-                    .bind(envelope.stream_version)
-                    .bind(&envelope.model_name)
-                    .bind(&envelope.event_type)
-                    .bind(envelope.schema_version)
-                    .bind(canonical_json_string(&envelope.payload))
-                    .bind(micros(&envelope.occurred_at))
-                    .bind(&envelope.actor.subject)
-                    .bind(&envelope.actor.issuer)
-                    .bind(&envelope.actor.display_name)
-                    .bind(&envelope.request_id)
-                    .bind(&envelope.correlation_id)
-                    .bind(&decision)
-                    .bind(event.payload.version().map(|v| v as i64))
-                    .bind(&envelope.prev_hash)
-                    .bind(&envelope.hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify_unique)?;
+                    insert_event(&mut tx, &envelope, event.payload.version())
+                        .await
+                        .map_err(classify_unique)?;
                     prev_hash = envelope.hash.clone();
                     stored.push(envelope);
                 }
@@ -1039,31 +1046,7 @@ macro_rules! impl_sql_store {
                         )));
                     }
                     let payload = event.typed_payload().map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
-                    sqlx::query(
-                        "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, event_type, schema_version, payload, occurred_at_us, \
-                         actor_subject, actor_issuer, actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-                    )
-                    .bind(event.position)
-                    .bind(event.event_id.to_string())
-                    .bind(event.stream_id.to_string())
-                    .bind(event.stream_version)
-                    .bind(&event.model_name)
-                    .bind(&event.event_type)
-                    .bind(event.schema_version)
-                    .bind(canonical_json_string(&event.payload))
-                    .bind(micros(&event.occurred_at))
-                    .bind(&event.actor.subject)
-                    .bind(&event.actor.issuer)
-                    .bind(&event.actor.display_name)
-                    .bind(&event.request_id)
-                    .bind(&event.correlation_id)
-                    .bind(event.decision.as_ref().map(canonical_json_string))
-                    .bind(payload.version().map(|v| v as i64))
-                    .bind(&event.prev_hash)
-                    .bind(&event.hash)
-                    .execute(&mut *tx)
-                    .await?;
+                    insert_event(&mut tx, event, payload.version()).await?;
                     expected_position += 1;
                     expected_prev = event.hash.clone();
                 }
