@@ -143,7 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
     let started = Instant::now();
-    let head = model_ledger::tools::verify_store(store.as_ref()).await?;
+    let head = model_ledger::reports::verify::verify_store(store.as_ref(), None).await?;
     let secs = started.elapsed().as_secs_f64();
     println!(
         "audit verify: {} events in {secs:.2}s ({:.0} events/s)",

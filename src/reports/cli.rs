@@ -136,21 +136,6 @@ async fn run_verify(args: VerifyArgs) -> Result<ExitCode, ReportError> {
     };
     let result = match &args.file {
         Some(file) => verify::verify_ndjson(open_file(file)?, checkpoint),
-        None if checkpoint.is_none() => {
-            // Without a checkpoint, keep the long-standing database check exactly as it was.
-            let db = open(&args.store).await?;
-            return match crate::tools::verify_store(db.as_ref()).await {
-                Ok(head) => {
-                    println!("chain OK: {} events, head {}", head.count, head.head_hash);
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(crate::tools::ToolError::Store(e)) => Err(e.into()),
-                Err(broken) => {
-                    println!("chain BROKEN: {broken}");
-                    Ok(ExitCode::FAILURE)
-                }
-            };
-        }
         None => {
             let db = open(&args.store).await?;
             verify::verify_store(db.as_ref(), checkpoint).await

@@ -192,16 +192,28 @@ where
     }
 }
 
-/// Verifies a store's log (and its recorded head) against an optional checkpoint.
+/// Events read per query when verifying a store.
+const STORE_PAGE: i64 = 5_000;
+
+/// Verifies a store's log (and its recorded head, so a truncated tail is caught) against an
+/// optional checkpoint. The one store verification: `audit verify` and `migrate-store` use it.
 pub async fn verify_store(
     store: &dyn Store,
     checkpoint: Option<Checkpoint>,
 ) -> Result<Verified, ReportError> {
     let mut chain = CheckedChain::new(checkpoint);
-    super::scan_events(store, &EventQuery::default(), |e| {
-        chain.push(e).map(|_| true)
-    })
-    .await?;
+    let mut after = 0;
+    loop {
+        let query = EventQuery {
+            after_position: Some(after),
+            limit: STORE_PAGE,
+            ..Default::default()
+        };
+        let page = store.read_events(&query).await?;
+        let Some(last) = page.last() else { break };
+        after = last.position;
+        chain.push_batch(&page)?;
+    }
     let (head_position, head_hash) = store.head().await?;
     if head_position != chain.count() as i64 || head_hash != chain.head_hash() {
         // Checked before the recorded head, whose own mismatch would hide the better message.
