@@ -14,7 +14,9 @@ use std::time::Instant;
 
 use chrono::Utc;
 use clap::Parser;
-use model_ledger::domain::chain::{GENESIS_HASH, compute_hash, truncate_to_micros};
+use model_ledger::domain::chain::{
+    GENESIS_HASH, canonical_json_string, compute_hash, truncate_to_micros,
+};
 use model_ledger::domain::command::VerificationOutcome;
 use model_ledger::domain::events::{ArtifactManifest, CURRENT_SCHEMA_VERSION, ManifestFile};
 use model_ledger::domain::names::{AliasName, ModelName, Stage, TagKey};
@@ -165,12 +167,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 model_name: format!("model-{idx}"),
                 event_type: payload.event_type().to_string(),
                 schema_version: CURRENT_SCHEMA_VERSION,
-                payload: serde_json::to_value(&payload)?,
+                payload: as_stored(&serde_json::to_value(&payload)?)?,
                 occurred_at: now,
                 actor: actor.clone(),
                 request_id: Some(request_id.clone()),
                 correlation_id: None,
-                decision: Some(decision.clone()),
+                decision: Some(as_stored(&decision)?),
                 prev_hash: prev.clone(),
                 hash: String::new(),
             };
@@ -204,4 +206,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         started.elapsed()
     );
     Ok(())
+}
+
+/// A JSON member as a store gives it back (and so as `audit export` writes it): parsed from the
+/// canonical text the store keeps, so its keys come out sorted whatever serde_json's map order.
+fn as_stored(value: &serde_json::Value) -> Result<serde_json::Value, serde_json::Error> {
+    serde_json::from_str(&canonical_json_string(value))
 }

@@ -29,9 +29,12 @@ run_backend() {
     local token
     token=$($BIN token --data-dir "$data" --sub bench --group ml-admins --ttl 2h)
     $BENCH --url "http://127.0.0.1:$port" --token "$token" --scenario setup --models 64 >/dev/null
-    for scenario in resolve get-version create-version transition; do
+    # Transitions run twice: on the setup's models (3 versions each), and again after
+    # create-version has grown every model to a few hundred versions.
+    for scenario in resolve get-version transition create-version transition; do
         echo "[$label] $($BENCH --url "http://127.0.0.1:$port" --token "$token" --scenario "$scenario" --clients "$CLIENTS" --seconds "$SECONDS_PER_RUN" --models 64)"
     done
+    echo "[$label] versions in model 0 after the run: $(curl -sf -H "Authorization: Bearer $token" "http://127.0.0.1:$port/api/v1/models/bench-0" | grep -o "\"last_version\":[0-9]*")"
     kill "$pid"; wait "$pid" 2>/dev/null || true
 }
 

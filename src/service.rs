@@ -17,6 +17,7 @@ use crate::domain::chain::truncate_to_micros;
 use crate::domain::events::{Actor, EventEnvelope, NewEvent};
 use crate::domain::state::{ModelState, fold};
 use crate::domain::{Command, DomainError, Stage, decide};
+use crate::store::group::GroupCommitter;
 use crate::store::{
     AccessDenial, AppendBatch, IdempotencyRecord, SharedStore, StoreError, projection,
 };
@@ -120,11 +121,51 @@ pub struct Service {
     pub authorizer: Arc<dyn Authorizer>,
     /// The MLflow tracking server versions' runs are read from (`--mlflow-upstream`).
     pub tracking: Option<Arc<Upstream>>,
+    /// Where appends go: concurrent commands share transactions (see [`GroupCommitter`]).
+    pub appender: Arc<GroupCommitter>,
+    /// Model states this service decided against or produced, by name. An entry is used only
+    /// while the model's stream version is still the one it was taken at, so it saves loading
+    /// and parsing the model (every version of it) without ever deciding on a stale state.
+    pub states: Arc<StateCache>,
+}
+
+/// See [`Service::states`].
+#[derive(Default)]
+pub struct StateCache {
+    entries: std::sync::Mutex<std::collections::HashMap<String, Arc<ModelState>>>,
+}
+
+impl StateCache {
+    /// Bound on cached models; past it the cache starts over (entries are only a shortcut).
+    const MAX_ENTRIES: usize = 10_000;
+
+    fn get(&self, name: &str, head: &crate::store::ModelHead) -> Option<ModelState> {
+        let entries = self.entries.lock().ok()?;
+        let state = entries.get(name)?;
+        (state.stream_version == head.stream_version && state.model_id.to_string() == head.model_id)
+            .then(|| ModelState::clone(state))
+    }
+
+    fn put(&self, state: &ModelState) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        if state.deleted {
+            entries.remove(state.name.as_str());
+            return;
+        }
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(state.name.to_string(), Arc::new(state.clone()));
+    }
 }
 
 impl Service {
     pub fn new(store: SharedStore, authorizer: Arc<dyn Authorizer>) -> Self {
         Service {
+            appender: Arc::new(GroupCommitter::for_store(store.clone())),
+            states: Arc::new(StateCache::default()),
             store,
             authorizer,
             tracking: None,
@@ -284,12 +325,64 @@ impl Service {
         command: &Command,
         idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<(Outcome, Option<StoredResponse>), ServiceError> {
-        let name = command.model_name().as_str();
-        let current = self
-            .store
-            .load_model(name)
+        let prepared = self.prepare(caller, meta, command, idempotency).await?;
+        let stored = self
+            .appender
+            .append(prepared.batch)
             .await
             .map_err(ServiceError::Store)?;
+        self.states.put(&prepared.state);
+        Ok((
+            Outcome {
+                state: prepared.state,
+                events: stored,
+            },
+            prepared.response,
+        ))
+    }
+
+    /// Decides and authorizes a command against the current state, returning what to append
+    /// without appending it (the first half of [`Service::execute`]; the store's
+    /// `append_group` tests use it to build groups).
+    pub async fn prepare_batch(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        command: &Command,
+    ) -> Result<AppendBatch, ServiceError> {
+        Ok(self.prepare(caller, meta, command, None).await?.batch)
+    }
+
+    async fn prepare(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        command: &Command,
+        idempotency: Option<IdempotencyHook<'_>>,
+    ) -> Result<Prepared, ServiceError> {
+        let name = command.model_name().as_str();
+        let head = self
+            .store
+            .model_head(name)
+            .await
+            .map_err(ServiceError::Store)?;
+        let current = match &head {
+            None => None,
+            Some(head) => match self.states.get(name, head) {
+                Some(state) => Some(state),
+                None => {
+                    let loaded = self
+                        .store
+                        .load_model(name)
+                        .await
+                        .map_err(ServiceError::Store)?;
+                    if let Some(state) = &loaded {
+                        self.states.put(state);
+                    }
+                    loaded
+                }
+            },
+        };
         if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref())
             && state.stream_version != expected
         {
@@ -389,7 +482,12 @@ impl Service {
             );
         };
         let payload_refs: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
-        let plan = projection::plan(&state, &payload_refs);
+        // A new model's first snapshot is written with it; after that, every SNAPSHOT_EVERY
+        // events (the store folds the events since onto it when loading).
+        let write_snapshot = head.as_ref().is_none_or(|h| {
+            state.stream_version - h.snapshot_version >= crate::store::SNAPSHOT_EVERY
+        });
+        let plan = projection::plan(&state, &payload_refs, write_snapshot);
 
         // The answer to store is rendered before commit (from the decided state, which is what
         // the projection will hold), so the key and the events commit together.
@@ -409,9 +507,8 @@ impl Service {
             _ => None,
         };
 
-        let stored = self
-            .store
-            .append(AppendBatch {
+        Ok(Prepared {
+            batch: AppendBatch {
                 stream_id,
                 expected_version,
                 model_name: state.name.to_string(),
@@ -422,17 +519,18 @@ impl Service {
                 decision: Some(decision.record),
                 plan,
                 idempotency: idempotency_record,
-            })
-            .await
-            .map_err(ServiceError::Store)?;
-        Ok((
-            Outcome {
-                state,
-                events: stored,
             },
-            stored_response,
-        ))
+            state,
+            response: stored_response,
+        })
     }
+}
+
+/// A decided and authorized command, ready to append.
+struct Prepared {
+    batch: AppendBatch,
+    state: ModelState,
+    response: Option<StoredResponse>,
 }
 
 /// The authorizer used until a policy engine is configured: allows everything and records that

@@ -67,6 +67,8 @@ impl AppState {
             store: self.service.store.clone(),
             authorizer: self.service.authorizer.clone(),
             tracking: Some(upstream.clone()),
+            appender: self.service.appender.clone(),
+            states: self.service.states.clone(),
         };
         self.service = Arc::new(service);
         self.tracking = Some(upstream);

@@ -88,60 +88,136 @@ pub fn canonical_json_string(value: &Value) -> String {
 /// per event, and cloning each payload and decision into a document halved its throughput. The
 /// tests pin it to the generic canonical writer.
 pub fn canonical_bytes(event: &EventEnvelope) -> Vec<u8> {
-    fn opt_str(s: &Option<String>, out: &mut Vec<u8>) {
+    let event_id = event.event_id.to_string();
+    let stream_id = event.stream_id.to_string();
+    write_envelope(&EventText {
+        position: event.position,
+        event_id: &event_id,
+        stream_id: &stream_id,
+        stream_version: event.stream_version,
+        model_name: &event.model_name,
+        event_type: &event.event_type,
+        schema_version: event.schema_version,
+        payload: Json::Value(&event.payload),
+        occurred_at: event.occurred_at,
+        actor_subject: &event.actor.subject,
+        actor_issuer: &event.actor.issuer,
+        actor_display_name: event.actor.display_name.as_deref(),
+        request_id: event.request_id.as_deref(),
+        correlation_id: event.correlation_id.as_deref(),
+        decision: event.decision.as_ref().map(Json::Value),
+        prev_hash: &event.prev_hash,
+        hash: &event.hash,
+    })
+}
+
+/// A JSON member of an event: a document, or text already in canonical form (as stored in the
+/// `payload` and `decision` columns, and as an export writes them).
+#[derive(Debug, Clone, Copy)]
+pub enum Json<'a> {
+    Value(&'a Value),
+    Canonical(&'a str),
+}
+
+/// An event's fields as they are stored, borrowed: what verification hashes without decoding
+/// payload and decision into documents (parsing them was most of `audit verify`'s time).
+#[derive(Debug, Clone, Copy)]
+pub struct EventText<'a> {
+    pub position: i64,
+    pub event_id: &'a str,
+    pub stream_id: &'a str,
+    pub stream_version: i64,
+    pub model_name: &'a str,
+    pub event_type: &'a str,
+    pub schema_version: i32,
+    pub payload: Json<'a>,
+    pub occurred_at: DateTime<Utc>,
+    pub actor_subject: &'a str,
+    pub actor_issuer: &'a str,
+    pub actor_display_name: Option<&'a str>,
+    pub request_id: Option<&'a str>,
+    pub correlation_id: Option<&'a str>,
+    pub decision: Option<Json<'a>>,
+    pub prev_hash: &'a str,
+    pub hash: &'a str,
+}
+
+impl EventText<'_> {
+    /// `SHA-256(prev_hash ‖ canonical bytes)` taking the JSON members' text as it is. Equal to
+    /// [`compute_hash`] of the decoded event whenever that text is canonical, which is how the
+    /// store writes it; for text that is not, the result differs and the caller falls back to
+    /// decoding (see [`ChainVerifier::push_link`]'s callers), so this is only ever a shortcut.
+    pub fn hash_as_stored(&self) -> String {
+        hash_with_prev(self.prev_hash, &write_envelope(self))
+    }
+}
+
+fn write_json(json: Json<'_>, out: &mut Vec<u8>) {
+    match json {
+        Json::Value(v) => write_canonical_json(v, out),
+        Json::Canonical(text) => out.extend_from_slice(text.as_bytes()),
+    }
+}
+
+fn write_envelope(event: &EventText<'_>) -> Vec<u8> {
+    fn opt_str(s: Option<&str>, out: &mut Vec<u8>) {
         match s {
             Some(s) => write_json_string(s, out),
             None => out.extend_from_slice(b"null"),
         }
     }
-    let mut out = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(1024);
     out.extend_from_slice(b"{\"actor\":{\"display_name\":");
-    opt_str(&event.actor.display_name, &mut out);
+    opt_str(event.actor_display_name, &mut out);
     out.extend_from_slice(b",\"issuer\":");
-    write_json_string(&event.actor.issuer, &mut out);
+    write_json_string(event.actor_issuer, &mut out);
     out.extend_from_slice(b",\"subject\":");
-    write_json_string(&event.actor.subject, &mut out);
+    write_json_string(event.actor_subject, &mut out);
     out.extend_from_slice(b"},\"correlation_id\":");
-    opt_str(&event.correlation_id, &mut out);
+    opt_str(event.correlation_id, &mut out);
     out.extend_from_slice(b",\"decision\":");
-    match &event.decision {
-        Some(d) => write_canonical_json(d, &mut out),
+    match event.decision {
+        Some(d) => write_json(d, &mut out),
         None => out.extend_from_slice(b"null"),
     }
     out.extend_from_slice(b",\"event_id\":");
-    write_json_string(&event.event_id.to_string(), &mut out);
+    write_json_string(event.event_id, &mut out);
     out.extend_from_slice(b",\"event_type\":");
-    write_json_string(&event.event_type, &mut out);
+    write_json_string(event.event_type, &mut out);
     out.extend_from_slice(b",\"model_name\":");
-    write_json_string(&event.model_name, &mut out);
+    write_json_string(event.model_name, &mut out);
     out.extend_from_slice(b",\"occurred_at\":");
     write_json_string(&canonical_time(&event.occurred_at), &mut out);
     out.extend_from_slice(b",\"payload\":");
-    write_canonical_json(&event.payload, &mut out);
+    write_json(event.payload, &mut out);
     out.extend_from_slice(b",\"position\":");
     out.extend_from_slice(event.position.to_string().as_bytes());
     out.extend_from_slice(b",\"request_id\":");
-    opt_str(&event.request_id, &mut out);
+    opt_str(event.request_id, &mut out);
     out.extend_from_slice(b",\"schema_version\":");
     out.extend_from_slice(event.schema_version.to_string().as_bytes());
     out.extend_from_slice(b",\"stream_id\":");
-    write_json_string(&event.stream_id.to_string(), &mut out);
+    write_json_string(event.stream_id, &mut out);
     out.extend_from_slice(b",\"stream_version\":");
     out.extend_from_slice(event.stream_version.to_string().as_bytes());
     out.push(b'}');
     out
 }
 
-/// `hash = SHA-256(prev_hash_bytes ‖ canonical_bytes(event))`, lowercase hex.
-pub fn compute_hash(prev_hash: &str, event: &EventEnvelope) -> String {
+fn hash_with_prev(prev_hash: &str, canonical: &[u8]) -> String {
     let mut hasher = Sha256::new();
     match hex::decode(prev_hash) {
         Ok(bytes) => hasher.update(&bytes),
         // A malformed stored prev_hash still hashes deterministically (and then fails to match).
         Err(_) => hasher.update(prev_hash.as_bytes()),
     }
-    hasher.update(canonical_bytes(event));
+    hasher.update(canonical);
     hex::encode(hasher.finalize())
+}
+
+/// `hash = SHA-256(prev_hash_bytes ‖ canonical_bytes(event))`, lowercase hex.
+pub fn compute_hash(prev_hash: &str, event: &EventEnvelope) -> String {
+    hash_with_prev(prev_hash, &canonical_bytes(event))
 }
 
 /// Recomputes `compute_hash(prev_hash, event)` for every event, split across the machine's
@@ -264,23 +340,36 @@ impl ChainVerifier {
         event: &EventEnvelope,
         computed: String,
     ) -> Result<(), ChainBreak> {
-        if event.position != self.expected_position {
+        self.push_link(event.position, &event.prev_hash, &event.hash, computed)
+    }
+
+    /// Checks the next event given only what linking needs: its position, stored `prev_hash`
+    /// and `hash`, and the hash recomputed from its content (by whatever route; see
+    /// [`EventText::hash_as_stored`]).
+    pub fn push_link(
+        &mut self,
+        position: i64,
+        prev_hash: &str,
+        stored_hash: &str,
+        computed: String,
+    ) -> Result<(), ChainBreak> {
+        if position != self.expected_position {
             return Err(ChainBreak::PositionGap {
-                position: event.position,
+                position,
                 expected: self.expected_position,
             });
         }
-        if event.prev_hash != self.head_hash {
+        if prev_hash != self.head_hash {
             return Err(ChainBreak::BrokenLink {
-                position: event.position,
+                position,
                 expected: self.head_hash.clone(),
-                found: event.prev_hash.clone(),
+                found: prev_hash.to_string(),
             });
         }
-        if computed != event.hash {
+        if computed != stored_hash {
             return Err(ChainBreak::HashMismatch {
-                position: event.position,
-                stored: event.hash.clone(),
+                position,
+                stored: stored_hash.to_string(),
                 computed,
             });
         }
@@ -397,6 +486,39 @@ mod tests {
                 canonical_json_string(&doc)
             );
         }
+    }
+
+    #[test]
+    fn hashing_stored_text_equals_the_definition_only_when_the_text_is_canonical() {
+        let mut e = event(3, GENESIS_HASH);
+        e.decision = Some(serde_json::json!({"z": [1, 2.5], "a": "é\u{1}"}));
+        e.hash = compute_hash(&e.prev_hash, &e);
+        let payload = canonical_json_string(&e.payload);
+        let decision = e.decision.as_ref().map(canonical_json_string);
+        let (event_id, stream_id) = (e.event_id.to_string(), e.stream_id.to_string());
+        let mut text = EventText {
+            position: e.position,
+            event_id: &event_id,
+            stream_id: &stream_id,
+            stream_version: e.stream_version,
+            model_name: &e.model_name,
+            event_type: &e.event_type,
+            schema_version: e.schema_version,
+            payload: Json::Canonical(&payload),
+            occurred_at: e.occurred_at,
+            actor_subject: &e.actor.subject,
+            actor_issuer: &e.actor.issuer,
+            actor_display_name: e.actor.display_name.as_deref(),
+            request_id: e.request_id.as_deref(),
+            correlation_id: e.correlation_id.as_deref(),
+            decision: decision.as_deref().map(Json::Canonical),
+            prev_hash: &e.prev_hash,
+            hash: &e.hash,
+        };
+        assert_eq!(text.hash_as_stored(), e.hash);
+        let spaced = payload.replace(',', ", ");
+        text.payload = Json::Canonical(&spaced);
+        assert_ne!(text.hash_as_stored(), e.hash);
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //!   capped exponential backoff and drains everything in order once NATS is back.
 //! - The relay wakes on every commit ([`crate::store::Store::subscribe`], which for PostgreSQL
 //!   includes other processes' commits via LISTEN/NOTIFY) and polls once a second as a fallback.
+//! - Signed checkpoints of the chain head travel the same way, from their own outbox table, on
+//!   `<prefix>.~checkpoint`: each is sent once every event up to its position is acknowledged,
+//!   so subscribers can hold the newest checkpoint outside the registry and later prove that no
+//!   event was cut from the tail.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,17 +28,19 @@ use async_nats::{ConnectOptions, Event, ServerAddr};
 use sqlx::Connection;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
-use super::cloudevent::cloud_event;
-use super::subject::event_subject;
+use super::cloudevent::{checkpoint_event, cloud_event};
+use super::subject::{checkpoint_subject, event_subject};
 use super::{PublishError, RelayStatus, Runtime};
 use crate::config::NatsArgs;
 use crate::domain::events::EventEnvelope;
-use crate::store::SharedStore;
+use crate::store::{CheckpointRecord, SharedStore};
 
 /// Key of the PostgreSQL advisory lock the publishing relay holds ("ml_relay" in ASCII).
 pub const RELAY_LOCK_KEY: i64 = 0x6d6c_5f72_656c_6179;
 /// Outbox rows read per round.
 const BATCH: i64 = 256;
+/// Checkpoints published per round (they are rare: one per interval, plus on-demand ones).
+const CHECKPOINT_BATCH: i64 = 16;
 /// Fallback poll interval, in case a wake-up is lost (e.g. while LISTEN reconnects).
 const POLL: Duration = Duration::from_secs(1);
 /// How often the leader checks that its lock connection (and so its lock) is still alive.
@@ -238,6 +244,24 @@ impl Publisher {
             .map_err(|e| PublishError::Publish(e.to_string()))?;
         Ok(ack)
     }
+
+    /// Publishes one signed checkpoint (deduplicated by its id) and waits for the ack.
+    pub async fn publish_checkpoint(
+        &self,
+        checkpoint: &CheckpointRecord,
+    ) -> Result<PublishAck, PublishError> {
+        let payload = serde_json::to_vec(&checkpoint_event(&self.settings.source, checkpoint))?;
+        let message = PublishMessage::build()
+            .payload(payload.into())
+            .message_id(checkpoint.id.clone())
+            .header("Content-Type", "application/cloudevents+json");
+        self.js
+            .send_publish(checkpoint_subject(&self.settings.subject_prefix), message)
+            .await
+            .map_err(|e| PublishError::Publish(e.to_string()))?
+            .await
+            .map_err(|e| PublishError::Publish(e.to_string()))
+    }
 }
 
 /// Starts the relay task; it runs until `runtime` is stopped.
@@ -420,13 +444,24 @@ async fn drain_once(
     if !publisher.is_connected() {
         return Err(PublishError::Publish("NATS is not connected".into()));
     }
+    // Checkpoints first: one is eligible only once every event up to its position is
+    // published, so it always follows the events it covers on the stream.
+    let checkpoints = store.checkpoints_to_publish(CHECKPOINT_BATCH).await?;
     let batch = store.outbox_pending(BATCH).await?;
-    if batch.is_empty() {
+    if batch.is_empty() && checkpoints.is_empty() {
         return Ok(false);
     }
     if !*stream_ready {
         publisher.ensure_stream().await?;
         *stream_ready = true;
+    }
+    for checkpoint in &checkpoints {
+        publisher.publish_checkpoint(checkpoint).await?;
+        store.mark_checkpoint_published(&checkpoint.id).await?;
+        metrics::counter!("model_ledger_checkpoints_published_total").increment(1);
+    }
+    if batch.is_empty() {
+        return Ok(checkpoints.len() as i64 == CHECKPOINT_BATCH);
     }
     let mut acked = Vec::with_capacity(batch.len());
     let mut failure = None;

@@ -49,6 +49,14 @@ pub fn event_subject(prefix: &str, model: &str, event_type: &str) -> String {
     format!("{prefix}.{}.{event_type}", encode_model(model))
 }
 
+/// The subject signed checkpoints are published on: `<prefix>.~checkpoint`. No model token can
+/// be `~checkpoint` (after `~` an encoding always has two uppercase hex digits), and it has one
+/// token fewer than an event subject, so `<prefix>.*.*` and per-model filters never match it
+/// while `<prefix>.>` carries both.
+pub fn checkpoint_subject(prefix: &str) -> String {
+    format!("{prefix}.~checkpoint")
+}
+
 /// The subject filter for every event of one model (`<prefix>.<model>.*`).
 pub fn model_filter(prefix: &str, model: &str) -> String {
     format!("{prefix}.{}.*", encode_model(model))
@@ -69,6 +77,15 @@ mod tests {
             event_subject("p.q", "a.b", "AliasSet"),
             "p.q.a~2Eb.AliasSet"
         );
+    }
+
+    #[test]
+    fn the_checkpoint_subject_is_no_model_subject() {
+        let subject = checkpoint_subject("p.q");
+        assert_eq!(subject, "p.q.~checkpoint");
+        assert_eq!(decode_model("~checkpoint"), None);
+        assert_eq!(subject.split('.').count(), 3);
+        assert_eq!(event_subject("p.q", "m", "AliasSet").split('.').count(), 4);
     }
 
     #[test]

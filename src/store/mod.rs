@@ -10,6 +10,7 @@
 //! returns the snapshot `decide` needs.
 
 pub mod cache;
+pub mod group;
 pub mod postgres;
 pub mod projection;
 mod sql;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 use crate::domain::events::{Actor, EventEnvelope, NewEvent};
 use crate::domain::state::ModelState;
 use crate::domain::uri::ModelUri;
+pub use sql::EventColumns as StoredEvent;
 pub use views::{ModelView, VersionView};
 
 pub type SharedStore = Arc<dyn Store>;
@@ -53,6 +55,20 @@ pub enum StoreError {
 pub enum Backend {
     Postgres,
     Sqlite,
+}
+
+/// Events a model's stored snapshot may lag behind its stream. Loading a model folds at most
+/// this many events onto the snapshot; appending rewrites the snapshot (the whole model, every
+/// version) only once per this many events, so a write costs the same however large the model.
+pub const SNAPSHOT_EVERY: i64 = 32;
+
+/// A live model's identity and stream position (see [`Store::model_head`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelHead {
+    pub model_id: String,
+    pub stream_version: i64,
+    /// The stream version the stored snapshot is at.
+    pub snapshot_version: i64,
 }
 
 /// Everything one command appends, decided and authorized outside the transaction.
@@ -226,8 +242,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// The snapshot of the live model with this name, for `decide`.
     async fn load_model(&self, name: &str) -> Result<Option<ModelState>, StoreError>;
+    /// Where the live model with this name stands, without loading it: enough to tell whether
+    /// a state held in memory is still current.
+    async fn model_head(&self, name: &str) -> Result<Option<ModelHead>, StoreError>;
     /// Appends a batch atomically; returns the stored envelopes with positions and hashes.
     async fn append(&self, batch: AppendBatch) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// Appends several commands' batches in one transaction (group commit), each atomically:
+    /// one outcome per batch, in order, as if each had been appended alone.
+    async fn append_group(
+        &self,
+        batches: Vec<AppendBatch>,
+    ) -> Vec<Result<Vec<EventEnvelope>, StoreError>>;
     async fn find_idempotency(
         &self,
         scope: &str,
@@ -251,6 +276,13 @@ pub trait Store: Send + Sync + 'static {
     async fn latest_versions(&self, model_id: &str) -> Result<Vec<VersionView>, StoreError>;
 
     async fn read_events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// Events after a position in order, as stored (JSON columns undecoded): what
+    /// verification reads.
+    async fn read_stored_events(
+        &self,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
     /// `(position, hash)` of the newest event; `(0, GENESIS_HASH)` when empty.
     async fn head(&self) -> Result<(i64, String), StoreError>;
     /// Refused requests from the access-decision log, oldest first.
@@ -258,6 +290,11 @@ pub trait Store: Send + Sync + 'static {
     async fn append_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<(), StoreError>;
     /// The checkpoint with the highest position (newest first among equals).
     async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+    /// Checkpoints not yet published whose every event up to their position has been, oldest
+    /// first: the relay sends them after the events they cover.
+    async fn checkpoints_to_publish(&self, limit: i64)
+    -> Result<Vec<CheckpointRecord>, StoreError>;
+    async fn mark_checkpoint_published(&self, id: &str) -> Result<(), StoreError>;
 
     /// Appends already-hashed events verbatim (positions, ids, hashes kept), for copying a log
     /// between stores. They must continue the target's chain exactly; their outbox rows are

@@ -28,10 +28,18 @@ impl PgStore {
     const LOCK_HEAD: &'static str = "SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE";
 
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let port = options.get_port();
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .after_connect(move |_, _| {
+                Box::pin(async move {
+                    set_nodelay_on_sockets_to(port);
+                    Ok(())
+                })
+            })
+            .connect_with(options)
             .await?;
         let (commits, _) = broadcast::channel(1024);
         // Enabled by the LISTEN task once it is listening: until then another process's commit
@@ -98,5 +106,46 @@ impl PgStore {
         });
     }
 }
+
+/// Sets TCP_NODELAY on this process's TCP sockets whose peer port is `port` (the database's).
+///
+/// sqlx does not set it. Without it, a statement bigger than a socket's initial send buffer
+/// (16 KiB on Linux) goes out in two writes, and Nagle's algorithm holds the second until the
+/// server's delayed ACK arrives, 40 ms later: measured here, a 32 KiB INSERT took 45 ms instead
+/// of under 1 ms, and so would every write to a model whose snapshot row is that large. sqlx
+/// offers no hook on its socket, so after each connect the process's descriptors are looked
+/// through for the new one. Setting the option again on older connections is harmless.
+#[cfg(target_os = "linux")]
+fn set_nodelay_on_sockets_to(port: u16) {
+    use std::os::fd::BorrowedFd;
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor is only borrowed for the next three calls. If another thread
+        // closed it meanwhile they fail with EBADF; if the number was reused, the option lands
+        // on another socket, and only on a TCP one talking to the database port.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let socket = socket2::SockRef::from(&fd);
+        let is_database = socket
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a.port() == port);
+        if is_database && socket.r#type().ok() == Some(socket2::Type::STREAM) {
+            let _ = socket.set_tcp_nodelay(true);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_nodelay_on_sockets_to(_port: u16) {}
 
 impl_sql_store!(PgStore, sqlx::Postgres);

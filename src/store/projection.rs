@@ -137,7 +137,9 @@ pub struct ProjectionPlan {
     pub upsert_versions: Vec<(VersionRow, Option<TagRows>)>,
     pub delete_versions: Vec<i64>,
     /// The snapshot `decide` loads next time.
-    pub snapshot_json: String,
+    /// The model's whole state as JSON, when this append rewrites its snapshot (on creation,
+    /// then every [`crate::store::SNAPSHOT_EVERY`] events; see `model_state` in the store).
+    pub snapshot_json: Option<String>,
     pub stream_version: i64,
 }
 
@@ -148,7 +150,8 @@ fn tag_rows(tags: &BTreeMap<crate::domain::TagKey, String>) -> Vec<(String, Stri
 }
 
 /// The plan after `events` turned the old state into `new`.
-pub fn plan(new: &ModelState, events: &[EventPayload]) -> ProjectionPlan {
+pub fn plan(new: &ModelState, events: &[EventPayload], write_snapshot: bool) -> ProjectionPlan {
+    let snapshot_json = write_snapshot.then(|| json(new));
     let mut touched: BTreeSet<u64> = BTreeSet::new();
     let mut tags_changed: BTreeSet<u64> = BTreeSet::new();
     let mut model_tags_changed = false;
@@ -189,7 +192,7 @@ pub fn plan(new: &ModelState, events: &[EventPayload]) -> ProjectionPlan {
             aliases: None,
             upsert_versions: Vec::new(),
             delete_versions: Vec::new(),
-            snapshot_json: json(new),
+            snapshot_json: snapshot_json.clone(),
             stream_version: new.stream_version,
         };
     }
@@ -211,7 +214,7 @@ pub fn plan(new: &ModelState, events: &[EventPayload]) -> ProjectionPlan {
         aliases: aliases_changed.then(|| alias_rows(new)),
         upsert_versions,
         delete_versions,
-        snapshot_json: json(new),
+        snapshot_json,
         stream_version: new.stream_version,
     }
 }
@@ -233,7 +236,7 @@ pub fn full_plan(state: &ModelState) -> ProjectionPlan {
         aliases: None,
         upsert_versions: Vec::new(),
         delete_versions: Vec::new(),
-        snapshot_json: json(state),
+        snapshot_json: Some(json(state)),
         stream_version: state.stream_version,
     };
     if !state.deleted {

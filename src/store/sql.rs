@@ -20,8 +20,10 @@ pub(crate) const EVENT_COLUMNS: &str = "position, event_id, stream_id, stream_ve
 pub(crate) const MODEL_COLUMNS: &str = "m.model_id, m.name, m.description, m.tags, m.aliases, m.created_at_us, m.updated_at_us, m.created_by_subject, m.created_by_issuer, m.last_version, m.stream_version";
 pub(crate) const VERSION_COLUMNS: &str = "v.model_id, m.name, v.version, v.source, v.run_id, v.description, v.stage, v.tags, v.metrics, v.signature, v.input_example, v.artifact, v.verification_status, v.verification, v.aliases, v.created_at_us, v.updated_at_us, v.created_by_subject, v.created_by_issuer";
 
-/// Raw event columns in `EVENT_COLUMNS` order, decoded by each backend's row type.
-pub(crate) struct EventColumns {
+/// An event row as stored, in `EVENT_COLUMNS` order: payload and decision are the canonical
+/// JSON text the hash covers. Decoded by each backend's row type.
+#[derive(Debug, Clone)]
+pub struct EventColumns {
     pub position: i64,
     pub event_id: String,
     pub stream_id: String,
@@ -50,6 +52,30 @@ fn parse_uuid(text: &str) -> Result<Uuid, StoreError> {
 }
 
 impl EventColumns {
+    /// The stored fields as hash input, without decoding the JSON columns.
+    pub fn text(&self) -> crate::domain::chain::EventText<'_> {
+        use crate::domain::chain::Json;
+        crate::domain::chain::EventText {
+            position: self.position,
+            event_id: &self.event_id,
+            stream_id: &self.stream_id,
+            stream_version: self.stream_version,
+            model_name: &self.model_name,
+            event_type: &self.event_type,
+            schema_version: self.schema_version,
+            payload: Json::Canonical(&self.payload),
+            occurred_at: from_micros(self.occurred_at_us),
+            actor_subject: &self.actor_subject,
+            actor_issuer: &self.actor_issuer,
+            actor_display_name: self.actor_display_name.as_deref(),
+            request_id: self.request_id.as_deref(),
+            correlation_id: self.correlation_id.as_deref(),
+            decision: self.decision.as_deref().map(Json::Canonical),
+            prev_hash: &self.prev_hash,
+            hash: &self.hash,
+        }
+    }
+
     pub fn into_envelope(self) -> Result<EventEnvelope, StoreError> {
         Ok(EventEnvelope {
             position: self.position,
@@ -300,16 +326,16 @@ macro_rules! impl_sql_store {
         use sqlx::Row as _;
 
         use crate::domain::chain::{canonical_json_string, compute_hash};
-        use crate::domain::events::{EventEnvelope, CURRENT_SCHEMA_VERSION};
+        use crate::domain::events::{Actor, EventEnvelope, EventPayload, CURRENT_SCHEMA_VERSION};
         use crate::domain::state::{fold, ModelState};
         use crate::domain::uri::{ModelUri, VersionRef};
-        use crate::store::projection::{full_plan, micros, ProjectionPlan};
+        use crate::store::projection::{from_micros, full_plan, micros, ProjectionPlan};
         use crate::store::sql::{
             classify_unique, push_tag_match, push_text_match, EventColumns, ModelColumns,
             VersionColumns, EVENT_COLUMNS, GENESIS, MODEL_COLUMNS, VERSION_COLUMNS,
         };
         use crate::store::{
-            AccessDenial, AppendBatch, Backend, CheckpointRecord, DenialQuery, DenialRecord, EventQuery, IdempotencyRecord, ModelFilter,
+            AccessDenial, AppendBatch, Backend, CheckpointRecord, ModelHead, DenialQuery, DenialRecord, EventQuery, IdempotencyRecord, ModelFilter,
             ModelQuery, ModelView, Page, Paging, SortKey, Store, StoreError, TextMatch,
             VersionFilter, VersionQuery, VersionView,
         };
@@ -318,7 +344,11 @@ macro_rules! impl_sql_store {
         type Tx<'a> = sqlx::Transaction<'a, $db>;
 
         fn event_from_row(row: &Row) -> Result<EventEnvelope, StoreError> {
-            EventColumns {
+            stored_event_from_row(row)?.into_envelope()
+        }
+
+        fn stored_event_from_row(row: &Row) -> Result<EventColumns, StoreError> {
+            Ok(EventColumns {
                 position: row.try_get(0)?,
                 event_id: row.try_get(1)?,
                 stream_id: row.try_get(2)?,
@@ -336,8 +366,7 @@ macro_rules! impl_sql_store {
                 decision: row.try_get(14)?,
                 prev_hash: row.try_get(15)?,
                 hash: row.try_get(16)?,
-            }
-            .into_envelope()
+            })
         }
 
         fn model_from_row(row: &Row) -> Result<ModelView, StoreError> {
@@ -382,34 +411,71 @@ macro_rules! impl_sql_store {
             .into_view()
         }
 
-        /// Inserts one stored event (its outbox row follows by trigger). Payload and decision are
-        /// written as canonical JSON text, exactly the bytes the hash covers.
-        async fn insert_event(tx: &mut Tx<'_>, event: &EventEnvelope, version: Option<u64>) -> Result<(), sqlx::Error> {
-            sqlx::query(
-                "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, event_type, schema_version, payload, occurred_at_us, \
-                 actor_subject, actor_issuer, actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-            )
-            .bind(event.position)
-            .bind(event.event_id.to_string())
-            .bind(event.stream_id.to_string())
-            .bind(event.stream_version)
-            .bind(&event.model_name)
-            .bind(&event.event_type)
-            .bind(event.schema_version)
-            .bind(canonical_json_string(&event.payload))
-            .bind(micros(&event.occurred_at))
-            .bind(&event.actor.subject)
-            .bind(&event.actor.issuer)
-            .bind(&event.actor.display_name)
-            .bind(&event.request_id)
-            .bind(&event.correlation_id)
-            .bind(event.decision.as_ref().map(canonical_json_string))
-            .bind(version.map(|v| v as i64))
-            .bind(&event.prev_hash)
-            .bind(&event.hash)
-            .execute(&mut **tx)
-            .await?;
+        /// Rows and bytes per INSERT statement: a group's events go in a few statements of
+        /// moderate size rather than one per event or one huge one.
+        const INSERT_MAX_ROWS: usize = 256;
+        const INSERT_MAX_BYTES: usize = 64 * 1024;
+
+        /// Inserts stored events, each with the version it concerns (its outbox row follows by
+        /// trigger), several per statement. Payload and decision are written as canonical JSON
+        /// text, exactly the bytes the hash covers.
+        async fn insert_events(tx: &mut Tx<'_>, events: &[(EventEnvelope, Option<u64>)]) -> Result<(), sqlx::Error> {
+            struct Row<'a> {
+                event: &'a EventEnvelope,
+                version: Option<u64>,
+                payload: String,
+                decision: Option<String>,
+            }
+            let rows: Vec<Row<'_>> = events
+                .iter()
+                .map(|(event, version)| Row {
+                    event,
+                    version: *version,
+                    payload: canonical_json_string(&event.payload),
+                    decision: event.decision.as_ref().map(canonical_json_string),
+                })
+                .collect();
+            let mut start = 0;
+            while start < rows.len() {
+                // At least one row per statement, then as many as fit the bounds.
+                let mut end = start + 1;
+                let mut bytes = rows[start].payload.len() + rows[start].decision.as_ref().map_or(0, String::len);
+                while end < rows.len() && end - start < INSERT_MAX_ROWS {
+                    let more = rows[end].payload.len() + rows[end].decision.as_ref().map_or(0, String::len) + 512;
+                    if bytes + more > INSERT_MAX_BYTES {
+                        break;
+                    }
+                    bytes += more;
+                    end += 1;
+                }
+                let mut qb = sqlx::QueryBuilder::<$db>::new(
+                    "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, event_type, schema_version, payload, occurred_at_us, \
+                     actor_subject, actor_issuer, actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) ",
+                );
+                qb.push_values(&rows[start..end], |mut b, row| {
+                    let event = row.event;
+                    b.push_bind(event.position)
+                        .push_bind(event.event_id.to_string())
+                        .push_bind(event.stream_id.to_string())
+                        .push_bind(event.stream_version)
+                        .push_bind(event.model_name.clone())
+                        .push_bind(event.event_type.clone())
+                        .push_bind(event.schema_version)
+                        .push_bind(row.payload.clone())
+                        .push_bind(micros(&event.occurred_at))
+                        .push_bind(event.actor.subject.clone())
+                        .push_bind(event.actor.issuer.clone())
+                        .push_bind(event.actor.display_name.clone())
+                        .push_bind(event.request_id.clone())
+                        .push_bind(event.correlation_id.clone())
+                        .push_bind(row.decision.clone())
+                        .push_bind(row.version.map(|v| v as i64))
+                        .push_bind(event.prev_hash.clone())
+                        .push_bind(event.hash.clone());
+                });
+                qb.build().execute(&mut **tx).await?;
+                start = end;
+            }
             Ok(())
         }
 
@@ -531,6 +597,122 @@ macro_rules! impl_sql_store {
             Ok(())
         }
 
+        /// A model's current state from its snapshot row: the snapshot, with the stream's events
+        /// after `snapshot_version` folded onto it.
+        async fn materialize(
+            pool: &sqlx::Pool<$db>,
+            model_id: &str,
+            snapshot: &str,
+            snapshot_version: i64,
+            stream_version: i64,
+        ) -> Result<ModelState, StoreError> {
+            let corrupt = |what: &str, e: serde_json::Error| StoreError::Corrupt(format!("model {model_id} {what}: {e}"));
+            let mut state: ModelState = serde_json::from_str(snapshot).map_err(|e| corrupt("snapshot", e))?;
+            if snapshot_version < stream_version {
+                let id = uuid::Uuid::parse_str(model_id).map_err(|e| StoreError::Corrupt(format!("model id {model_id}: {e}")))?;
+                let rows: Vec<(String, i64, String, String, Option<String>)> = sqlx::query_as(
+                    "SELECT payload, occurred_at_us, actor_subject, actor_issuer, actor_display_name FROM events \
+                     WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version",
+                )
+                .bind(model_id)
+                .bind(state.stream_version)
+                .fetch_all(pool)
+                .await?;
+                for (payload, at, subject, issuer, display_name) in rows {
+                    let payload: EventPayload = serde_json::from_str(&payload).map_err(|e| corrupt("event", e))?;
+                    let actor = Actor { subject, issuer, display_name };
+                    state = fold(Some(state), id, &payload, from_micros(at), &actor)
+                        .ok_or_else(|| StoreError::Corrupt(format!("model {model_id}: an event does not apply")))?;
+                }
+            }
+            Ok(state)
+        }
+
+        /// Writes one command's model rows: the optimistic check on the snapshot row, the
+        /// projections and the idempotency key. `Ok(false)` is a lost race (the stream moved);
+        /// nothing was written then, so the rest of a group can go on. A statement error aborts
+        /// the whole transaction.
+        async fn write_command(tx: &mut Tx<'_>, batch: &AppendBatch) -> Result<bool, StoreError> {
+            let stream_id = batch.stream_id.to_string();
+            // The snapshot row carries the stream version. The conditional UPDATE also
+            // row-locks it, so two writers of one model queue here and the second sees the
+            // first's version; a new stream's INSERT does nothing if another created it first.
+            let claimed = if batch.expected_version == 0 {
+                sqlx::query("INSERT INTO model_state (model_id, stream_version, state, snapshot_version) VALUES ($1, $2, $3, $2) ON CONFLICT (model_id) DO NOTHING")
+                    .bind(&stream_id)
+                    .bind(batch.plan.stream_version)
+                    .bind(batch.plan.snapshot_json.as_deref())
+                    .execute(&mut **tx)
+                    .await?
+            } else {
+                // The snapshot itself is only rewritten when the plan carries one (every
+                // SNAPSHOT_EVERY events; see `materialize`); an unchanged TOASTed value is not
+                // copied by the UPDATE.
+                sqlx::query(
+                    "UPDATE model_state SET stream_version = $2, state = COALESCE($3, state), \
+                     snapshot_version = CASE WHEN $3 IS NULL THEN snapshot_version ELSE $2 END \
+                     WHERE model_id = $1 AND stream_version = $4",
+                )
+                .bind(&stream_id)
+                .bind(batch.plan.stream_version)
+                .bind(batch.plan.snapshot_json.as_deref())
+                .bind(batch.expected_version)
+                .execute(&mut **tx)
+                .await?
+            };
+            if claimed.rows_affected() != 1 {
+                return Ok(false);
+            }
+            write_plan(tx, &batch.plan).await?;
+            if let Some(record) = &batch.idempotency {
+                sqlx::query(
+                    "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&record.scope)
+                .bind(&record.key)
+                .bind(&record.request_hash)
+                .bind(record.status as i32)
+                .bind(&record.body)
+                .bind(micros(&chrono::Utc::now()))
+                .execute(&mut **tx)
+                .await
+                .map_err(classify_unique)?;
+            }
+            Ok(true)
+        }
+
+        /// The stored envelopes of one command's events, continuing the chain from
+        /// `(position, prev_hash)`, which it advances.
+        fn chain_events(batch: &AppendBatch, position: &mut i64, prev_hash: &mut String) -> Result<Vec<EventEnvelope>, StoreError> {
+            let mut stored = Vec::with_capacity(batch.events.len());
+            for event in &batch.events {
+                *position += 1;
+                let payload = serde_json::to_value(&event.payload)
+                    .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
+                let mut envelope = EventEnvelope {
+                    position: *position,
+                    event_id: event.event_id,
+                    stream_id: batch.stream_id,
+                    stream_version: event.stream_version,
+                    model_name: batch.model_name.clone(),
+                    event_type: event.payload.event_type().to_string(),
+                    schema_version: CURRENT_SCHEMA_VERSION,
+                    payload,
+                    occurred_at: event.occurred_at,
+                    actor: batch.actor.clone(),
+                    request_id: batch.request_id.clone(),
+                    correlation_id: batch.correlation_id.clone(),
+                    decision: batch.decision.clone(),
+                    prev_hash: prev_hash.clone(),
+                    hash: String::new(),
+                };
+                envelope.hash = compute_hash(prev_hash, &envelope);
+                *prev_hash = envelope.hash.clone();
+                stored.push(envelope);
+            }
+            Ok(stored)
+        }
+
         fn push_order(qb: &mut sqlx::QueryBuilder<$db>, order: &[(SortKey, bool)], versions: bool) {
             qb.push(" ORDER BY ");
             let mut first = true;
@@ -579,6 +761,65 @@ macro_rules! impl_sql_store {
         }
 
         impl $store {
+            /// Appends a group of commands in one transaction, under one chain-head lock and one
+            /// commit (group commit; see docs/architecture.md). Each command's model rows are
+            /// written first, in stream-id order so two groups touching the same models lock
+            /// them in the same order and cannot deadlock; a command whose stream moved is
+            /// answered `Conflict` and the rest go on. Then the head is locked once and every
+            /// written command's events are chained and inserted, in arrival order.
+            async fn commit_group(&self, batches: &[AppendBatch]) -> Result<Vec<Result<Vec<EventEnvelope>, StoreError>>, StoreError> {
+                let mut tx = self.begin_write().await?;
+                let mut order: Vec<usize> = (0..batches.len()).collect();
+                order.sort_by_key(|&i| batches[i].stream_id);
+                let mut written = vec![false; batches.len()];
+                for &i in &order {
+                    written[i] = write_command(&mut tx, &batches[i]).await?;
+                }
+                let mut outcomes = Vec::with_capacity(batches.len());
+                if !written.contains(&true) {
+                    // Nothing to chain: leave the head alone (and unlocked).
+                    tx.rollback().await?;
+                } else {
+                    // Everything above touched only these models' rows. From here to commit the
+                    // single chain head is held, so positions are assigned in commit order.
+                    let (mut position, mut prev_hash): (i64, String) =
+                        sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
+                    let mut rows: Vec<(EventEnvelope, Option<u64>)> = Vec::new();
+                    for (batch, written) in batches.iter().zip(&written) {
+                        if !*written {
+                            continue;
+                        }
+                        let stored = chain_events(batch, &mut position, &mut prev_hash)?;
+                        rows.extend(stored.iter().cloned().zip(batch.events.iter().map(|e| e.payload.version())));
+                        outcomes.push(stored);
+                    }
+                    insert_events(&mut tx, &rows).await.map_err(classify_unique)?;
+                    sqlx::query("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1")
+                        .bind(position)
+                        .bind(&prev_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    self.notify(position);
+                }
+                let mut stored = outcomes.into_iter();
+                Ok(batches
+                    .iter()
+                    .zip(written)
+                    .map(|(batch, written)| {
+                        if written {
+                            stored.next().ok_or_else(|| StoreError::Corrupt("group outcome missing".into()))
+                        } else {
+                            Err(StoreError::Conflict {
+                                stream_id: batch.stream_id,
+                                expected: batch.expected_version,
+                                actual: -1,
+                            })
+                        }
+                    })
+                    .collect())
+            }
+
             async fn get_version_uncached(&self, name: &str, version: i64) -> Result<Option<VersionView>, StoreError> {
                 let sql = format!(
                     "SELECT {VERSION_COLUMNS} FROM model_versions v JOIN registered_models m ON m.model_id = v.model_id WHERE m.name = $1 AND v.version = $2"
@@ -636,112 +877,58 @@ macro_rules! impl_sql_store {
             }
 
             async fn load_model(&self, name: &str) -> Result<Option<ModelState>, StoreError> {
-                let row: Option<(String,)> = sqlx::query_as(
-                    "SELECT s.state FROM model_state s JOIN registered_models m ON m.model_id = s.model_id WHERE m.name = $1",
+                let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+                    "SELECT s.model_id, s.state, s.snapshot_version, s.stream_version FROM model_state s \
+                     JOIN registered_models m ON m.model_id = s.model_id WHERE m.name = $1",
                 )
                 .bind(name)
                 .fetch_optional(&self.pool)
                 .await?;
-                row.map(|(state,)| {
-                    serde_json::from_str(&state).map_err(|e| StoreError::Corrupt(format!("model snapshot: {e}")))
-                })
-                .transpose()
+                let Some((model_id, snapshot, snapshot_version, stream_version)) = row else {
+                    return Ok(None);
+                };
+                materialize(&self.pool, &model_id, &snapshot, snapshot_version, stream_version).await.map(Some)
             }
 
             async fn append(&self, batch: AppendBatch) -> Result<Vec<EventEnvelope>, StoreError> {
-                let stream_id = batch.stream_id.to_string();
-                let mut tx = self.begin_write().await?;
-                // Optimistic concurrency: the snapshot row carries the stream version. The
-                // conditional UPDATE also row-locks it, so two writers of one model queue here
-                // and the second sees the first's version.
-                let conflict = |actual: i64| StoreError::Conflict {
-                    stream_id: batch.stream_id,
-                    expected: batch.expected_version,
-                    actual,
-                };
-                if batch.expected_version == 0 {
-                    sqlx::query("INSERT INTO model_state (model_id, stream_version, state) VALUES ($1, $2, $3)")
-                        .bind(&stream_id)
-                        .bind(batch.plan.stream_version)
-                        .bind(&batch.plan.snapshot_json)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(classify_unique)
-                        .map_err(|e| match e {
-                            StoreError::Conflict { .. } => conflict(-1),
-                            other => other,
-                        })?;
-                } else {
-                    let updated = sqlx::query(
-                        "UPDATE model_state SET stream_version = $2, state = $3 WHERE model_id = $1 AND stream_version = $4",
-                    )
-                    .bind(&stream_id)
-                    .bind(batch.plan.stream_version)
-                    .bind(&batch.plan.snapshot_json)
-                    .bind(batch.expected_version)
-                    .execute(&mut *tx)
-                    .await?;
-                    if updated.rows_affected() != 1 {
-                        return Err(conflict(-1));
+                self.append_group(vec![batch])
+                    .await
+                    .pop()
+                    .unwrap_or_else(|| Err(StoreError::Corrupt("an append produced no outcome".into())))
+            }
+
+            async fn append_group(&self, batches: Vec<AppendBatch>) -> Vec<Result<Vec<EventEnvelope>, StoreError>> {
+                match self.commit_group(&batches).await {
+                    Ok(outcomes) => outcomes,
+                    Err(e) if batches.len() == 1 => vec![Err(e)],
+                    // The group's transaction failed as a whole, so none of it was written: one
+                    // command's statement error (a name taken, a concurrent idempotency key)
+                    // must not fail the others, so each is appended alone and gets its own
+                    // outcome.
+                    Err(_) => {
+                        let mut outcomes = Vec::with_capacity(batches.len());
+                        for batch in &batches {
+                            let outcome = match self.commit_group(std::slice::from_ref(batch)).await {
+                                Ok(mut single) => single.pop().unwrap_or_else(|| {
+                                    Err(StoreError::Corrupt("an append produced no outcome".into()))
+                                }),
+                                Err(e) => Err(e),
+                            };
+                            outcomes.push(outcome);
+                        }
+                        outcomes
                     }
                 }
-                write_plan(&mut tx, &batch.plan).await?;
-                if let Some(record) = &batch.idempotency {
-                    sqlx::query(
-                        "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
-                    )
-                    .bind(&record.scope)
-                    .bind(&record.key)
-                    .bind(&record.request_hash)
-                    .bind(record.status as i32)
-                    .bind(&record.body)
-                    .bind(micros(&chrono::Utc::now()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(classify_unique)?;
-                }
-
-                // Everything above touched only this model's rows. From here to commit the
-                // single chain head is held, so positions are assigned in commit order.
-                let (mut position, mut prev_hash): (i64, String) =
-                    sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
-                let mut stored = Vec::with_capacity(batch.events.len());
-                for event in &batch.events {
-                    position += 1;
-                    let payload = serde_json::to_value(&event.payload)
-                        .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
-                    let mut envelope = EventEnvelope {
-                        position,
-                        event_id: event.event_id,
-                        stream_id: batch.stream_id,
-                        stream_version: event.stream_version,
-                        model_name: batch.model_name.clone(),
-                        event_type: event.payload.event_type().to_string(),
-                        schema_version: CURRENT_SCHEMA_VERSION,
-                        payload,
-                        occurred_at: event.occurred_at,
-                        actor: batch.actor.clone(),
-                        request_id: batch.request_id.clone(),
-                        correlation_id: batch.correlation_id.clone(),
-                        decision: batch.decision.clone(),
-                        prev_hash: prev_hash.clone(),
-                        hash: String::new(),
-                    };
-                    envelope.hash = compute_hash(&prev_hash, &envelope);
-                    insert_event(&mut tx, &envelope, event.payload.version())
-                        .await
-                        .map_err(classify_unique)?;
-                    prev_hash = envelope.hash.clone();
-                    stored.push(envelope);
-                }
-                sqlx::query("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1")
-                    .bind(position)
-                    .bind(&prev_hash)
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-                self.notify(position);
-                Ok(stored)
+            }
+            async fn model_head(&self, name: &str) -> Result<Option<ModelHead>, StoreError> {
+                let row: Option<(String, i64, i64)> = sqlx::query_as(
+                    "SELECT s.model_id, s.stream_version, s.snapshot_version FROM model_state s \
+                     JOIN registered_models m ON m.model_id = s.model_id WHERE m.name = $1",
+                )
+                .bind(name)
+                .fetch_optional(&self.pool)
+                .await?;
+                Ok(row.map(|(model_id, stream_version, snapshot_version)| ModelHead { model_id, stream_version, snapshot_version }))
             }
 
             async fn find_idempotency(&self, scope: &str, key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
@@ -950,6 +1137,17 @@ macro_rules! impl_sql_store {
                 rows.iter().map(event_from_row).collect()
             }
 
+            async fn read_stored_events(&self, after_position: i64, limit: i64) -> Result<Vec<EventColumns>, StoreError> {
+                let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+                )))
+                .bind(after_position)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                rows.iter().map(stored_event_from_row).collect()
+            }
+
             async fn head(&self) -> Result<(i64, String), StoreError> {
                 let head: Option<(i64, String)> = sqlx::query_as("SELECT position, hash FROM chain_head WHERE id = 1")
                     .fetch_optional(&self.pool)
@@ -1032,12 +1230,47 @@ macro_rules! impl_sql_store {
                 }))
             }
 
+            async fn checkpoints_to_publish(&self, limit: i64) -> Result<Vec<CheckpointRecord>, StoreError> {
+                let rows: Vec<(String, i64, String, i64, String, String, String)> = sqlx::query_as(
+                    "SELECT c.id, c.position, c.hash, c.created_at_us, c.origin, c.key_id, c.note \
+                     FROM checkpoint_outbox o JOIN checkpoints c ON c.id = o.checkpoint_id \
+                     WHERE o.published_at_us IS NULL \
+                       AND o.position < COALESCE((SELECT MIN(position) FROM outbox WHERE published_at_us IS NULL), 9223372036854775807) \
+                     ORDER BY o.position, c.created_at_us LIMIT $1",
+                )
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await?;
+                Ok(rows
+                    .into_iter()
+                    .map(|(id, position, hash, at, origin, key_id, note)| CheckpointRecord {
+                        id,
+                        position,
+                        hash,
+                        created_at: crate::store::projection::from_micros(at),
+                        origin,
+                        key_id,
+                        note,
+                    })
+                    .collect())
+            }
+
+            async fn mark_checkpoint_published(&self, id: &str) -> Result<(), StoreError> {
+                sqlx::query("UPDATE checkpoint_outbox SET published_at_us = $1 WHERE checkpoint_id = $2")
+                    .bind(micros(&chrono::Utc::now()))
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                Ok(())
+            }
+
             async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
                 let Some(last) = events.last() else { return Ok(()) };
                 let mut tx = self.begin_write().await?;
                 let (head, head_hash): (i64, String) = sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
                 let mut expected_position = head + 1;
                 let mut expected_prev = head_hash;
+                let mut rows = Vec::with_capacity(events.len());
                 for event in events {
                     if event.position != expected_position || event.prev_hash != expected_prev {
                         return Err(StoreError::Corrupt(format!(
@@ -1046,10 +1279,11 @@ macro_rules! impl_sql_store {
                         )));
                     }
                     let payload = event.typed_payload().map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
-                    insert_event(&mut tx, event, payload.version()).await?;
+                    rows.push((event.clone(), payload.version()));
                     expected_position += 1;
                     expected_prev = event.hash.clone();
                 }
+                insert_events(&mut tx, &rows).await?;
                 sqlx::query("UPDATE outbox SET published_at_us = $1 WHERE position <= $2 AND published_at_us IS NULL")
                     .bind(micros(&chrono::Utc::now()))
                     .bind(last.position)
@@ -1090,7 +1324,7 @@ macro_rules! impl_sql_store {
                 }
                 for state in states.values() {
                     let plan = full_plan(state);
-                    sqlx::query("INSERT INTO model_state (model_id, stream_version, state) VALUES ($1, $2, $3)")
+                    sqlx::query("INSERT INTO model_state (model_id, stream_version, state, snapshot_version) VALUES ($1, $2, $3, $2)")
                         .bind(&plan.model_id)
                         .bind(plan.stream_version)
                         .bind(&plan.snapshot_json)
@@ -1138,9 +1372,15 @@ macro_rules! impl_sql_store {
                 let aliases: Vec<(String, String, i64)> =
                     sqlx::query_as("SELECT model_id, alias, version FROM aliases ORDER BY model_id, alias").fetch_all(&self.pool).await?;
                 out.extend(aliases.iter().map(|a| format!("alias {a:?}")));
-                let snapshots: Vec<(String, i64, String)> =
-                    sqlx::query_as("SELECT model_id, stream_version, state FROM model_state ORDER BY model_id").fetch_all(&self.pool).await?;
-                out.extend(snapshots.iter().map(|s| format!("snapshot {s:?}")));
+                // Snapshots are compared as the states they load as: a live snapshot may lag its
+                // stream by a few events where a rebuilt one does not.
+                let snapshots: Vec<(String, i64, String, i64)> =
+                    sqlx::query_as("SELECT model_id, stream_version, state, snapshot_version FROM model_state ORDER BY model_id").fetch_all(&self.pool).await?;
+                for (model_id, stream_version, snapshot, snapshot_version) in snapshots {
+                    let state = materialize(&self.pool, &model_id, &snapshot, snapshot_version, stream_version).await?;
+                    let state = serde_json::to_string(&state).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    out.push(format!("snapshot {:?}", (model_id, stream_version, state)));
+                }
                 Ok(out)
             }
 

@@ -196,6 +196,62 @@ both_backends!(
     }
 );
 
+both_backends!(
+    signed_checkpoints_are_published_after_the_events_they_cover,
+    |backend: Backend| async move {
+        use model_ledger::reports::checkpoint::{Checkpoint, load_or_create_key, make_checkpoint};
+        let target = Target::new(SHARED_NATS);
+        let app = spawn_publishing(backend, &target, None).await;
+        app.create_model("ckpt").await;
+        set_tags(&app, "ckpt", 0..3).await;
+        let key = load_or_create_key(app.data_dir.path()).expect("checkpoint key");
+        let record = make_checkpoint(app.store.as_ref(), &key, "model-ledger")
+            .await
+            .expect("checkpoint");
+        assert_eq!(record.position, app.event_count().await);
+        set_tags(&app, "ckpt", 3..5).await;
+        let n = app.event_count().await;
+
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let messages = loop {
+            wait_drained(&app, Duration::from_secs(20)).await;
+            let messages = target.messages().await;
+            if messages.len() as i64 > n {
+                break messages;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the checkpoint was not published"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let checkpoint_subject = format!("{}.~checkpoint", target.prefix);
+        let (checkpoints, events): (Vec<_>, Vec<_>) = messages
+            .iter()
+            .enumerate()
+            .partition(|(_, (subject, _, _))| *subject == checkpoint_subject);
+        assert_eq!(checkpoints.len(), 1, "published exactly once: {messages:?}");
+        let events: Vec<_> = events.into_iter().map(|(_, m)| m.clone()).collect();
+        assert_exactly_once_in_order(&events, n);
+
+        let (index, (_, id, ce)) = checkpoints[0];
+        assert_eq!(id, &record.id, "deduplicated by the checkpoint id");
+        assert_eq!(ce["type"], "io.model-ledger.Checkpoint");
+        assert_eq!(ce["data"]["position"], record.position);
+        // It follows the event at its position, whose hash it signs.
+        let covered = messages[..index]
+            .iter()
+            .find(|(_, _, e)| e["data"]["position"] == record.position)
+            .expect("the covered event precedes the checkpoint");
+        assert_eq!(ce["data"]["hash"], covered.2["data"]["hash"]);
+        let note = ce["data"]["note"].as_str().expect("note");
+        let parsed = Checkpoint::parse(note, Some(&key.verifying_key())).expect("signature");
+        assert_eq!(parsed.position, record.position);
+        assert_eq!(parsed.hash, record.hash);
+        target.delete().await;
+    }
+);
+
 /// A `nats-server -js` of the test's own, on a free port, with its store in a temp dir.
 struct OwnNats {
     port: u16,

@@ -259,3 +259,229 @@ async fn sqlite_rejects_changes_to_the_event_log() {
         .unwrap();
     assert_eq!(count.0, 1);
 }
+
+both_backends!(
+    a_group_commit_gives_each_command_its_own_outcome,
+    |backend: Backend| async move {
+        use model_ledger::store::StoreError;
+        let app = spawn_app(backend).await;
+        let service = Service::new(app.store(), Arc::new(AllowAll));
+        let who = caller("ana");
+        let meta = RequestMeta::default();
+        let create = |name: &str| Command::CreateModel {
+            name: ModelName::parse(name).unwrap(),
+            description: String::new(),
+            tags: BTreeMap::new(),
+        };
+        // Two new models and a second creation of one of the names (another stream, same
+        // name): that one fails on the name's unique key, which aborts the group transaction;
+        // the other two must still be written, each alone.
+        let mut batches = Vec::new();
+        for name in ["g1", "g2", "g1"] {
+            batches.push(
+                service
+                    .prepare_batch(&who, &meta, &create(name))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let outcomes = app.store.append_group(batches).await;
+        assert_eq!(outcomes.len(), 3);
+        assert_eq!(
+            outcomes[0].as_ref().map(|e| e[0].model_name.as_str()).ok(),
+            Some("g1")
+        );
+        assert_eq!(
+            outcomes[1].as_ref().map(|e| e[0].model_name.as_str()).ok(),
+            Some("g2")
+        );
+        assert!(
+            matches!(outcomes[2], Err(StoreError::Unique(_))),
+            "{:?}",
+            outcomes[2]
+        );
+
+        // Two commands decided against the same state of g1, and one for g2, in one group: the
+        // first for g1 wins, the second lost the race, g2's is independent.
+        for model in ["g1", "g2"] {
+            service
+                .execute(
+                    &who,
+                    &meta,
+                    Command::CreateVersion {
+                        name: ModelName::parse(model).unwrap(),
+                        source: "s3://b/1".into(),
+                        run_id: None,
+                        description: String::new(),
+                        tags: BTreeMap::new(),
+                        metrics: BTreeMap::new(),
+                        signature: None,
+                        input_example: None,
+                        artifact: None,
+                        run_evidence: None,
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let to = |model: &str, stage: Stage| Command::TransitionStage {
+            name: ModelName::parse(model).unwrap(),
+            version: 1,
+            stage,
+            comment: None,
+            archive_existing_versions: true,
+        };
+        let head_before = app.store.head().await.unwrap().0;
+        let batches = vec![
+            service
+                .prepare_batch(&who, &meta, &to("g1", Stage::Staging))
+                .await
+                .unwrap(),
+            service
+                .prepare_batch(&who, &meta, &to("g1", Stage::Production))
+                .await
+                .unwrap(),
+            service
+                .prepare_batch(&who, &meta, &to("g2", Stage::Production))
+                .await
+                .unwrap(),
+        ];
+        let outcomes = app.store.append_group(batches).await;
+        let first = outcomes[0]
+            .as_ref()
+            .expect("the first g1 transition is written");
+        assert!(
+            matches!(outcomes[1], Err(StoreError::Conflict { .. })),
+            "{:?}",
+            outcomes[1]
+        );
+        let third = outcomes[2].as_ref().expect("g2's transition is written");
+        // One commit, consecutive positions in arrival order.
+        assert_eq!(first[0].position, head_before + 1);
+        assert_eq!(third[0].position, first.last().unwrap().position + 1);
+        let g1 = app.store.get_version("g1", 1).await.unwrap().unwrap();
+        assert_eq!(g1.stage, "Staging");
+        let g2 = app.store.get_version("g2", 1).await.unwrap().unwrap();
+        assert_eq!(g2.stage, "Production");
+
+        // A group where every command lost its race writes nothing and leaves the head alone.
+        let stale = service
+            .prepare_batch(&who, &meta, &to("g2", Stage::Staging))
+            .await
+            .unwrap();
+        service
+            .execute(&who, &meta, to("g2", Stage::Staging))
+            .await
+            .unwrap();
+        let head = app.store.head().await.unwrap();
+        let outcomes = app.store.append_group(vec![stale]).await;
+        assert!(matches!(outcomes[0], Err(StoreError::Conflict { .. })));
+        assert_eq!(app.store.head().await.unwrap(), head);
+
+        let events = all_events(&app.store).await;
+        let mut verifier = ChainVerifier::new();
+        for e in &events {
+            verifier.push(e).unwrap();
+        }
+        assert_eq!(head.1, verifier.head_hash());
+        let live = app.store.projection_dump().await.unwrap();
+        app.store.rebuild_projections().await.unwrap();
+        assert_eq!(live, app.store.projection_dump().await.unwrap());
+    }
+);
+
+/// Many concurrent commands through one service share transactions, and the result is what
+/// one-at-a-time appends would give: every command written once, a gapless chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_commands_are_grouped_and_each_written_once() {
+    let app = spawn_app(Backend::Postgres).await;
+    let service = Arc::new(Service::new(app.store(), Arc::new(AllowAll)));
+    let tasks: Vec<_> = (0..96)
+        .map(|i| {
+            let service = service.clone();
+            tokio::spawn(async move {
+                service
+                    .execute(
+                        &caller("ana"),
+                        &RequestMeta::default(),
+                        Command::CreateModel {
+                            name: ModelName::parse(format!("c{i}")).unwrap(),
+                            description: String::new(),
+                            tags: BTreeMap::new(),
+                        },
+                    )
+                    .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    assert!(
+        service.appender.largest_group() > 1,
+        "96 concurrent commands should have shared a transaction"
+    );
+    let events = all_events(&app.store).await;
+    assert_eq!(events.len(), 96);
+    let mut verifier = ChainVerifier::new();
+    for e in &events {
+        verifier.push(e).unwrap();
+    }
+    let names: std::collections::BTreeSet<_> =
+        events.iter().map(|e| e.model_name.clone()).collect();
+    assert_eq!(names.len(), 96);
+}
+
+both_backends!(
+    a_lagging_snapshot_loads_as_the_full_state,
+    |backend: Backend| async move {
+        use model_ledger::store::SNAPSHOT_EVERY;
+        let app = spawn_app(backend).await;
+        let service = Service::new(app.store(), Arc::new(AllowAll));
+        let who = caller("ana");
+        let meta = RequestMeta::default();
+        let name = ModelName::parse("big").unwrap();
+        service
+            .execute(
+                &who,
+                &meta,
+                Command::CreateModel {
+                    name: name.clone(),
+                    description: String::new(),
+                    tags: BTreeMap::new(),
+                },
+            )
+            .await
+            .unwrap();
+        let n = SNAPSHOT_EVERY + SNAPSHOT_EVERY / 2;
+        for i in 0..n {
+            service
+                .execute(
+                    &who,
+                    &meta,
+                    Command::SetModelTag {
+                        name: name.clone(),
+                        key: TagKey::parse(format!("k{i}")).unwrap(),
+                        value: format!("v{i}"),
+                    },
+                )
+                .await
+                .unwrap();
+        }
+        let head = app.store.model_head("big").await.unwrap().unwrap();
+        assert_eq!(head.stream_version, n + 1);
+        assert!(
+            head.snapshot_version < head.stream_version
+                && head.stream_version - head.snapshot_version < SNAPSHOT_EVERY,
+            "the snapshot is rewritten every {SNAPSHOT_EVERY} events, not on each: {head:?}"
+        );
+        // Loaded without any cache: the snapshot plus the events after it.
+        let loaded = app.store.load_model("big").await.unwrap().unwrap();
+        assert_eq!(loaded.stream_version, n + 1);
+        assert_eq!(loaded.tags.len() as i64, n);
+        app.store.rebuild_projections().await.unwrap();
+        let rebuilt_head = app.store.model_head("big").await.unwrap().unwrap();
+        assert_eq!(rebuilt_head.snapshot_version, rebuilt_head.stream_version);
+        assert_eq!(app.store.load_model("big").await.unwrap().unwrap(), loaded);
+    }
+);
