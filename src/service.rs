@@ -105,7 +105,7 @@ type IdempotencyHook<'a> = (&'a IdempotencyRequest, &'a Render<'a>);
 /// A command's result: the model's state after it and the stored events.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    pub state: ModelState,
+    pub state: Arc<ModelState>,
     pub events: Vec<EventEnvelope>,
 }
 
@@ -123,9 +123,9 @@ pub struct Service {
     pub tracking: Option<Arc<Upstream>>,
     /// Where appends go: concurrent commands share transactions (see [`GroupCommitter`]).
     pub appender: Arc<GroupCommitter>,
-    /// Model states this service decided against or produced, by name. An entry is used only
-    /// while the model's stream version is still the one it was taken at, so it saves loading
-    /// and parsing the model (every version of it) without ever deciding on a stale state.
+    /// Model states this service's appends produced, by name. An entry is used only while the
+    /// model's stream version is still the one it was produced at, so it saves loading and
+    /// parsing the model (every version of it) without ever deciding on a stale state.
     pub states: Arc<StateCache>,
 }
 
@@ -139,14 +139,16 @@ impl StateCache {
     /// Bound on cached models; past it the cache starts over (entries are only a shortcut).
     const MAX_ENTRIES: usize = 10_000;
 
-    fn get(&self, name: &str, head: &crate::store::ModelHead) -> Option<ModelState> {
-        let entries = self.entries.lock().ok()?;
-        let state = entries.get(name)?;
+    /// Takes the entry out: the command about to run folds it into its next state (which is
+    /// put back after the append), so a large model is not copied when nothing else holds it.
+    /// A concurrent command on the same model finds no entry and loads from the store.
+    fn take(&self, name: &str, head: &crate::store::ModelHead) -> Option<ModelState> {
+        let state = self.entries.lock().ok()?.remove(name)?;
         (state.stream_version == head.stream_version && state.model_id.to_string() == head.model_id)
-            .then(|| ModelState::clone(state))
+            .then(|| Arc::try_unwrap(state).unwrap_or_else(|shared| ModelState::clone(&shared)))
     }
 
-    fn put(&self, state: &ModelState) {
+    fn put(&self, state: Arc<ModelState>) {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
@@ -157,7 +159,7 @@ impl StateCache {
         if entries.len() >= Self::MAX_ENTRIES {
             entries.clear();
         }
-        entries.insert(state.name.to_string(), Arc::new(state.clone()));
+        entries.insert(state.name.to_string(), state);
     }
 }
 
@@ -331,7 +333,7 @@ impl Service {
             .append(prepared.batch)
             .await
             .map_err(ServiceError::Store)?;
-        self.states.put(&prepared.state);
+        self.states.put(prepared.state.clone());
         Ok((
             Outcome {
                 state: prepared.state,
@@ -368,19 +370,13 @@ impl Service {
             .map_err(ServiceError::Store)?;
         let current = match &head {
             None => None,
-            Some(head) => match self.states.get(name, head) {
+            Some(head) => match self.states.take(name, head) {
                 Some(state) => Some(state),
-                None => {
-                    let loaded = self
-                        .store
-                        .load_model(name)
-                        .await
-                        .map_err(ServiceError::Store)?;
-                    if let Some(state) = &loaded {
-                        self.states.put(state);
-                    }
-                    loaded
-                }
+                None => self
+                    .store
+                    .load_model(name)
+                    .await
+                    .map_err(ServiceError::Store)?,
             },
         };
         if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref())
@@ -491,11 +487,13 @@ impl Service {
 
         // The answer to store is rendered before commit (from the decided state, which is what
         // the projection will hold), so the key and the events commit together.
-        let preview = Outcome {
-            state: state.clone(),
-            events: Vec::new(),
-        };
-        let stored_response = idempotency.map(|(_, render)| render(&preview));
+        let state = Arc::new(state);
+        let stored_response = idempotency.map(|(_, render)| {
+            render(&Outcome {
+                state: state.clone(),
+                events: Vec::new(),
+            })
+        });
         let idempotency_record = match (idempotency, &stored_response) {
             (Some((request, _)), Some(response)) => Some(IdempotencyRecord {
                 scope: request.scope.clone(),
@@ -529,7 +527,7 @@ impl Service {
 /// A decided and authorized command, ready to append.
 struct Prepared {
     batch: AppendBatch,
-    state: ModelState,
+    state: Arc<ModelState>,
     response: Option<StoredResponse>,
 }
 
