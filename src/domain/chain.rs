@@ -220,37 +220,6 @@ pub fn compute_hash(prev_hash: &str, event: &EventEnvelope) -> String {
     hash_with_prev(prev_hash, &canonical_bytes(event))
 }
 
-/// Recomputes `compute_hash(prev_hash, event)` for every event, split across the machine's
-/// cores (scoped threads; small batches stay on the calling thread).
-pub fn hash_batch(events: &[EventEnvelope]) -> Vec<String> {
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if threads < 2 || events.len() < 256 {
-        return events
-            .iter()
-            .map(|e| compute_hash(&e.prev_hash, e))
-            .collect();
-    }
-    let chunk = events.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = events
-            .chunks(chunk)
-            .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|e| compute_hash(&e.prev_hash, e))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap_or_default())
-            .collect()
-    })
-}
-
 /// Why a chain did not verify, naming the first bad position.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChainBreak {
@@ -307,24 +276,6 @@ impl ChainVerifier {
             head_hash: GENESIS_HASH.to_string(),
             count: 0,
         }
-    }
-
-    /// Checks a batch of consecutive events, recomputing their hashes on all cores first: each
-    /// event's hash depends only on its own stored `prev_hash` and content, so recomputation is
-    /// parallel; the links are then checked in order.
-    pub fn push_batch(&mut self, events: &[EventEnvelope]) -> Result<(), ChainBreak> {
-        let mut computed = hash_batch(events);
-        if computed.len() != events.len() {
-            // A worker thread failed; never let that shorten what gets checked.
-            computed = events
-                .iter()
-                .map(|e| compute_hash(&e.prev_hash, e))
-                .collect();
-        }
-        for (event, computed) in events.iter().zip(computed) {
-            self.push_with_hash(event, computed)?;
-        }
-        Ok(())
     }
 
     /// Checks the next event: its position follows, it links to the previous hash, and its own
@@ -527,19 +478,6 @@ mod tests {
         let v = verify(&events).unwrap();
         assert_eq!(v.count(), 5);
         assert_eq!(v.head_hash(), events[4].hash);
-    }
-
-    #[test]
-    fn batch_verification_matches_one_by_one() {
-        let events = chain(600);
-        let mut batch = ChainVerifier::new();
-        batch.push_batch(&events).unwrap();
-        assert_eq!(batch.head_hash(), verify(&events).unwrap().head_hash());
-        let mut altered = chain(600);
-        altered[450].payload =
-            serde_json::json!({"type": "ModelTagSet", "key": "k", "value": "evil"});
-        let mut v = ChainVerifier::new();
-        assert_eq!(v.push_batch(&altered).unwrap_err().position(), 451);
     }
 
     #[test]

@@ -52,23 +52,6 @@ impl CheckedChain {
         Ok(())
     }
 
-    /// [`CheckedChain::push`] for consecutive events, hashing them on all cores.
-    pub fn push_batch(&mut self, events: &[EventEnvelope]) -> Result<(), ReportError> {
-        self.verifier
-            .push_batch(events)
-            .map_err(ReportError::Chain)?;
-        if let Some(c) = &self.checkpoint
-            && let Some(event) = events.iter().find(|e| e.position == c.position)
-            && c.hash != event.hash
-        {
-            return Err(ReportError::Checkpoint(format!(
-                "position {}: hash {} differs from the checkpoint's {} (the log was rewritten up to here)",
-                event.position, event.hash, c.hash
-            )));
-        }
-        Ok(())
-    }
-
     /// Links events whose hashes were already recomputed, in order.
     pub fn push_links(&mut self, links: &[Link]) -> Result<(), ReportError> {
         for link in links {
@@ -326,30 +309,39 @@ fn check_line(number: u64, line: &[u8]) -> Result<Link, ReportError> {
 
 /// [`check_line`] for a block of lines, split across the machine's cores.
 fn check_lines(lines: &[(u64, &[u8])]) -> Result<Vec<Link>, ReportError> {
-    let check = |part: &[(u64, &[u8])]| -> Result<Vec<Link>, ReportError> {
-        part.iter().map(|(n, line)| check_line(*n, line)).collect()
-    };
+    on_all_cores(lines, |(number, line)| check_line(*number, line))
+}
+
+/// `check(item)` for every item, in order, the slice split across the machine's cores (scoped
+/// threads; small slices stay on the calling thread). Each event's hash depends only on the
+/// event and its stored `prev_hash`, so this is where verification spends its time in parallel;
+/// only the cheap link comparison afterwards is sequential.
+fn on_all_cores<T: Sync, R: Send>(
+    items: &[T],
+    check: impl Fn(&T) -> Result<R, ReportError> + Sync,
+) -> Result<Vec<R>, ReportError> {
+    let check_part = |part: &[T]| part.iter().map(&check).collect::<Result<Vec<R>, _>>();
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    if threads < 2 || lines.len() < 256 {
-        return check(lines);
+    if threads < 2 || items.len() < 256 {
+        return check_part(items);
     }
-    let chunk = lines.len().div_ceil(threads);
+    let chunk = items.len().div_ceil(threads);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = lines
+        let handles: Vec<_> = items
             .chunks(chunk)
-            .map(|part| scope.spawn(move || check(part)))
+            .map(|part| scope.spawn(move || check_part(part)))
             .collect();
-        let mut links = Vec::with_capacity(lines.len());
+        let mut out = Vec::with_capacity(items.len());
         for handle in handles {
             let part = handle.join().map_err(|_| ReportError::Export {
                 line: 0,
                 message: "a verifier thread failed".into(),
             })??;
-            links.extend(part);
+            out.extend(part);
         }
-        Ok(links)
+        Ok(out)
     })
 }
 
@@ -388,44 +380,18 @@ const STORE_PAGE: i64 = 5_000;
 /// (the store writes it canonically); a row whose text does not reproduce its hash is decoded
 /// and hashed by the definition, whose answer stands.
 fn check_rows(rows: &[StoredEvent]) -> Result<Vec<Link>, ReportError> {
-    let check = |part: &[StoredEvent]| -> Result<Vec<Link>, ReportError> {
-        part.iter()
-            .map(|row| {
-                let mut computed = row.text().hash_as_stored();
-                if computed != row.hash {
-                    let event = row.clone().into_envelope()?;
-                    computed = compute_hash(&event.prev_hash, &event);
-                }
-                Ok(Link {
-                    position: row.position,
-                    prev_hash: row.prev_hash.clone(),
-                    hash: row.hash.clone(),
-                    computed,
-                })
-            })
-            .collect()
-    };
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    if threads < 2 || rows.len() < 256 {
-        return check(rows);
-    }
-    let chunk = rows.len().div_ceil(threads);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = rows
-            .chunks(chunk)
-            .map(|part| scope.spawn(move || check(part)))
-            .collect();
-        let mut links = Vec::with_capacity(rows.len());
-        for handle in handles {
-            let part = handle.join().map_err(|_| ReportError::Export {
-                line: 0,
-                message: "a verifier thread failed".into(),
-            })??;
-            links.extend(part);
+    on_all_cores(rows, |row| {
+        let mut computed = row.text().hash_as_stored();
+        if computed != row.hash {
+            let event = row.clone().into_envelope()?;
+            computed = compute_hash(&event.prev_hash, &event);
         }
-        Ok(links)
+        Ok(Link {
+            position: row.position,
+            prev_hash: row.prev_hash.clone(),
+            hash: row.hash.clone(),
+            computed,
+        })
     })
 }
 

@@ -419,7 +419,7 @@ macro_rules! impl_sql_store {
         /// Inserts stored events, each with the version it concerns (its outbox row follows by
         /// trigger), several per statement. Payload and decision are written as canonical JSON
         /// text, exactly the bytes the hash covers.
-        async fn insert_events(tx: &mut Tx<'_>, events: &[(EventEnvelope, Option<u64>)]) -> Result<(), sqlx::Error> {
+        async fn insert_events(tx: &mut Tx<'_>, events: &[(&EventEnvelope, Option<u64>)]) -> Result<(), sqlx::Error> {
             struct Row<'a> {
                 event: &'a EventEnvelope,
                 version: Option<u64>,
@@ -784,15 +784,17 @@ macro_rules! impl_sql_store {
                     // single chain head is held, so positions are assigned in commit order.
                     let (mut position, mut prev_hash): (i64, String) =
                         sqlx::query_as(Self::LOCK_HEAD).fetch_one(&mut *tx).await?;
-                    let mut rows: Vec<(EventEnvelope, Option<u64>)> = Vec::new();
                     for (batch, written) in batches.iter().zip(&written) {
-                        if !*written {
-                            continue;
+                        if *written {
+                            outcomes.push(chain_events(batch, &mut position, &mut prev_hash)?);
                         }
-                        let stored = chain_events(batch, &mut position, &mut prev_hash)?;
-                        rows.extend(stored.iter().cloned().zip(batch.events.iter().map(|e| e.payload.version())));
-                        outcomes.push(stored);
                     }
+                    let written_batches = batches.iter().zip(&written).filter(|(_, w)| **w).map(|(b, _)| b);
+                    let rows: Vec<(&EventEnvelope, Option<u64>)> = outcomes
+                        .iter()
+                        .zip(written_batches)
+                        .flat_map(|(stored, batch)| stored.iter().zip(batch.events.iter().map(|e| e.payload.version())))
+                        .collect();
                     insert_events(&mut tx, &rows).await.map_err(classify_unique)?;
                     sqlx::query("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1")
                         .bind(position)
@@ -1279,7 +1281,7 @@ macro_rules! impl_sql_store {
                         )));
                     }
                     let payload = event.typed_payload().map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
-                    rows.push((event.clone(), payload.version()));
+                    rows.push((event, payload.version()));
                     expected_position += 1;
                     expected_prev = event.hash.clone();
                 }
