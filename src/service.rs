@@ -137,7 +137,9 @@ pub struct StateCache {
 
 impl StateCache {
     /// Bound on cached models; past it the cache starts over (entries are only a shortcut).
-    const MAX_ENTRIES: usize = 10_000;
+    /// A model with a few hundred versions takes a few hundred KiB in memory, so this keeps the
+    /// cache to a few hundred MiB at worst while covering the models being written to.
+    const MAX_ENTRIES: usize = 1_024;
 
     /// Takes the entry out: the command about to run folds it into its next state (which is
     /// put back after the append), so a large model is not copied when nothing else holds it.
