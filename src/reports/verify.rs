@@ -40,16 +40,7 @@ impl CheckedChain {
 
     pub fn push(&mut self, event: &EventEnvelope) -> Result<(), ReportError> {
         self.verifier.push(event).map_err(ReportError::Chain)?;
-        if let Some(c) = &self.checkpoint
-            && c.position == event.position
-            && c.hash != event.hash
-        {
-            return Err(ReportError::Checkpoint(format!(
-                "position {}: hash {} differs from the checkpoint's {} (the log was rewritten up to here)",
-                event.position, event.hash, c.hash
-            )));
-        }
-        Ok(())
+        self.check_checkpoint(event.position, &event.hash)
     }
 
     /// Links events whose hashes were already recomputed, in order.
@@ -63,17 +54,22 @@ impl CheckedChain {
                     link.computed.clone(),
                 )
                 .map_err(ReportError::Chain)?;
-            if let Some(c) = &self.checkpoint
-                && c.position == link.position
-                && c.hash != link.hash
-            {
-                return Err(ReportError::Checkpoint(format!(
-                    "position {}: hash {} differs from the checkpoint's {} (the log was rewritten up to here)",
-                    link.position, link.hash, c.hash
-                )));
-            }
+            self.check_checkpoint(link.position, &link.hash)?;
         }
         Ok(())
+    }
+
+    /// At the checkpoint's position, the event's hash must be the checkpoint's.
+    fn check_checkpoint(&self, position: i64, hash: &str) -> Result<(), ReportError> {
+        match &self.checkpoint {
+            Some(c) if c.position == position && c.hash != hash => {
+                Err(ReportError::Checkpoint(format!(
+                    "position {position}: hash {hash} differs from the checkpoint's {} (the log was rewritten up to here)",
+                    c.hash
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     pub fn count(&self) -> u64 {

@@ -628,6 +628,13 @@ macro_rules! impl_sql_store {
             Ok(state)
         }
 
+        /// `id, position, hash, created_at_us, origin, key_id, note` of a `checkpoints` row.
+        type CheckpointRow = (String, i64, String, i64, String, String, String);
+
+        fn checkpoint_from_row((id, position, hash, at, origin, key_id, note): CheckpointRow) -> CheckpointRecord {
+            CheckpointRecord { id, position, hash, created_at: from_micros(at), origin, key_id, note }
+        }
+
         /// Writes one command's model rows: the optimistic check on the snapshot row, the
         /// projections and the idempotency key. `Ok(false)` is a lost race (the stream moved);
         /// nothing was written then, so the rest of a group can go on. A statement error aborts
@@ -1215,25 +1222,17 @@ macro_rules! impl_sql_store {
             }
 
             async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
-                let row: Option<(String, i64, String, i64, String, String, String)> = sqlx::query_as(
+                let row: Option<CheckpointRow> = sqlx::query_as(
                     "SELECT id, position, hash, created_at_us, origin, key_id, note FROM checkpoints \
                      ORDER BY position DESC, created_at_us DESC LIMIT 1",
                 )
                 .fetch_optional(&self.pool)
                 .await?;
-                Ok(row.map(|(id, position, hash, at, origin, key_id, note)| CheckpointRecord {
-                    id,
-                    position,
-                    hash,
-                    created_at: crate::store::projection::from_micros(at),
-                    origin,
-                    key_id,
-                    note,
-                }))
+                Ok(row.map(checkpoint_from_row))
             }
 
             async fn checkpoints_to_publish(&self, limit: i64) -> Result<Vec<CheckpointRecord>, StoreError> {
-                let rows: Vec<(String, i64, String, i64, String, String, String)> = sqlx::query_as(
+                let rows: Vec<CheckpointRow> = sqlx::query_as(
                     "SELECT c.id, c.position, c.hash, c.created_at_us, c.origin, c.key_id, c.note \
                      FROM checkpoint_outbox o JOIN checkpoints c ON c.id = o.checkpoint_id \
                      WHERE o.published_at_us IS NULL \
@@ -1243,18 +1242,7 @@ macro_rules! impl_sql_store {
                 .bind(limit)
                 .fetch_all(&self.pool)
                 .await?;
-                Ok(rows
-                    .into_iter()
-                    .map(|(id, position, hash, at, origin, key_id, note)| CheckpointRecord {
-                        id,
-                        position,
-                        hash,
-                        created_at: crate::store::projection::from_micros(at),
-                        origin,
-                        key_id,
-                        note,
-                    })
-                    .collect())
+                Ok(rows.into_iter().map(checkpoint_from_row).collect())
             }
 
             async fn mark_checkpoint_published(&self, id: &str) -> Result<(), StoreError> {
