@@ -27,6 +27,15 @@ pub(crate) fn caller(subject: &str) -> Caller {
     }
 }
 
+/// A command creating an empty model.
+fn create_model(name: &str) -> Command {
+    Command::CreateModel {
+        name: ModelName::parse(name).unwrap(),
+        description: String::new(),
+        tags: BTreeMap::new(),
+    }
+}
+
 async fn all_events(store: &SharedStore) -> Vec<model_ledger::domain::EventEnvelope> {
     let mut out = Vec::new();
     let mut after = 0;
@@ -174,15 +183,7 @@ both_backends!(
         let who = caller("ana");
         let name = ModelName::parse("m").unwrap();
         service
-            .execute(
-                &who,
-                &RequestMeta::default(),
-                Command::CreateModel {
-                    name: name.clone(),
-                    description: String::new(),
-                    tags: BTreeMap::new(),
-                },
-            )
+            .execute(&who, &RequestMeta::default(), create_model(name.as_str()))
             .await
             .unwrap();
         let before = app.store.projection_dump().await.unwrap();
@@ -268,11 +269,6 @@ both_backends!(
         let service = Service::new(app.store(), Arc::new(AllowAll));
         let who = caller("ana");
         let meta = RequestMeta::default();
-        let create = |name: &str| Command::CreateModel {
-            name: ModelName::parse(name).unwrap(),
-            description: String::new(),
-            tags: BTreeMap::new(),
-        };
         // Two new models and a second creation of one of the names (another stream, same
         // name): that one fails on the name's unique key, which aborts the group transaction;
         // the other two must still be written, each alone.
@@ -280,7 +276,7 @@ both_backends!(
         for name in ["g1", "g2", "g1"] {
             batches.push(
                 service
-                    .prepare_batch(&who, &meta, &create(name))
+                    .prepare_batch(&who, &meta, &create_model(name))
                     .await
                     .unwrap(),
             );
@@ -404,11 +400,7 @@ async fn concurrent_commands_are_grouped_and_each_written_once() {
                     .execute(
                         &caller("ana"),
                         &RequestMeta::default(),
-                        Command::CreateModel {
-                            name: ModelName::parse(format!("c{i}")).unwrap(),
-                            description: String::new(),
-                            tags: BTreeMap::new(),
-                        },
+                        create_model(&format!("c{i}")),
                     )
                     .await
             })
@@ -442,15 +434,7 @@ both_backends!(
         let meta = RequestMeta::default();
         let name = ModelName::parse("big").unwrap();
         service
-            .execute(
-                &who,
-                &meta,
-                Command::CreateModel {
-                    name: name.clone(),
-                    description: String::new(),
-                    tags: BTreeMap::new(),
-                },
-            )
+            .execute(&who, &meta, create_model("big"))
             .await
             .unwrap();
         let n = SNAPSHOT_EVERY + SNAPSHOT_EVERY / 2;
