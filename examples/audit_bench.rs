@@ -145,7 +145,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         let decision = serde_json::json!({
             "allowed": true,
-            "action": command.action_name(),
+            "action": command.action().as_str(),
             "principal": format!("ModelLedger::User::\"{who}@https://idp.bench\""),
             "resource": format!("ModelLedger::RegisteredModel::\"model-{idx}\""),
             "policy_ids": ["bench-policy"],

@@ -91,6 +91,9 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
 /// Everything a running server is made of.
 pub struct Built {
     pub state: AppState,
+    /// The store behind the state's service, for the process's own plumbing (the relay, tests
+    /// that inspect what was written); request handlers never see it.
+    pub store: SharedStore,
     pub database_url: String,
     pub embedded: bool,
     pub dev_auth: bool,
@@ -155,6 +158,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         );
     }
     let artifacts = build_artifacts(args, store.clone())?;
+    let store_for_relay = store.clone();
     let mut state = app_state(
         store,
         Arc::new(auth),
@@ -163,7 +167,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
             max_body_bytes: args.max_body_bytes,
         },
     );
-    start_publishing(&args.nats, &state, &database_url);
+    start_publishing(&args.nats, store_for_relay.clone(), &state, &database_url);
     state.artifacts = Arc::new(artifacts);
     if let Some(upstream) = tracking_upstream(&args.tracking)? {
         tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
@@ -171,6 +175,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     }
     Ok(Built {
         state,
+        store: store_for_relay,
         database_url,
         embedded,
         dev_auth,
@@ -178,11 +183,16 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
 }
 
 /// Starts the outbox relay when NATS is configured; it stops when [`serve`] shuts down.
-fn start_publishing(args: &crate::config::NatsArgs, state: &AppState, database_url: &str) {
+fn start_publishing(
+    args: &crate::config::NatsArgs,
+    store: SharedStore,
+    state: &AppState,
+    database_url: &str,
+) {
     match crate::publish::NatsSettings::from_args(args) {
         Some(settings) => {
             crate::publish::spawn_relay(
-                state.store.clone(),
+                store,
                 database_url.to_string(),
                 settings,
                 state.publish.clone(),
@@ -306,7 +316,6 @@ pub fn app_state(
 ) -> AppState {
     AppState {
         service: Arc::new(Service::new(store.clone(), authorizer)),
-        store: store.clone(),
         auth,
         config: Arc::new(config),
         metrics: metrics_handle(),

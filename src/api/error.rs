@@ -161,6 +161,7 @@ impl From<ServiceError> for ApiError {
                 "IDEMPOTENCY_KEY_REUSED",
                 e.to_string(),
             ),
+            e @ ServiceError::NotFound(_) => ApiError::not_found(e.to_string()),
             ServiceError::Store(s) => s.into(),
         }
     }

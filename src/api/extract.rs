@@ -7,12 +7,16 @@
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use std::collections::BTreeMap;
+
+use axum::extract::MatchedPath;
 use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
+use crate::domain::names::{ModelName, TagKey};
 use crate::service::{Caller, IdempotencyRequest, RequestMeta};
 
 /// A JSON body and the raw bytes it came from (for idempotency hashing).
@@ -137,4 +141,77 @@ pub fn idempotency(
         key: key.to_string(),
         request_hash: hex::encode(hasher.finalize()),
     }))
+}
+
+/// `Path` whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// `Query` whose rejection is an [`ApiError`].
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Q<T>(pub T);
+
+pub const DEFAULT_PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 1000;
+
+pub(crate) fn model_name(raw: String) -> Result<ModelName, ApiError> {
+    Ok(ModelName::parse(raw)?)
+}
+
+pub(crate) fn version_number(raw: &str) -> Result<u64, ApiError> {
+    raw.parse::<u64>()
+        .ok()
+        .filter(|v| *v >= 1 && *v <= i64::MAX as u64)
+        .ok_or_else(|| {
+            ApiError::invalid(format!("version must be a positive integer, got '{raw}'"))
+        })
+}
+
+pub(crate) fn page_limit(limit: Option<i64>) -> Result<i64, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(l) if (1..=MAX_PAGE).contains(&l) => Ok(l),
+        Some(l) => Err(ApiError::invalid(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {l}"
+        ))),
+    }
+}
+
+pub(crate) fn tags(raw: BTreeMap<String, String>) -> Result<BTreeMap<TagKey, String>, ApiError> {
+    raw.into_iter()
+        .map(|(k, v)| Ok((TagKey::parse(k)?, v)))
+        .collect()
+}
+
+pub(crate) fn encode_cursor(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.as_bytes())
+}
+
+pub(crate) fn decode_cursor(cursor: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| ApiError::invalid("cursor is not one this server issued"))
+}
+
+/// The route a request matched, as `METHOD /template` (e.g. `POST /api/v1/models/{name}`):
+/// the scope of an idempotency key, taken from the router so no handler names its own path.
+pub struct Route(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for Route {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let template = parts
+            .extensions
+            .get::<MatchedPath>()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string());
+        Ok(Route(format!("{} {template}", parts.method)))
+    }
 }

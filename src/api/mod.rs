@@ -1,17 +1,16 @@
 //! HTTP: the native `/api/v1` API and the MLflow-compatible API over the same [`Service`].
 //!
-//! Handlers only translate: they parse requests into domain commands or store queries and map
-//! results and errors to responses. No SQL and no business rule lives here. Every route is
+//! Handlers only translate: they parse requests into domain commands or service queries and
+//! map results and errors to responses; they hold a [`Service`], never a store. No SQL and no business rule lives here. Every route is
 //! behind request-id, tracing, metrics, panic-catching and body-size layers, and every error,
 //! including unknown routes and wrong methods, answers with a JSON body.
 
-pub mod artifacts;
-pub mod audit;
 pub mod error;
 pub mod extract;
+pub mod health;
 pub mod mlflow;
-pub mod native;
 pub mod tracking;
+pub mod v1;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,14 +21,12 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
-use crate::service::{AccessDecision, AuthzQuestion, Caller, Service};
-use crate::store::SharedStore;
+use crate::service::{Caller, Service};
 use crate::tracking::Upstream;
 use error::ApiError;
 
@@ -48,7 +45,6 @@ pub struct ApiConfig {
 #[derive(Clone)]
 pub struct AppState {
     pub service: Arc<Service>,
-    pub store: SharedStore,
     pub auth: Arc<dyn Authenticate>,
     pub config: Arc<ApiConfig>,
     pub metrics: Option<PrometheusHandle>,
@@ -63,50 +59,9 @@ pub struct AppState {
 impl AppState {
     /// Turns on tracking pass-through and run evidence for this state.
     pub fn with_tracking(mut self, upstream: Arc<Upstream>) -> Self {
-        let service = Service {
-            store: self.service.store.clone(),
-            authorizer: self.service.authorizer.clone(),
-            tracking: Some(upstream.clone()),
-            appender: self.service.appender.clone(),
-            states: self.service.states.clone(),
-        };
-        self.service = Arc::new(service);
+        self.service = Arc::new(self.service.with_tracking(upstream.clone()));
         self.tracking = Some(upstream);
         self
-    }
-
-    /// Authorizes a read; denials are recorded like write denials.
-    pub async fn authorize_read(
-        &self,
-        caller: &Caller,
-        action: &str,
-        model_name: &str,
-        version: Option<u64>,
-    ) -> Result<(), ApiError> {
-        let decision: AccessDecision = self.service.authorizer.authorize(&AuthzQuestion {
-            caller,
-            action,
-            model_name,
-            model: None,
-            version,
-            from_stage: None,
-            to_stage: None,
-            comment: None,
-        });
-        if decision.allowed {
-            return Ok(());
-        }
-        let denial = crate::store::AccessDenial {
-            occurred_at: chrono::Utc::now(),
-            actor: caller.actor.clone(),
-            action: action.to_string(),
-            model_name: model_name.to_string(),
-            version: version.map(|v| v as i64),
-            decision: decision.record.clone(),
-            request_id: None,
-        };
-        self.store.record_denial(denial).await?;
-        Err(crate::service::ServiceError::Denied(decision).into())
     }
 }
 
@@ -114,16 +69,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let max_body = state.config.max_body_bytes;
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_endpoint))
-        .nest(
-            "/api/v1",
-            native::routes()
-                .merge(crate::publish::stream::routes())
-                .merge(artifacts::routes())
-                .merge(audit::routes()),
-        )
+        .merge(health::routes())
+        .nest("/api/v1", v1::routes())
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.
         .nest("/ajax-api/2.0/mlflow", mlflow::routes())
@@ -163,42 +110,6 @@ async fn method_not_allowed(request: Request) -> ApiError {
             request.uri().path()
         ),
     )
-}
-
-async fn healthz() -> impl IntoResponse {
-    axum::Json(serde_json::json!({ "status": "ok" }))
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    let db = state.store.ping().await;
-    let lag = state.store.outbox_lag().await.ok();
-    let (pending, oldest) = lag.unwrap_or((0, None));
-    let oldest_age_seconds =
-        oldest.map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0);
-    let body = serde_json::json!({
-        "status": if db.is_ok() { "ready" } else { "unavailable" },
-        "database": if db.is_ok() { "ok".to_string() } else { "unreachable".to_string() },
-        "outbox": { "pending": pending, "oldest_age_seconds": oldest_age_seconds },
-        "relay": state.publish.status.snapshot(),
-    });
-    let status = if db.is_ok() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, axum::Json(body)).into_response()
-}
-
-async fn metrics_endpoint(State(state): State<AppState>) -> Response {
-    match &state.metrics {
-        Some(handle) => {
-            if let Ok((pending, _)) = state.store.outbox_lag().await {
-                metrics::gauge!("model_ledger_outbox_pending").set(pending as f64);
-            }
-            handle.render().into_response()
-        }
-        None => ApiError::endpoint_not_found("metrics are disabled").into_response(),
-    }
 }
 
 /// Counts requests and records latency per route template and status, so cardinality stays

@@ -14,6 +14,8 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::mlflow::request::MlflowError;
+use crate::domain::Action;
+use crate::service::Resource;
 use crate::tracking::TrackingError;
 
 /// Path prefixes (outside `/api/2.0/mlflow`, which nests its own fallback) that belong to an
@@ -62,16 +64,16 @@ pub fn is_forwarded(path: &str, query: Option<&str>) -> bool {
 /// and lookups whose parameters are in a JSON body (`runs/search`, `experiments/get-by-name`,
 /// `logged-models/search`, `metrics/get-history-bulk-interval`); any other POST, PUT, PATCH or
 /// DELETE writes.
-pub fn action_for(method: &Method, path: &str) -> &'static str {
+pub fn action_for(method: &Method, path: &str) -> Action {
     if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
-        return "ReadTracking";
+        return Action::ReadTracking;
     }
     let last = path.trim_end_matches('/').rsplit('/').next().unwrap_or("");
     let read_like = last == "search" || last.starts_with("get") || last.starts_with("list");
     if method == Method::POST && read_like && !path.contains("/mlflow-artifacts/") {
-        "ReadTracking"
+        Action::ReadTracking
     } else {
-        "WriteTracking"
+        Action::WriteTracking
     }
 }
 
@@ -99,8 +101,12 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Respons
         Err(e) => return MlflowError(e).into_response(),
     };
     let action = action_for(&method, uri.path());
-    if let Err(e) = state.authorize_read(&caller, action, "", None).await {
-        return MlflowError(e).into_response();
+    if let Err(e) = state
+        .service
+        .check(&caller, action, Resource::Registry)
+        .await
+    {
+        return MlflowError::from(e).into_response();
     }
     let (parts, body) = request.into_parts();
     match upstream.forward(method, &uri, &parts.headers, body).await {

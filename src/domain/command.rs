@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
+use super::action::Action;
 use super::events::{ArtifactManifest, RunEvidence, VerificationFailure};
 use super::names::{AliasName, ModelName, Stage, TagKey};
 
@@ -146,24 +147,26 @@ impl Command {
         }
     }
 
-    /// The Cedar action that authorizes this command (see policies/model_ledger.cedarschema).
-    pub fn action_name(&self) -> &'static str {
+    /// The action that authorizes this command (see policies/model_ledger.cedarschema).
+    pub fn action(&self) -> Action {
         match self {
-            Command::CreateModel { .. } => "CreateModel",
+            Command::CreateModel { .. } => Action::CreateModel,
             Command::RenameModel { .. }
             | Command::UpdateModel { .. }
             | Command::SetModelTag { .. }
-            | Command::DeleteModelTag { .. } => "UpdateModel",
-            Command::DeleteModel { .. } => "DeleteModel",
-            Command::CreateVersion { .. } => "CreateVersion",
+            | Command::DeleteModelTag { .. } => Action::UpdateModel,
+            Command::DeleteModel { .. } => Action::DeleteModel,
+            Command::CreateVersion { .. } => Action::CreateVersion,
             Command::UpdateVersion { .. }
             | Command::SetVersionTag { .. }
-            | Command::DeleteVersionTag { .. } => "UpdateVersion",
-            Command::TransitionStage { .. } | Command::RollbackStage { .. } => "TransitionStage",
-            Command::SetAlias { .. } => "SetAlias",
-            Command::DeleteAlias { .. } => "DeleteAlias",
-            Command::DeleteVersion { .. } => "DeleteVersion",
-            Command::RecordVerification { .. } => "VerifyArtifact",
+            | Command::DeleteVersionTag { .. } => Action::UpdateVersion,
+            Command::TransitionStage { .. } | Command::RollbackStage { .. } => {
+                Action::TransitionStage
+            }
+            Command::SetAlias { .. } => Action::SetAlias,
+            Command::DeleteAlias { .. } => Action::DeleteAlias,
+            Command::DeleteVersion { .. } => Action::DeleteVersion,
+            Command::RecordVerification { .. } => Action::VerifyArtifact,
         }
     }
 }

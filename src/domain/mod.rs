@@ -5,6 +5,7 @@
 //! other way round, which is what lets the invariants be unit-tested without a database and lets
 //! the same rules run against PostgreSQL and SQLite.
 //!
+//! - [`action`]: the closed set of actions a caller is authorized for.
 //! - [`names`]: validated names (model, alias, tag key) and the [`Stage`] enum, parsed at the edge.
 //! - [`events`]: the immutable facts we record, and the envelope that carries them.
 //! - [`state`]: [`ModelState`], the fold of one model's stream; also what projections are built from.
@@ -13,6 +14,7 @@
 //! - [`chain`]: canonical event bytes and the SHA-256 hash chain.
 //! - [`uri`]: `models:/…` URIs.
 
+pub mod action;
 pub mod chain;
 pub mod command;
 pub mod decide;
@@ -21,6 +23,7 @@ pub mod names;
 pub mod state;
 pub mod uri;
 
+pub use action::Action;
 pub use command::Command;
 pub use decide::{DomainError, decide};
 pub use events::{Actor, EventEnvelope, EventPayload, NewEvent};

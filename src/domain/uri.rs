@@ -6,7 +6,7 @@
 
 use super::names::{AliasName, ModelName, NameError, Stage};
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum VersionRef {
     Number(u64),
     Stage(Stage),
@@ -14,7 +14,7 @@ pub enum VersionRef {
     Alias(AliasName),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ModelUri {
     pub name: ModelName,
     pub reference: VersionRef,

@@ -3,8 +3,8 @@
 
 use std::path::{Path, PathBuf};
 
+use super::question::{AccessDecision, Authorizer, AuthzQuestion};
 use super::{AuthzContext, AuthzRequest, PolicyEngine, PolicyError, PrincipalInfo};
-use crate::service::{AccessDecision, Authorizer, AuthzQuestion};
 
 impl Authorizer for PolicyEngine {
     fn authorize(&self, question: &AuthzQuestion<'_>) -> AccessDecision {
@@ -19,7 +19,7 @@ impl Authorizer for PolicyEngine {
             self,
             &AuthzRequest {
                 principal: &principal,
-                action: question.action,
+                action: question.action.as_str(),
                 model_name: question.model_name,
                 model: question.model,
                 version: question.version,

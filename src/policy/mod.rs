@@ -8,6 +8,7 @@
 //!
 //! - [`engine`]: loading, Strict validation, `@id` re-keying, digest, hot reload, `authorize`.
 //! - [`entities`]: `ModelState` and the principal as Cedar entities and context.
+//! - [`question`]: what the service asks ([`AuthzQuestion`]) and the answer it records.
 //! - [`testing`]: policy test cases (`model-ledger policy test FILE`).
 //!
 //! See `docs/policies.md` for the schema, the shipped policies and the quality-gate design.
@@ -15,6 +16,7 @@
 pub mod authorizer;
 pub mod engine;
 pub mod entities;
+pub mod question;
 pub mod testing;
 
 use std::path::PathBuf;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::domain::{ModelState, Stage};
 
 pub use engine::{PolicyEngine, ValidationReport, validate_dir};
+pub use question::{AccessDecision, AllowAll, Authorizer, AuthzQuestion, Caller};
 pub use testing::{CaseOutcome, PolicyTestReport, run_policy_tests};
 
 /// The authenticated caller, as the policy engine needs it. The service builds this from the

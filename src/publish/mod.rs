@@ -5,13 +5,12 @@
 //! module only moves rows out. The [`relay`] publishes each pending event to JetStream, waits for
 //! the publish acknowledgement and only then marks the row published, so a crash in between
 //! re-publishes the event, which JetStream drops as a duplicate within its window (the message
-//! id is the event id). One relay publishes at a time per database. [`stream`] serves the same
+//! id is the event id). One relay publishes at a time per database. `api::stream` serves the same
 //! log over SSE to subscribers without NATS, and [`watch`] is a small downstream server that
 //! follows a model's Production version over NATS.
 
 pub mod cloudevent;
 pub mod relay;
-pub mod stream;
 pub mod subject;
 pub mod watch;
 

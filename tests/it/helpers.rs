@@ -115,7 +115,7 @@ pub async fn spawn_app_on(
         panic!("not a serve command")
     };
     let built = model_ledger::app::build(&args).await.expect("app builds");
-    let store = built.state.store.clone();
+    let store = built.store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

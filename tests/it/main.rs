@@ -12,6 +12,7 @@ mod bad_input;
 mod concurrency;
 mod mlflow_api;
 mod native_api;
+mod one_door;
 mod policy_http;
 mod publish;
 mod reports;

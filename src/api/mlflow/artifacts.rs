@@ -24,6 +24,8 @@ use super::request::MlflowError;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::CallerAuth;
+use crate::domain::Action;
+use crate::service::{Caller, Resource};
 
 pub fn routes() -> axum::Router<AppState> {
     axum::Router::new()
@@ -82,7 +84,11 @@ struct VersionPath {
     inner: String,
 }
 
-async fn resolve_path(state: &AppState, raw: &str) -> Result<VersionPath, MlflowError> {
+async fn resolve_path(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+) -> Result<VersionPath, MlflowError> {
     let raw = raw.trim_matches('/');
     let mut parts = raw.splitn(4, '/');
     let (Some("models"), Some(model_id), Some(version)) =
@@ -96,8 +102,8 @@ async fn resolve_path(state: &AppState, raw: &str) -> Result<VersionPath, Mlflow
         .parse()
         .map_err(|_| MlflowError::invalid(format!("invalid version in artifact path '{raw}'")))?;
     let name = state
-        .store
-        .model_name_by_id(model_id)
+        .service
+        .model_name_by_id(caller, model_id)
         .await?
         .ok_or_else(|| {
             MlflowError::not_found(format!("no registered model with id '{model_id}'"))
@@ -119,9 +125,14 @@ async fn list(
     CallerAuth(caller): CallerAuth,
     params: ListParams,
 ) -> Result<Response, MlflowError> {
-    let target = resolve_path(&state, params.path.as_deref().unwrap_or("")).await?;
+    let target = resolve_path(&state, &caller, params.path.as_deref().unwrap_or("")).await?;
     state
-        .authorize_read(&caller, "ReadModel", &target.name, Some(target.version))
+        .service
+        .check(
+            &caller,
+            Action::ReadModel,
+            Resource::version(&target.name, target.version),
+        )
         .await?;
     let manifest = state
         .artifacts
@@ -167,9 +178,14 @@ async fn download(
     CallerAuth(caller): CallerAuth,
     path: String,
 ) -> Result<Response, MlflowError> {
-    let target = resolve_path(&state, &path).await?;
+    let target = resolve_path(&state, &caller, &path).await?;
     state
-        .authorize_read(&caller, "ReadModel", &target.name, Some(target.version))
+        .service
+        .check(
+            &caller,
+            Action::ReadModel,
+            Resource::version(&target.name, target.version),
+        )
         .await?;
     let opened = state
         .artifacts

@@ -17,7 +17,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::domain::DomainError;
 use crate::domain::names::NameError;
-use crate::service::{Caller, ServiceError};
+use crate::service::{Caller, Missing, ServiceError};
 use crate::store::StoreError;
 
 /// An error answered in MLflow's vocabulary. Every MLflow handler returns this, so the mapping
@@ -86,7 +86,16 @@ impl From<ApiError> for MlflowError {
 
 impl From<ServiceError> for MlflowError {
     fn from(e: ServiceError) -> Self {
-        MlflowError(e.into())
+        match e {
+            // MLflow clients match on MLflow's sentences.
+            ServiceError::NotFound(Missing::Model { name }) => {
+                MlflowError::not_found(format!("Registered Model with name={name} not found"))
+            }
+            ServiceError::NotFound(Missing::Version { name, version }) => MlflowError::not_found(
+                format!("Model Version (name={name}, version={version}) not found"),
+            ),
+            other => MlflowError(other.into()),
+        }
     }
 }
 

@@ -26,7 +26,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::CallerAuth;
-use crate::api::native::Q;
+use crate::api::extract::Q;
 use crate::domain::events::EventPayload;
 use crate::domain::names::ModelName;
 use crate::store::EventQuery;
@@ -51,6 +51,16 @@ struct StreamParams {
     event_type: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/events/stream",
+    tag = "event_stream",
+    summary = "The event log as Server-Sent Events",
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn stream_events(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -62,14 +72,10 @@ async fn stream_events(
         .filter(|m| !m.is_empty())
         .map(ModelName::parse)
         .transpose()?;
-    match &model {
-        Some(name) => {
-            state
-                .authorize_read(&caller, "ReadModel", name.as_str(), None)
-                .await?
-        }
-        None => state.authorize_read(&caller, "ReadAudit", "", None).await?,
-    }
+    let reader = match &model {
+        Some(name) => state.service.model_history(&caller, name).await?,
+        None => state.service.audit(&caller, "").await?,
+    };
     let event_types: Vec<String> = params
         .event_type
         .iter()
@@ -104,16 +110,15 @@ async fn stream_events(
         limit: PAGE,
         ..Default::default()
     };
-    let store = state.store.clone();
     let stopped = state.publish.stopped();
     let events = async_stream::stream! {
         let mut after = after;
         // Subscribed before the first read, so a commit during catch-up still wakes us.
-        let mut commits = store.subscribe();
+        let mut commits = reader.subscribe();
         tokio::pin!(stopped);
         loop {
-            let page = match store
-                .read_events(&EventQuery { after_position: Some(after), ..query.clone() })
+            let page = match reader
+                .events(&EventQuery { after_position: Some(after), ..query.clone() })
                 .await
             {
                 Ok(page) => page,

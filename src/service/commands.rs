@@ -1,181 +1,142 @@
-//! The one command path: load → decide → authorize → append (+ project + outbox).
+//! The write path: load → decide → authorize → append (+ project + outbox).
 //!
 //! Every write, whether it came through the native API, the MLflow-compatible API or the CLI,
 //! is a [`Command`] executed here. Loading, deciding and authorizing happen outside the
 //! database transaction; the store's `append` is the single transaction that records the events,
-//! rewrites projections and fills the outbox. A lost optimistic-concurrency race is retried from
-//! the load (bounded), so concurrent writers never overwrite each other.
+//! rewrites projections and fills the outbox.
+//!
+//! Commands for one model are queued ([`ModelQueues`]): each is decided against the state the
+//! previous one left, so 64 clients creating versions of one model get versions 1..64 and 64
+//! successes instead of racing for the same stream version. Commands for different models still
+//! share group commits. A race with another process writing the same database is still possible
+//! and is retried from the load (bounded); 409 is left for a real `If-Match` mismatch or a retry
+//! budget exhausted by other processes.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use serde::Serialize;
 use uuid::Uuid;
 
 use crate::domain::chain::truncate_to_micros;
-use crate::domain::events::{Actor, EventEnvelope, NewEvent};
+use crate::domain::events::NewEvent;
 use crate::domain::state::{ModelState, fold};
-use crate::domain::{Command, DomainError, Stage, decide};
-use crate::store::group::GroupCommitter;
-use crate::store::{
-    AccessDenial, AppendBatch, IdempotencyRecord, SharedStore, StoreError, projection,
+use crate::domain::{Action, Command, DomainError, decide};
+use crate::store::{AppendBatch, IdempotencyRecord, StoreError, projection};
+
+use super::access::{Resource, StageChange};
+use super::{
+    AuthzQuestion, Caller, IdempotencyRequest, Missing, Outcome, RequestMeta, Service,
+    ServiceError, StoredResponse,
 };
-use crate::tracking::{Upstream, evidence};
+use crate::tracking::evidence;
 
 /// How many times a command is re-decided after losing a race before the caller gets 409.
 const MAX_ATTEMPTS: u32 = 8;
-
-/// Who is calling, as the policy engine sees them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Caller {
-    pub actor: Actor,
-    pub groups: Vec<String>,
-    pub service_account: bool,
-}
-
-/// Per-request metadata recorded with the events.
-#[derive(Debug, Clone, Default)]
-pub struct RequestMeta {
-    pub request_id: Option<String>,
-    pub correlation_id: Option<String>,
-    /// `If-Match`: the stream version the caller last saw; a mismatch is 412, not a retry.
-    pub if_match: Option<i64>,
-}
-
-/// What the authorizer is asked about one command.
-pub struct AuthzQuestion<'a> {
-    pub caller: &'a Caller,
-    pub action: &'a str,
-    pub model_name: &'a str,
-    pub model: Option<&'a ModelState>,
-    pub version: Option<u64>,
-    pub from_stage: Option<Stage>,
-    pub to_stage: Option<Stage>,
-    pub comment: Option<&'a str>,
-}
-
-/// An authorization outcome. `record` is stored verbatim in the event (or the denial log).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AccessDecision {
-    pub allowed: bool,
-    pub policy_ids: Vec<String>,
-    pub reason: String,
-    pub record: serde_json::Value,
-}
-
-/// The authorization step of the command path.
-pub trait Authorizer: Send + Sync {
-    fn authorize(&self, question: &AuthzQuestion<'_>) -> AccessDecision;
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServiceError {
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    #[error("{}", .0.reason)]
-    Denied(AccessDecision),
-    #[error("model '{name}' is at stream version {actual}, not {expected} (If-Match)")]
-    PreconditionFailed {
-        name: String,
-        expected: i64,
-        actual: i64,
-    },
-    #[error("the model changed concurrently {0} times; retry the request")]
-    Conflict(u32),
-    #[error("Idempotency-Key '{0}' was already used for a different request")]
-    IdempotencyMismatch(String),
-    #[error(transparent)]
-    Store(StoreError),
-}
-
-/// An `Idempotency-Key` and what identifies the request it was sent with.
-#[derive(Debug, Clone)]
-pub struct IdempotencyRequest {
-    pub scope: String,
-    pub key: String,
-    pub request_hash: String,
-}
 
 /// Renders an outcome into the answer stored with an idempotency key.
 pub type Render<'a> = dyn Fn(&Outcome) -> StoredResponse + Send + Sync + 'a;
 /// An idempotency key with the renderer of its stored answer.
 type IdempotencyHook<'a> = (&'a IdempotencyRequest, &'a Render<'a>);
 
-/// A command's result: the model's state after it and the stored events.
-#[derive(Debug, Clone)]
-pub struct Outcome {
-    pub state: Arc<ModelState>,
-    pub events: Vec<EventEnvelope>,
-}
-
-/// A stored or fresh HTTP answer for an idempotent request.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: String,
-}
-
-pub struct Service {
-    pub store: SharedStore,
-    pub authorizer: Arc<dyn Authorizer>,
-    /// The MLflow tracking server versions' runs are read from (`--mlflow-upstream`).
-    pub tracking: Option<Arc<Upstream>>,
-    /// Where appends go: concurrent commands share transactions (see [`GroupCommitter`]).
-    pub appender: Arc<GroupCommitter>,
-    /// Model states this service's appends produced, by name. An entry is used only while the
-    /// model's stream version is still the one it was produced at, so it saves loading and
-    /// parsing the model (every version of it) without ever deciding on a stale state.
-    pub states: Arc<StateCache>,
-}
-
-/// See [`Service::states`].
+/// One queue per model name (see the module docs). An entry lives while some command holds or
+/// waits for it, so the map holds only models being written to right now.
 #[derive(Default)]
+pub struct ModelQueues {
+    queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// A model's turn: while it is held, no other command for the model runs in this process.
+pub struct Turn<'a> {
+    queues: &'a ModelQueues,
+    name: String,
+    guard: Option<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl ModelQueues {
+    pub async fn wait_turn(&self, name: &str) -> Turn<'_> {
+        let queue = match self.queues.lock() {
+            Ok(mut queues) => queues.entry(name.to_string()).or_default().clone(),
+            // A poisoned map only loses the ordering; the optimistic check still holds.
+            Err(_) => Arc::new(tokio::sync::Mutex::new(())),
+        };
+        Turn {
+            queues: self,
+            name: name.to_string(),
+            guard: Some(queue.lock_owned().await),
+        }
+    }
+}
+
+impl Drop for Turn<'_> {
+    fn drop(&mut self) {
+        self.guard.take();
+        if let Ok(mut queues) = self.queues.queues.lock()
+            && let Some(queue) = queues.get(&self.name)
+            // Only the map holds it: nobody is waiting, so the entry can go.
+            && Arc::strong_count(queue) == 1
+        {
+            queues.remove(&self.name);
+        }
+    }
+}
+
+/// See [`Service::states`](super::Service::states).
+///
+/// Each model has a slot in a `moka` cache weighed by the model's version count, so the bound
+/// is on memory (a version's state is about a kilobyte), not on a number of models whose size
+/// can differ a thousandfold. The slot, not the cache, owns the state: taking it out leaves the
+/// slot empty, so the command can fold it without a copy (moka hands out clones of what it
+/// stores, which for a bare state would copy every version).
 pub struct StateCache {
-    entries: std::sync::Mutex<std::collections::HashMap<String, Arc<ModelState>>>,
+    slots: moka::sync::Cache<String, Arc<Mutex<Option<Arc<ModelState>>>>>,
+}
+
+impl Default for StateCache {
+    fn default() -> Self {
+        StateCache {
+            slots: moka::sync::Cache::builder()
+                .max_capacity(Self::MAX_VERSIONS)
+                .weigher(|_, slot: &Arc<Mutex<Option<Arc<ModelState>>>>| {
+                    let versions = slot
+                        .lock()
+                        .ok()
+                        .and_then(|s| s.as_ref().map(|state| state.versions.len()))
+                        .unwrap_or(0);
+                    u32::try_from(versions + 1).unwrap_or(u32::MAX)
+                })
+                .build(),
+        }
+    }
 }
 
 impl StateCache {
-    /// Bound on cached models; past it the cache starts over (entries are only a shortcut).
-    /// A model with a few hundred versions takes a few hundred KiB in memory, so this keeps the
-    /// cache to a few hundred MiB at worst while covering the models being written to.
-    const MAX_ENTRIES: usize = 1_024;
+    /// Bound on the versions held across all cached models: a few hundred MiB at worst,
+    /// while covering the models being written to.
+    const MAX_VERSIONS: u64 = 300_000;
 
     /// Takes the entry out: the command about to run folds it into its next state (which is
     /// put back after the append), so a large model is not copied when nothing else holds it.
     /// A concurrent command on the same model finds no entry and loads from the store.
     fn take(&self, name: &str, head: &crate::store::ModelHead) -> Option<ModelState> {
-        let state = self.entries.lock().ok()?.remove(name)?;
+        let slot = self.slots.get(name)?;
+        let state = slot.lock().ok()?.take()?;
         (state.stream_version == head.stream_version && state.model_id.to_string() == head.model_id)
             .then(|| Arc::try_unwrap(state).unwrap_or_else(|shared| ModelState::clone(&shared)))
     }
 
     fn put(&self, state: Arc<ModelState>) {
-        let Ok(mut entries) = self.entries.lock() else {
-            return;
-        };
         if state.deleted {
-            entries.remove(state.name.as_str());
+            self.slots.invalidate(state.name.as_str());
             return;
         }
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
-        }
-        entries.insert(state.name.to_string(), state);
+        self.slots
+            .insert(state.name.to_string(), Arc::new(Mutex::new(Some(state))));
     }
 }
 
 impl Service {
-    pub fn new(store: SharedStore, authorizer: Arc<dyn Authorizer>) -> Self {
-        Service {
-            appender: Arc::new(GroupCommitter::for_store(store.clone())),
-            states: Arc::new(StateCache::default()),
-            store,
-            authorizer,
-            tracking: None,
-        }
-    }
-
     /// Attaches run evidence to a `CreateVersion` that names a run or logged model, and makes
     /// the run's metrics the version's (they win over caller-supplied ones: the gate must read
     /// what the run recorded). Callers the policy would refuse anyway are not looked up, so
@@ -209,7 +170,7 @@ impl Service {
             .map_err(ServiceError::Store)?;
         let decision = self.authorizer.authorize(&AuthzQuestion {
             caller,
-            action: "CreateVersion",
+            action: Action::CreateVersion,
             model_name: name.as_str(),
             model: current.as_ref(),
             version: None,
@@ -243,6 +204,50 @@ impl Service {
         self.run(caller, meta, &command, None)
             .await
             .map(|(outcome, _)| outcome)
+    }
+
+    /// Runs a deletion of a tag or alias, where deleting something already absent succeeds
+    /// without writing anything (MLflow's semantics). The caller must still be allowed the
+    /// action on the model as it is, and a refusal is recorded like any other; a missing model
+    /// or version is still an error. Returns `None` when there was nothing to delete.
+    pub async fn execute_deletion(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        command: Command,
+    ) -> Result<Option<Outcome>, ServiceError> {
+        let tolerated = matches!(
+            command,
+            Command::DeleteModelTag { .. }
+                | Command::DeleteVersionTag { .. }
+                | Command::DeleteAlias { .. }
+        );
+        let name = command.model_name().clone();
+        let version = command.version();
+        let action = command.action();
+        match self.execute(caller, meta, command).await {
+            Err(ServiceError::Domain(DomainError::NotFound(_))) if tolerated => {
+                let model = self
+                    .check_current(caller, action, &name, version)
+                    .await?
+                    .filter(|m| !m.deleted);
+                let Some(model) = model else {
+                    return Err(ServiceError::NotFound(Missing::Model {
+                        name: name.to_string(),
+                    }));
+                };
+                if let Some(version) = version
+                    && model.live_version(version).is_none()
+                {
+                    return Err(ServiceError::NotFound(Missing::Version {
+                        name: name.to_string(),
+                        version,
+                    }));
+                }
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
     }
 
     /// Runs a command at most once per idempotency key: a retry gets the first answer back and
@@ -304,6 +309,9 @@ impl Service {
         command: &Command,
         idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<(Outcome, Option<StoredResponse>), ServiceError> {
+        // Held until the append is answered: the next command for this model is decided
+        // against the state this one leaves.
+        let _turn = self.queues.wait_turn(command.model_name().as_str()).await;
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 // Spread retries so a burst of writers on one model does not collide in lockstep.
@@ -311,6 +319,7 @@ impl Service {
                 tokio::time::sleep(Duration::from_millis(jitter)).await;
             }
             match self.attempt(caller, meta, command, idempotency).await {
+                // Only another process can have advanced the stream: decide again.
                 Err(ServiceError::Store(StoreError::Conflict { .. })) => continue,
                 // A name taken between our check and our append: decide again, which now sees it.
                 Err(ServiceError::Store(StoreError::Unique(_))) if attempt + 1 < MAX_ATTEMPTS => {
@@ -430,32 +439,19 @@ impl Service {
             Command::RollbackStage { .. } => payloads.iter().rev().find_map(|p| p.version()),
             _ => command.version(),
         };
-        let decision = self.authorizer.authorize(&AuthzQuestion {
-            caller,
-            action: command.action_name(),
-            model_name: name,
-            model: current.as_ref(),
-            version,
-            from_stage,
-            to_stage,
-            comment,
-        });
-        if !decision.allowed {
-            let denial = AccessDenial {
-                occurred_at: Utc::now(),
-                actor: caller.actor.clone(),
-                action: command.action_name().to_string(),
-                model_name: name.to_string(),
-                version: version.map(|v| v as i64),
-                decision: decision.record.clone(),
-                request_id: meta.request_id.clone(),
-            };
-            self.store
-                .record_denial(denial)
-                .await
-                .map_err(ServiceError::Store)?;
-            return Err(ServiceError::Denied(decision));
-        }
+        let decision = self
+            .check_change(
+                caller,
+                command.action(),
+                Resource::current(name, version, current.as_ref()),
+                StageChange {
+                    from: from_stage,
+                    to: to_stage,
+                    comment,
+                },
+                meta.request_id.as_deref(),
+            )
+            .await?;
 
         let now = truncate_to_micros(Utc::now());
         let stream_id = current
@@ -531,23 +527,4 @@ struct Prepared {
     batch: AppendBatch,
     state: Arc<ModelState>,
     response: Option<StoredResponse>,
-}
-
-/// The authorizer used until a policy engine is configured: allows everything and records that
-/// no policy was consulted, so such events are recognizable in the audit trail.
-pub struct AllowAll;
-
-impl Authorizer for AllowAll {
-    fn authorize(&self, question: &AuthzQuestion<'_>) -> AccessDecision {
-        AccessDecision {
-            allowed: true,
-            policy_ids: Vec::new(),
-            reason: "no policy engine configured".into(),
-            record: serde_json::json!({
-                "allowed": true,
-                "action": question.action,
-                "engine": "allow-all",
-            }),
-        }
-    }
 }

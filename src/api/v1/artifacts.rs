@@ -19,17 +19,18 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::{CallerAuth, JsonBody, request_meta};
-use super::native::Path;
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::extract::Path;
+use crate::api::extract::{CallerAuth, JsonBody, request_meta};
 use crate::artifacts::ArtifactError;
 use crate::artifacts::paths::RelPath;
+use crate::domain::Action;
 use crate::domain::Command;
 use crate::domain::command::VerificationOutcome;
 use crate::domain::names::{ModelName, TagKey};
 use crate::domain::state::ModelState;
-use crate::service::{AuthzQuestion, Caller};
+use crate::service::Caller;
 use crate::store::VersionView;
 
 pub fn routes() -> Router<AppState> {
@@ -98,49 +99,26 @@ impl From<ArtifactError> for ApiError {
     }
 }
 
-use super::native::{model_name, version_number};
+use crate::api::extract::{model_name, version_number};
 
 fn upload_id(raw: &str) -> Result<uuid::Uuid, ApiError> {
     uuid::Uuid::parse_str(raw)
         .map_err(|_| ApiError::invalid(format!("'{raw}' is not an upload id")))
 }
 
-/// Asks the policy engine about `action` on the model (as it is now) before any store I/O,
-/// records a denial like the command path does, and returns the model's state.
-pub(crate) async fn authorize(
+/// Checks `action` on the model as it is now (before any artifact store I/O) and returns its
+/// state; see [`crate::service::Service::check_current`].
+async fn authorize(
     state: &AppState,
     caller: &Caller,
-    action: &str,
+    action: Action,
     name: &ModelName,
     version: Option<u64>,
 ) -> Result<Option<ModelState>, ApiError> {
-    let model = state.store.load_model(name.as_str()).await?;
-    let decision = state.service.authorizer.authorize(&AuthzQuestion {
-        caller,
-        action,
-        model_name: name.as_str(),
-        model: model.as_ref(),
-        version,
-        from_stage: None,
-        to_stage: None,
-        comment: None,
-    });
-    if !decision.allowed {
-        state
-            .store
-            .record_denial(crate::store::AccessDenial {
-                occurred_at: chrono::Utc::now(),
-                actor: caller.actor.clone(),
-                action: action.to_string(),
-                model_name: name.to_string(),
-                version: version.map(|v| v as i64),
-                decision: decision.record.clone(),
-                request_id: None,
-            })
-            .await?;
-        return Err(crate::service::ServiceError::Denied(decision).into());
-    }
-    Ok(model)
+    Ok(state
+        .service
+        .check_current(caller, action, name, version)
+        .await?)
 }
 
 fn require_model(model: Option<ModelState>, name: &ModelName) -> Result<ModelState, ApiError> {
@@ -156,6 +134,19 @@ struct StartUploadBody {
     store: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/models/{name}/uploads",
+    tag = "artifacts",
+    summary = "Open an upload session",
+    params(
+        ("name" = String, Path, description = "model name"),
+    ),
+    responses(
+        (status = 201, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn start_upload(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -163,7 +154,7 @@ async fn start_upload(
     body: JsonBody<StartUploadBody>,
 ) -> Result<Response, ApiError> {
     let name = model_name(name)?;
-    let model = authorize(&state, &caller, "CreateVersion", &name, None).await?;
+    let model = authorize(&state, &caller, Action::CreateVersion, &name, None).await?;
     let model = require_model(model, &name)?;
     let info = state.artifacts.start_upload(
         model.name.as_str(),
@@ -173,6 +164,21 @@ async fn start_upload(
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
+#[utoipa::path(
+    put,
+    path = "/models/{name}/uploads/{id}/files/{path}",
+    tag = "artifacts",
+    summary = "Upload one file (path may contain /)",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("id" = String, Path, description = "upload session id"),
+        ("path" = String, Path, description = "file path inside the version (may contain /)"),
+    ),
+    responses(
+        (status = 201, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn upload_file(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -184,7 +190,7 @@ async fn upload_file(
     let id = upload_id(&id)?;
     let path = RelPath::parse(&path)?;
     let expected = headers.get(SHA256_HEADER).and_then(|v| v.to_str().ok());
-    authorize(&state, &caller, "CreateVersion", &name, None).await?;
+    authorize(&state, &caller, Action::CreateVersion, &name, None).await?;
     let file = state
         .artifacts
         .upload_file(
@@ -199,6 +205,20 @@ async fn upload_file(
     Ok((StatusCode::CREATED, Json(file)).into_response())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/models/{name}/uploads/{id}",
+    tag = "artifacts",
+    summary = "Abort an upload session",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("id" = String, Path, description = "upload session id"),
+    ),
+    responses(
+        (status = 204, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn abort_upload(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -231,6 +251,20 @@ struct CommitBody {
     expected_digest: Option<String>,
 }
 
+#[utoipa::path(
+    post,
+    path = "/models/{name}/uploads/{id}/commit",
+    tag = "artifacts",
+    summary = "Create a version from an upload",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("id" = String, Path, description = "upload session id"),
+    ),
+    responses(
+        (status = 201, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn commit_upload(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -280,6 +314,20 @@ async fn commit_upload(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/models/{name}/versions/{version}/files",
+    tag = "artifacts",
+    summary = "A version's file manifest",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = String, Path, description = "version number"),
+    ),
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn list_files(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -287,7 +335,7 @@ async fn list_files(
 ) -> Result<Response, ApiError> {
     let name = model_name(name)?;
     let version = version_number(&version)?;
-    authorize(&state, &caller, "ReadModel", &name, Some(version)).await?;
+    authorize(&state, &caller, Action::ReadModel, &name, Some(version)).await?;
     let v = state.artifacts.version(name.as_str(), version).await?;
     let manifest = v.artifact.clone().ok_or_else(|| {
         ApiError::not_found(format!(
@@ -319,6 +367,21 @@ fn digest_headers(sha256_hex: &str) -> Vec<(&'static str, String)> {
     ]
 }
 
+#[utoipa::path(
+    get,
+    path = "/models/{name}/versions/{version}/files/{path}",
+    tag = "artifacts",
+    summary = "Download one file, digest-checked while streaming",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = String, Path, description = "version number"),
+        ("path" = String, Path, description = "file path inside the version (may contain /)"),
+    ),
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn download_file(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -327,7 +390,7 @@ async fn download_file(
     let name = model_name(name)?;
     let version = version_number(&version)?;
     RelPath::parse(&path)?;
-    authorize(&state, &caller, "ReadModel", &name, Some(version)).await?;
+    authorize(&state, &caller, Action::ReadModel, &name, Some(version)).await?;
     let file = state.artifacts.open(name.as_str(), version, &path).await?;
     let mut response = Body::from_stream(file.stream).into_response();
     let h = response.headers_mut();
@@ -348,6 +411,21 @@ async fn download_file(
     Ok(response)
 }
 
+#[utoipa::path(
+    put,
+    path = "/models/{name}/versions/{version}/files/{path}",
+    tag = "artifacts",
+    summary = "Replace a damaged file with its registered content",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = String, Path, description = "version number"),
+        ("path" = String, Path, description = "file path inside the version (may contain /)"),
+    ),
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn repair_file(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -357,7 +435,7 @@ async fn repair_file(
     let name = model_name(name)?;
     let version = version_number(&version)?;
     let path = RelPath::parse(&path)?;
-    authorize(&state, &caller, "UpdateVersion", &name, Some(version)).await?;
+    authorize(&state, &caller, Action::UpdateVersion, &name, Some(version)).await?;
     let file = state
         .artifacts
         .repair(name.as_str(), version, &path, body.into_data_stream())
@@ -365,6 +443,20 @@ async fn repair_file(
     Ok(Json(file).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/models/{name}/versions/{version}/verify",
+    tag = "artifacts",
+    summary = "Re-hash a version's files and record the outcome",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = String, Path, description = "version number"),
+    ),
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn verify(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -374,7 +466,14 @@ async fn verify(
     let name = model_name(name)?;
     let version = version_number(&version)?;
     let meta = request_meta(&headers)?;
-    authorize(&state, &caller, "VerifyArtifact", &name, Some(version)).await?;
+    authorize(
+        &state,
+        &caller,
+        Action::VerifyArtifact,
+        &name,
+        Some(version),
+    )
+    .await?;
     let v = state.artifacts.version(name.as_str(), version).await?;
     let started = std::time::Instant::now();
     let outcome = state.artifacts.verify(&v).await?;

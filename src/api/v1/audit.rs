@@ -12,15 +12,15 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
 
-use super::AppState;
-use super::error::ApiError;
-use super::extract::CallerAuth;
-use super::native::{Path, Q};
+use crate::api::AppState;
+use crate::api::error::ApiError;
+use crate::api::extract::CallerAuth;
+use crate::api::extract::{Path, Q};
 use crate::domain::names::ModelName;
 use crate::reports::kinds::{self, Period};
 use crate::reports::search::{EventFilter, Exporter, Format, export_stream};
 use crate::reports::{AsOf, ReportError, history, parse_time};
-use crate::service::Caller;
+use crate::service::{AuditReader, Caller};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -63,13 +63,24 @@ struct EventsParams {
     limit: Option<u64>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit/events",
+    tag = "audit",
+    summary = "Search and export the audit log (JSON, NDJSON, CSV)",
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn events(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
     Q(p): Q<EventsParams>,
 ) -> Result<Response, ApiError> {
-    state
-        .authorize_read(&caller, "ReadAudit", p.model.as_deref().unwrap_or(""), None)
+    let audit = state
+        .service
+        .audit(&caller, p.model.as_deref().unwrap_or(""))
         .await?;
     let format = p.format.unwrap_or_default();
     let filter = EventFilter {
@@ -91,7 +102,7 @@ async fn events(
         before: p.before,
         limit: p.limit,
     };
-    let exporter = Exporter::new(state.store.clone(), filter, format)?;
+    let exporter = Exporter::new(audit.shared(), filter, format)?;
     let body = Body::from_stream(export_stream(exporter));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
@@ -102,10 +113,10 @@ pub(crate) struct AsOfParams {
     pub as_of: Option<String>,
 }
 
-async fn as_of_position(state: &AppState, raw: Option<&str>) -> Result<i64, ApiError> {
+async fn as_of_position(audit: &AuditReader, raw: Option<&str>) -> Result<i64, ApiError> {
     match raw {
-        Some(raw) => Ok(AsOf::parse(raw)?.resolve(state.store.as_ref()).await?),
-        None => Ok(state.store.head().await?.0),
+        Some(raw) => Ok(AsOf::parse(raw)?.resolve(audit.store()).await?),
+        None => Ok(audit.store().head().await?.0),
     }
 }
 
@@ -117,11 +128,9 @@ pub(crate) async fn model_state_response(
     name: &ModelName,
     as_of: Option<&str>,
 ) -> Result<Response, ApiError> {
-    state
-        .authorize_read(caller, "ReadModel", name.as_str(), None)
-        .await?;
-    let position = as_of_position(state, as_of).await?;
-    match history::model_as_of(state.store.as_ref(), name.as_str(), position).await? {
+    let audit = state.service.model_history(caller, name).await?;
+    let position = as_of_position(&audit, as_of).await?;
+    match history::model_as_of(audit.store(), name.as_str(), position).await? {
         Some(view) => Ok(axum::Json(view).into_response()),
         None => Err(ApiError::not_found(format!(
             "no live registered model was named '{name}' at position {position}"
@@ -129,6 +138,19 @@ pub(crate) async fn model_state_response(
     }
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit/models/{name}/state",
+    tag = "audit",
+    summary = "A model's state as of a time or position",
+    params(
+        ("name" = String, Path, description = "model name"),
+    ),
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn model_state(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
@@ -139,14 +161,24 @@ async fn model_state(
     model_state_response(&state, &caller, &name, p.as_of.as_deref()).await
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit/reports/stages",
+    tag = "audit",
+    summary = "Who held each stage as of a time",
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn stages(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
     Q(p): Q<AsOfParams>,
 ) -> Result<Response, ApiError> {
-    state.authorize_read(&caller, "ReadAudit", "", None).await?;
-    let position = as_of_position(&state, p.as_of.as_deref()).await?;
-    let rows = history::stages_as_of(state.store.as_ref(), position).await?;
+    let audit = state.service.audit(&caller, "").await?;
+    let position = as_of_position(&audit, p.as_of.as_deref()).await?;
+    let rows = history::stages_as_of(audit.store(), position).await?;
     Ok(axum::Json(serde_json::json!({
         "as_of_position": position,
         "models": history::group_stages(&rows),
@@ -167,13 +199,26 @@ struct ReportParams {
     format: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit/reports/{kind}",
+    tag = "audit",
+    summary = "A compliance report",
+    params(
+        ("kind" = String, Path, description = "report kind (promotions, sod, unverified-production, stage-durations, denials)"),
+    ),
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn report(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
     Path(kind): Path<String>,
     Q(p): Q<ReportParams>,
 ) -> Result<Response, ApiError> {
-    state.authorize_read(&caller, "ReadAudit", "", None).await?;
+    let audit = state.service.audit(&caller, "").await?;
     let period = Period {
         from: p.from.as_deref().map(parse_time).transpose()?,
         to: p.to.as_deref().map(parse_time).transpose()?,
@@ -187,7 +232,7 @@ async fn report(
             )));
         }
     };
-    let store = state.store.as_ref();
+    let store = audit.store();
     let rows: serde_json::Value = match kind.as_str() {
         "promotions" => json(kinds::promotions(store, period, p.production_only).await?)?,
         "sod" => {
@@ -218,12 +263,22 @@ fn json<T: serde::Serialize>(rows: T) -> Result<serde_json::Value, ApiError> {
     serde_json::to_value(rows).map_err(|_| ApiError::internal())
 }
 
+#[utoipa::path(
+    get,
+    path = "/audit/checkpoint",
+    tag = "audit",
+    summary = "The latest signed checkpoint (signed-note text)",
+    responses(
+        (status = 200, description = "success"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
 async fn checkpoint(
     State(state): State<AppState>,
     CallerAuth(caller): CallerAuth,
 ) -> Result<Response, ApiError> {
-    state.authorize_read(&caller, "ReadAudit", "", None).await?;
-    match state.store.latest_checkpoint().await? {
+    let audit = state.service.audit(&caller, "").await?;
+    match audit.store().latest_checkpoint().await? {
         Some(c) => Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

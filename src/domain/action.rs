@@ -1,0 +1,110 @@
+//! The actions a caller can be authorized for, as one closed enum.
+//!
+//! Each variant is a Cedar action in `policies/model_ledger.cedarschema`. Keeping them in an
+//! enum instead of strings means a handler cannot ask about an action the schema does not know
+//! (a typo would otherwise be an always-denied request that only shows up in production), and
+//! the compiler lists every place that must change when an action is added. The policy engine
+//! still speaks strings, because policy test files and replays name actions as text.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Action {
+    CreateModel,
+    UpdateModel,
+    DeleteModel,
+    CreateVersion,
+    UpdateVersion,
+    DeleteVersion,
+    TransitionStage,
+    SetAlias,
+    DeleteAlias,
+    VerifyArtifact,
+    ReadModel,
+    ReadAudit,
+    ReadTracking,
+    WriteTracking,
+}
+
+impl Action {
+    pub const ALL: [Action; 14] = [
+        Action::CreateModel,
+        Action::UpdateModel,
+        Action::DeleteModel,
+        Action::CreateVersion,
+        Action::UpdateVersion,
+        Action::DeleteVersion,
+        Action::TransitionStage,
+        Action::SetAlias,
+        Action::DeleteAlias,
+        Action::VerifyArtifact,
+        Action::ReadModel,
+        Action::ReadAudit,
+        Action::ReadTracking,
+        Action::WriteTracking,
+    ];
+
+    /// The Cedar action id (`ModelLedger::Action::"<this>"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::CreateModel => "CreateModel",
+            Action::UpdateModel => "UpdateModel",
+            Action::DeleteModel => "DeleteModel",
+            Action::CreateVersion => "CreateVersion",
+            Action::UpdateVersion => "UpdateVersion",
+            Action::DeleteVersion => "DeleteVersion",
+            Action::TransitionStage => "TransitionStage",
+            Action::SetAlias => "SetAlias",
+            Action::DeleteAlias => "DeleteAlias",
+            Action::VerifyArtifact => "VerifyArtifact",
+            Action::ReadModel => "ReadModel",
+            Action::ReadAudit => "ReadAudit",
+            Action::ReadTracking => "ReadTracking",
+            Action::WriteTracking => "WriteTracking",
+        }
+    }
+
+    /// Whether the action only reads (reads are checked before existence is revealed and their
+    /// denials are coalesced; writes are checked against the model's current state).
+    pub fn is_read(self) -> bool {
+        matches!(
+            self,
+            Action::ReadModel | Action::ReadAudit | Action::ReadTracking
+        )
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Lets tests and logs compare an action with its Cedar name.
+impl PartialEq<&str> for Action {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant must be an action the shipped schema declares, or every request for it
+    /// would be denied by Cedar's validation.
+    #[test]
+    fn every_action_is_declared_in_the_shipped_schema() {
+        let schema = include_str!("../../policies/model_ledger.cedarschema");
+        for action in Action::ALL {
+            assert!(
+                schema
+                    .split(|c: char| !c.is_alphanumeric())
+                    .any(|word| word == action.as_str()),
+                "{action} is not in the schema"
+            );
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The one door: every write and every read of the registry goes through [`Service`].
+//!
+//! Whatever API a request came through (native `/api/v1`, the MLflow wire API, the artifact
+//! routes, the event stream, the CLI), it reaches the registry only as a call on this type:
+//!
+//! - [`commands`]: the write path, load → decide → authorize → append (+ project + outbox) in
+//!   one transaction. Commands for the same model are queued in this process so they never race
+//!   each other; a race with another process is retried from the load.
+//! - [`queries`]: every read (get, search, resolve, latest versions, history, events, audit),
+//!   each authorized before anything about the model is revealed, with the read cache behind
+//!   them so every API gets the same fast answers.
+//! - [`access`]: the single `check(caller, action, resource)` both paths start with; it decides
+//!   with the policy engine and records what it refused.
+//!
+//! HTTP handlers hold a `Service`, never a store: nothing above this module can skip the
+//! access check or write around the event log.
+
+pub mod access;
+pub mod commands;
+pub mod queries;
+
+use std::sync::Arc;
+
+use crate::domain::DomainError;
+use crate::domain::events::EventEnvelope;
+use crate::domain::state::ModelState;
+use crate::store::group::GroupCommitter;
+use crate::store::{SharedStore, StoreError};
+use crate::tracking::Upstream;
+
+pub use crate::policy::question::{AccessDecision, AllowAll, Authorizer, AuthzQuestion, Caller};
+pub use access::Resource;
+pub use commands::StateCache;
+pub use queries::{AuditReader, ModelWithLatest};
+
+/// Per-request metadata recorded with the events.
+#[derive(Debug, Clone, Default)]
+pub struct RequestMeta {
+    pub request_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// `If-Match`: the stream version the caller last saw; a mismatch is 412, not a retry.
+    pub if_match: Option<i64>,
+}
+
+/// What a read looked for and did not find. Each API words it its own way (MLflow clients
+/// match on MLflow's sentences), so the service says what is missing, not how to say it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    Model { name: String },
+    Version { name: String, version: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    #[error("{}", .0.reason)]
+    Denied(AccessDecision),
+    #[error("{}", match .0 {
+        Missing::Model { name } => format!("Registered model '{name}' does not exist"),
+        Missing::Version { name, version } => format!("Model Version (name={name}, version={version}) not found"),
+    })]
+    NotFound(Missing),
+    #[error("model '{name}' is at stream version {actual}, not {expected} (If-Match)")]
+    PreconditionFailed {
+        name: String,
+        expected: i64,
+        actual: i64,
+    },
+    #[error("the model changed concurrently {0} times; retry the request")]
+    Conflict(u32),
+    #[error("Idempotency-Key '{0}' was already used for a different request")]
+    IdempotencyMismatch(String),
+    #[error(transparent)]
+    Store(StoreError),
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        ServiceError::Store(e)
+    }
+}
+
+/// An `Idempotency-Key` and what identifies the request it was sent with.
+#[derive(Debug, Clone)]
+pub struct IdempotencyRequest {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: String,
+}
+
+/// A command's result: the model's state after it and the stored events.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: Arc<ModelState>,
+    pub events: Vec<EventEnvelope>,
+}
+
+/// A stored or fresh HTTP answer for an idempotent request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: String,
+}
+
+pub struct Service {
+    /// Private: the only way to the registry's data is through this type's methods.
+    store: SharedStore,
+    pub authorizer: Arc<dyn Authorizer>,
+    /// The MLflow tracking server versions' runs are read from (`--mlflow-upstream`).
+    pub tracking: Option<Arc<Upstream>>,
+    /// Where appends go: concurrent commands share transactions (see [`GroupCommitter`]).
+    pub appender: Arc<GroupCommitter>,
+    /// Model states this service's appends produced, by name. An entry is used only while the
+    /// model's stream version is still the one it was produced at, so it saves loading and
+    /// parsing the model (every version of it) without ever deciding on a stale state.
+    pub states: Arc<StateCache>,
+    /// One queue per model name: commands for the same model run one after another.
+    queues: Arc<commands::ModelQueues>,
+    /// Answers to the hottest reads, valid until the next commit (see [`queries::ReadCache`]).
+    reads: Arc<queries::ReadCache>,
+}
+
+impl Service {
+    pub fn new(store: SharedStore, authorizer: Arc<dyn Authorizer>) -> Self {
+        Service {
+            appender: Arc::new(GroupCommitter::for_store(store.clone())),
+            states: Arc::new(StateCache::default()),
+            queues: Arc::new(commands::ModelQueues::default()),
+            reads: Arc::new(queries::ReadCache::new(&store)),
+            store,
+            authorizer,
+            tracking: None,
+        }
+    }
+
+    /// The same service with run evidence read from an MLflow tracking server.
+    pub fn with_tracking(&self, upstream: Arc<Upstream>) -> Self {
+        Service {
+            store: self.store.clone(),
+            authorizer: self.authorizer.clone(),
+            tracking: Some(upstream),
+            appender: self.appender.clone(),
+            states: self.states.clone(),
+            queues: self.queues.clone(),
+            reads: self.reads.clone(),
+        }
+    }
+}
