@@ -18,9 +18,7 @@ use crate::domain::events::{Actor, EventEnvelope, NewEvent};
 use crate::domain::state::{ModelState, fold};
 use crate::domain::{Command, DomainError, Stage, decide};
 use crate::store::group::GroupCommitter;
-use crate::store::{
-    AccessDenial, AppendBatch, IdempotencyRecord, SharedStore, StoreError, projection,
-};
+use crate::store::{AccessDenial, AppendBatch, IdempotencyRecord, SharedStore, StoreError};
 use crate::tracking::{Upstream, evidence};
 
 /// How many times a command is re-decided after losing a race before the caller gets 409.
@@ -479,13 +477,11 @@ impl Service {
                 DomainError::NotFound(format!("Registered model '{name}' does not exist")).into(),
             );
         };
-        let payload_refs: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
         // A new model's first snapshot is written with it; after that, every SNAPSHOT_EVERY
         // events (the store folds the events since onto it when loading).
         let write_snapshot = head.as_ref().is_none_or(|h| {
             state.stream_version - h.snapshot_version >= crate::store::SNAPSHOT_EVERY
         });
-        let plan = projection::plan(&state, &payload_refs, write_snapshot);
 
         // The answer to store is rendered before commit (from the decided state, which is what
         // the projection will hold), so the key and the events commit together.
@@ -517,7 +513,8 @@ impl Service {
                 request_id: meta.request_id.clone(),
                 correlation_id: meta.correlation_id.clone(),
                 decision: Some(decision.record),
-                plan,
+                state: state.clone(),
+                write_snapshot,
                 idempotency: idempotency_record,
             },
             state,
