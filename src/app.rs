@@ -167,7 +167,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
             max_body_bytes: args.max_body_bytes,
         },
     );
-    start_publishing(&args.nats, store_for_relay.clone(), &state, &database_url);
+    start_publishing(&args.nats, store_for_relay.clone(), &state);
     state.artifacts = Arc::new(artifacts);
     if let Some(upstream) = tracking_upstream(&args.tracking)? {
         tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
@@ -183,20 +183,10 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
 }
 
 /// Starts the outbox relay when NATS is configured; it stops when [`serve`] shuts down.
-fn start_publishing(
-    args: &crate::config::NatsArgs,
-    store: SharedStore,
-    state: &AppState,
-    database_url: &str,
-) {
+fn start_publishing(args: &crate::config::NatsArgs, store: SharedStore, state: &AppState) {
     match crate::publish::NatsSettings::from_args(args) {
         Some(settings) => {
-            crate::publish::spawn_relay(
-                store,
-                database_url.to_string(),
-                settings,
-                state.publish.clone(),
-            );
+            crate::publish::spawn_relay(store, settings, state.publish.clone());
         }
         None => tracing::info!(
             "no --nats-url: events are not published to NATS (GET /api/v1/events/stream still serves them)"

@@ -120,9 +120,7 @@ impl From<StoreError> for ApiError {
                 "RESOURCE_ALREADY_EXISTS",
                 format!("{what} is already taken"),
             ),
-            StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => {
+            StoreError::Unavailable(_) => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,

@@ -31,8 +31,9 @@ pub enum PublishError {
     Publish(String),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// The relay's leader lease was lost (see `Outbox::try_acquire_relay_lease`).
     #[error("relay lock: {0}")]
-    Lock(#[from] sqlx::Error),
+    Lock(#[source] crate::store::StoreError),
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
 }

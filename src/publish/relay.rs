@@ -13,7 +13,7 @@
 //!   SQLite a single server process per database file is assumed, so no lock is taken.
 //! - NATS being down never blocks writes: rows wait in the outbox, the relay retries with
 //!   capped exponential backoff and drains everything in order once NATS is back.
-//! - The relay wakes on every commit ([`crate::store::Store::subscribe`], which for PostgreSQL
+//! - The relay wakes on every commit ([`crate::store::EventLog::subscribe`], which for PostgreSQL
 //!   includes other processes' commits via LISTEN/NOTIFY) and polls once a second as a fallback.
 //! - Signed checkpoints of the chain head travel the same way, from their own outbox table, on
 //!   `<prefix>.~checkpoint`: each is sent once every event up to its position is acknowledged,
@@ -25,7 +25,6 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, message::PublishMessage, publish::PublishAck, stream};
 use async_nats::{ConnectOptions, Event, ServerAddr};
-use sqlx::Connection;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::cloudevent::{checkpoint_event, cloud_event};
@@ -33,10 +32,8 @@ use super::subject::{checkpoint_subject, event_subject};
 use super::{PublishError, RelayStatus, Runtime};
 use crate::config::NatsArgs;
 use crate::domain::events::EventEnvelope;
-use crate::store::{CheckpointRecord, SharedStore};
+use crate::store::{CheckpointRecord, RelayLease, SharedStore};
 
-/// Key of the PostgreSQL advisory lock the publishing relay holds ("ml_relay" in ASCII).
-pub const RELAY_LOCK_KEY: i64 = 0x6d6c_5f72_656c_6179;
 /// Outbox rows read per round.
 const BATCH: i64 = 256;
 /// Checkpoints published per round (they are rare: one per interval, plus on-demand ones).
@@ -267,26 +264,20 @@ impl Publisher {
 /// Starts the relay task; it runs until `runtime` is stopped.
 pub fn spawn_relay(
     store: SharedStore,
-    database_url: String,
     settings: NatsSettings,
     runtime: Runtime,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let stopped = runtime.stopped();
         tokio::select! {
-            () = run(store, database_url, settings, runtime.status.clone()) => {}
+            () = run(store, settings, runtime.status.clone()) => {}
             () = stopped => {}
         }
         runtime.status.update(|s| s.leader = false);
     })
 }
 
-async fn run(
-    store: SharedStore,
-    database_url: String,
-    settings: NatsSettings,
-    status: Arc<RelayStatus>,
-) {
+async fn run(store: SharedStore, settings: NatsSettings, status: Arc<RelayStatus>) {
     status.update(|s| s.enabled = true);
     tracing::info!(
         url = %settings.urls,
@@ -304,10 +295,10 @@ async fn run(
     };
     let mut lag = LagGauges::default();
     loop {
-        let mut lock = acquire_lock(&store, &database_url, &status, &mut lag).await;
+        let mut lock = acquire_lock(&store, &status, &mut lag).await;
         status.update(|s| s.leader = true);
         tracing::info!("this process is the event relay leader");
-        let lost = lead(&store, &publisher, &status, &mut lock, &mut lag).await;
+        let lost = lead(&store, &publisher, &status, lock.as_mut(), &mut lag).await;
         status.update(|s| {
             s.leader = false;
             s.last_error = Some(lost.to_string());
@@ -316,56 +307,17 @@ async fn run(
     }
 }
 
-/// The connection whose session holds the relay lock (none for SQLite).
-enum Lock {
-    Single,
-    Postgres(sqlx::PgConnection),
-}
-
-impl Lock {
-    async fn check(&mut self) -> Result<(), PublishError> {
-        match self {
-            Lock::Single => Ok(()),
-            Lock::Postgres(conn) => Ok(conn.ping().await?),
-        }
-    }
-}
-
-/// Waits until this process may publish.
+/// Waits until this process may publish, and returns the lease that makes it so.
 async fn acquire_lock(
     store: &SharedStore,
-    database_url: &str,
     status: &RelayStatus,
     lag: &mut LagGauges,
-) -> Lock {
-    if store.backend() == crate::store::Backend::Sqlite {
-        return Lock::Single;
-    }
-    let mut conn: Option<sqlx::PgConnection> = None;
+) -> Box<dyn RelayLease> {
     loop {
-        let attempt = async {
-            if conn.is_none() {
-                conn = Some(sqlx::PgConnection::connect(database_url).await?);
-            }
-            let Some(c) = conn.as_mut() else {
-                return Ok(false);
-            };
-            sqlx::query_scalar::<_, bool>("SELECT pg_try_advisory_lock($1)")
-                .bind(RELAY_LOCK_KEY)
-                .fetch_one(c)
-                .await
-        };
-        match attempt.await {
-            Ok(true) => {
-                if let Some(c) = conn.take() {
-                    return Lock::Postgres(c);
-                }
-            }
-            Ok(false) => {}
-            Err(e) => {
-                conn = None;
-                status.update(|s| s.last_error = Some(format!("relay lock: {e}")));
-            }
+        match store.try_acquire_relay_lease().await {
+            Ok(Some(lease)) => return lease,
+            Ok(None) => {}
+            Err(e) => status.update(|s| s.last_error = Some(format!("relay lock: {e}"))),
         }
         lag.update(store).await;
         tokio::time::sleep(POLL).await;
@@ -377,7 +329,7 @@ async fn lead(
     store: &SharedStore,
     publisher: &Publisher,
     status: &RelayStatus,
-    lock: &mut Lock,
+    lock: &mut dyn RelayLease,
     lag: &mut LagGauges,
 ) -> PublishError {
     // Subscribed before the first read, so no commit between a read and the wait is missed.
@@ -387,8 +339,8 @@ async fn lead(
     let mut last_check = Instant::now();
     loop {
         if last_check.elapsed() >= LOCK_CHECK {
-            if let Err(e) = lock.check().await {
-                return e;
+            if let Err(e) = lock.still_held().await {
+                return PublishError::Lock(e);
             }
             last_check = Instant::now();
         }

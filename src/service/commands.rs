@@ -23,7 +23,7 @@ use crate::domain::chain::truncate_to_micros;
 use crate::domain::events::NewEvent;
 use crate::domain::state::{ModelState, fold};
 use crate::domain::{Action, Command, DomainError, decide};
-use crate::store::{AppendBatch, IdempotencyRecord, StoreError, projection};
+use crate::store::{AppendBatch, IdempotencyRecord, StoreError};
 
 use super::access::{Resource, StageChange};
 use super::{
@@ -475,13 +475,11 @@ impl Service {
                 DomainError::NotFound(format!("Registered model '{name}' does not exist")).into(),
             );
         };
-        let payload_refs: Vec<_> = events.iter().map(|e| e.payload.clone()).collect();
         // A new model's first snapshot is written with it; after that, every SNAPSHOT_EVERY
         // events (the store folds the events since onto it when loading).
         let write_snapshot = head.as_ref().is_none_or(|h| {
             state.stream_version - h.snapshot_version >= crate::store::SNAPSHOT_EVERY
         });
-        let plan = projection::plan(&state, &payload_refs, write_snapshot);
 
         // The answer to store is rendered before commit (from the decided state, which is what
         // the projection will hold), so the key and the events commit together.
@@ -513,7 +511,8 @@ impl Service {
                 request_id: meta.request_id.clone(),
                 correlation_id: meta.correlation_id.clone(),
                 decision: Some(decision.record),
-                plan,
+                state: state.clone(),
+                write_snapshot,
                 idempotency: idempotency_record,
             },
             state,

@@ -263,11 +263,7 @@ async fn latest_versions_many(
     store: &SharedStore,
     model_ids: &[String],
 ) -> Result<Vec<VersionView>, crate::store::StoreError> {
-    let mut out = Vec::new();
-    for id in model_ids {
-        out.extend(store.latest_versions(id).await?);
-    }
-    Ok(out)
+    store.latest_versions_many(model_ids).await
 }
 
 /// Read access to the audit log, handed out by [`Service::audit`] after the `ReadAudit` check.
@@ -328,10 +324,12 @@ enum Answer {
 const READ_CACHE_CAPACITY: u64 = 50_000;
 
 impl ReadCache {
-    pub fn new(_store: &SharedStore) -> Self {
+    pub fn new(store: &SharedStore) -> Self {
+        let clock = store.commit_clock();
         ReadCache {
             answers: moka::sync::Cache::new(READ_CACHE_CAPACITY),
-            clock: Box::new(|| None),
+            // No generation (so no caching) while other processes' commits cannot be heard.
+            clock: Box::new(move || clock.reliable().then(|| clock.generation())),
         }
     }
 
@@ -401,7 +399,11 @@ impl ReadCache {
             return Ok(found.map(Arc::unwrap_or_clone));
         }
         let found = store.get_version(name, version).await?;
-        self.put(key, generation, Answer::Version(found.clone().map(Arc::new)));
+        self.put(
+            key,
+            generation,
+            Answer::Version(found.clone().map(Arc::new)),
+        );
         Ok(found)
     }
 
@@ -416,7 +418,11 @@ impl ReadCache {
             return Ok(found.map(Arc::unwrap_or_clone));
         }
         let found = store.resolve(uri).await?;
-        self.put(key, generation, Answer::Version(found.clone().map(Arc::new)));
+        self.put(
+            key,
+            generation,
+            Answer::Version(found.clone().map(Arc::new)),
+        );
         Ok(found)
     }
 }

@@ -7,7 +7,7 @@
 //! one command per lock hold however many clients there are.
 //!
 //! Here commands are queued instead, and a few appender tasks each take whatever has queued up
-//! (at most [`GroupCommitter::max_group`]) and append it with [`Store::append_group`]: one
+//! (at most [`GroupCommitter::max_group`]) and append it with [`EventLog::append_group`](super::EventLog::append_group): one
 //! transaction, one lock hold, one flush for the whole group. Each command is still atomic and
 //! gets its own outcome, exactly as if appended alone. Under light load a group is a single
 //! command and nothing waits; under heavy load groups grow by themselves, because commands pile

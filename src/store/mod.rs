@@ -1,16 +1,25 @@
-//! Storage: the event log, its projections and the outbox, behind one [`Store`] trait.
+//! Storage: the event log, its projections and the outbox, behind a few role traits.
 //!
 //! An append is one transaction that (1) checks the stream's expected version, (2) rewrites the
 //! projection rows the events touch and the model's snapshot, (3) takes the single chain head,
 //! numbers the events with gapless global positions and links their hashes, and (4) writes one
-//! outbox row per event. PostgreSQL and SQLite implement the trait with the same SQL (see
-//! [`sql`]), differing only in how the chain head is locked and how commits are announced.
+//! outbox row per event. PostgreSQL and SQLite run the same SQL (see [`sql`]); a small
+//! [`dialect::Dialect`] supplies only what differs between them.
+//!
+//! Callers see the store through the role they need: [`EventLog`] (the write path and the log),
+//! [`RegistryReads`] (projection reads), [`Outbox`] (what the relay publishes, and its leader
+//! lease), [`Audit`] (refused requests and signed checkpoints) and [`Admin`] (migrations,
+//! health, rebuilds). [`Store`] is all of them, so one `Arc<dyn Store>` serves every role, and a
+//! function that only reads can say so by taking `&dyn RegistryReads`.
 //!
 //! Reads come from the projection tables, never from folding events, except `load_model`, which
-//! returns the snapshot `decide` needs.
+//! returns the snapshot `decide` needs. Nothing outside this module names the database driver:
+//! its errors arrive classified as [`StoreError`].
 
-pub mod cache;
+pub mod commits;
+pub mod dialect;
 pub mod group;
+mod nodelay;
 pub mod postgres;
 pub mod projection;
 mod sql;
@@ -26,6 +35,7 @@ use uuid::Uuid;
 use crate::domain::events::{Actor, EventEnvelope, NewEvent};
 use crate::domain::state::ModelState;
 use crate::domain::uri::ModelUri;
+pub use commits::CommitClock;
 pub use sql::EventColumns as StoredEvent;
 pub use views::{ModelView, VersionView};
 
@@ -45,10 +55,18 @@ pub enum StoreError {
     Unique(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// The database cannot be reached right now (pool timed out or closed, I/O or TLS failure,
+    /// connection refused or dropped): worth retrying later, answered 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Any other failure reported by the database driver.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Backend(String),
     #[error("migration failed: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
+    Migrate(String),
+    /// The store cannot be opened as configured (e.g. an unsupported URL).
+    #[error("store configuration: {0}")]
+    Config(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +80,7 @@ pub enum Backend {
 /// version) only once per this many events, so a write costs the same however large the model.
 pub const SNAPSHOT_EVERY: i64 = 32;
 
-/// A live model's identity and stream position (see [`Store::model_head`]).
+/// A live model's identity and stream position (see [`EventLog::model_head`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ModelHead {
     pub model_id: String,
@@ -84,7 +102,11 @@ pub struct AppendBatch {
     pub request_id: Option<String>,
     pub correlation_id: Option<String>,
     pub decision: Option<serde_json::Value>,
-    pub plan: projection::ProjectionPlan,
+    /// The model's state after the events, as decided: the store derives from it (and the
+    /// events' payloads) which projection rows to rewrite.
+    pub state: Arc<ModelState>,
+    /// Whether this append rewrites the model's snapshot (see [`SNAPSHOT_EVERY`]).
+    pub write_snapshot: bool,
     pub idempotency: Option<IdempotencyRecord>,
 }
 
@@ -234,12 +256,9 @@ pub struct CheckpointRecord {
     pub note: String,
 }
 
+/// The event log: the write path (append, idempotency) and reading the log back.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
-    fn backend(&self) -> Backend;
-    async fn migrate(&self) -> Result<(), StoreError>;
-    async fn ping(&self) -> Result<(), StoreError>;
-
+pub trait EventLog: Send + Sync + 'static {
     /// The snapshot of the live model with this name, for `decide`.
     async fn load_model(&self, name: &str) -> Result<Option<ModelState>, StoreError>;
     /// Where the live model with this name stands, without loading it: enough to tell whether
@@ -258,8 +277,31 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, StoreError>;
-    async fn record_denial(&self, denial: AccessDenial) -> Result<(), StoreError>;
+    async fn read_events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
+    /// Events after a position in order, as stored (JSON columns undecoded): what
+    /// verification reads.
+    async fn read_stored_events(
+        &self,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
+    /// `(position, hash)` of the newest event; `(0, GENESIS_HASH)` when empty.
+    async fn head(&self) -> Result<(i64, String), StoreError>;
+    /// Appends already-hashed events verbatim (positions, ids, hashes kept), for copying a log
+    /// between stores. They must continue the target's chain exactly; their outbox rows are
+    /// marked published, since subscribers of the source already had the chance to see them.
+    async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError>;
+    /// Positions of newly committed events, as they commit (in this process, and for PostgreSQL
+    /// in every process through LISTEN/NOTIFY).
+    fn subscribe(&self) -> broadcast::Receiver<i64>;
+    /// The clock that advances on every commit this process can learn of: what a cache of
+    /// read answers above the store checks its entries against.
+    fn commit_clock(&self) -> Arc<CommitClock>;
+}
 
+/// Reads of the registry as the projections hold it.
+#[async_trait]
+pub trait RegistryReads: Send + Sync + 'static {
     async fn get_model(&self, name: &str) -> Result<Option<ModelView>, StoreError>;
     /// The current name of the live model with this id (ids survive renames; names do not).
     async fn model_name_by_id(&self, model_id: &str) -> Result<Option<String>, StoreError>;
@@ -274,47 +316,68 @@ pub trait Store: Send + Sync + 'static {
     async fn resolve(&self, uri: &ModelUri) -> Result<Option<VersionView>, StoreError>;
     /// For each stage, the newest live version of the model in it (MLflow's latest_versions).
     async fn latest_versions(&self, model_id: &str) -> Result<Vec<VersionView>, StoreError>;
-
-    async fn read_events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, StoreError>;
-    /// Events after a position in order, as stored (JSON columns undecoded): what
-    /// verification reads.
-    async fn read_stored_events(
+    /// [`RegistryReads::latest_versions`] of several models in one query: grouped by model in
+    /// the order given (each id once), each model's versions in ascending order.
+    async fn latest_versions_many(
         &self,
-        after_position: i64,
-        limit: i64,
-    ) -> Result<Vec<StoredEvent>, StoreError>;
-    /// `(position, hash)` of the newest event; `(0, GENESIS_HASH)` when empty.
-    async fn head(&self) -> Result<(i64, String), StoreError>;
-    /// Refused requests from the access-decision log, oldest first.
-    async fn read_denials(&self, query: &DenialQuery) -> Result<Vec<DenialRecord>, StoreError>;
-    async fn append_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<(), StoreError>;
-    /// The checkpoint with the highest position (newest first among equals).
-    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
-    /// Checkpoints not yet published whose every event up to their position has been, oldest
-    /// first: the relay sends them after the events they cover.
-    async fn checkpoints_to_publish(&self, limit: i64)
-    -> Result<Vec<CheckpointRecord>, StoreError>;
-    async fn mark_checkpoint_published(&self, id: &str) -> Result<(), StoreError>;
+        model_ids: &[String],
+    ) -> Result<Vec<VersionView>, StoreError>;
+}
 
-    /// Appends already-hashed events verbatim (positions, ids, hashes kept), for copying a log
-    /// between stores. They must continue the target's chain exactly; their outbox rows are
-    /// marked published, since subscribers of the source already had the chance to see them.
-    async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError>;
-    /// Replays every event into fresh projection tables, in one transaction.
-    async fn rebuild_projections(&self) -> Result<u64, StoreError>;
-    /// Every projection row in a canonical order, for comparing live and rebuilt projections.
-    async fn projection_dump(&self) -> Result<Vec<String>, StoreError>;
-
+/// What the relay publishes, and the lease that makes one process the publisher.
+#[async_trait]
+pub trait Outbox: Send + Sync + 'static {
     /// Events not yet published, oldest first.
     async fn outbox_pending(&self, limit: i64) -> Result<Vec<EventEnvelope>, StoreError>;
     async fn mark_published(&self, positions: &[i64]) -> Result<(), StoreError>;
     /// `(count, oldest created_at)` of unpublished outbox rows.
     async fn outbox_lag(&self) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>), StoreError>;
-
-    /// Positions of newly committed events, as they commit (in this process, and for PostgreSQL
-    /// in every process through LISTEN/NOTIFY).
-    fn subscribe(&self) -> broadcast::Receiver<i64>;
+    /// Checkpoints not yet published whose every event up to their position has been, oldest
+    /// first: the relay sends them after the events they cover.
+    async fn checkpoints_to_publish(&self, limit: i64)
+    -> Result<Vec<CheckpointRecord>, StoreError>;
+    async fn mark_checkpoint_published(&self, id: &str) -> Result<(), StoreError>;
+    /// Tries once to become the process that publishes: `Some` lease if this process now holds
+    /// it, `None` if another one does. Hold the lease while publishing and check it with
+    /// [`RelayLease::still_held`]; dropping it gives leadership up.
+    async fn try_acquire_relay_lease(&self) -> Result<Option<Box<dyn RelayLease>>, StoreError>;
 }
+
+/// Leadership of the outbox relay, held for as long as this value lives.
+#[async_trait]
+pub trait RelayLease: Send {
+    /// `Ok` while the lease is still held; an error says why it was lost (for PostgreSQL, the
+    /// session holding the advisory lock ended).
+    async fn still_held(&mut self) -> Result<(), StoreError>;
+}
+
+/// The append-only audit records kept beside the event log.
+#[async_trait]
+pub trait Audit: Send + Sync + 'static {
+    async fn record_denial(&self, denial: AccessDenial) -> Result<(), StoreError>;
+    /// Refused requests from the access-decision log, oldest first.
+    async fn read_denials(&self, query: &DenialQuery) -> Result<Vec<DenialRecord>, StoreError>;
+    async fn append_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<(), StoreError>;
+    /// The checkpoint with the highest position (newest first among equals).
+    async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError>;
+}
+
+/// Operating the store: schema, health and projection maintenance.
+#[async_trait]
+pub trait Admin: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+    async fn migrate(&self) -> Result<(), StoreError>;
+    async fn ping(&self) -> Result<(), StoreError>;
+    /// Replays every event into fresh projection tables, in one transaction.
+    async fn rebuild_projections(&self) -> Result<u64, StoreError>;
+    /// Every projection row in a canonical order, for comparing live and rebuilt projections.
+    async fn projection_dump(&self) -> Result<Vec<String>, StoreError>;
+}
+
+/// Every role at once: what [`SharedStore`] holds.
+pub trait Store: EventLog + RegistryReads + Outbox + Audit + Admin {}
+
+impl<T: EventLog + RegistryReads + Outbox + Audit + Admin> Store for T {}
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (file created if missing).
 pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, StoreError> {
@@ -327,8 +390,8 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, Sto
             sqlite::SqliteStore::connect(url, max_connections).await?,
         ))
     } else {
-        Err(StoreError::Database(sqlx::Error::Configuration(
-            format!("unsupported database URL '{url}': use postgres://… or sqlite://…").into(),
+        Err(StoreError::Config(format!(
+            "unsupported database URL '{url}': use postgres://… or sqlite://…"
         )))
     }
 }

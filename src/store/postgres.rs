@@ -1,36 +1,45 @@
-//! The PostgreSQL store: production backend.
+//! The PostgreSQL dialect: the production backend.
 //!
 //! Appends serialize on one `chain_head` row taken `FOR UPDATE` (see docs/architecture.md for
-//! why this, and not a sequence, gives gapless commit-ordered positions). Commits are announced
-//! to other processes by `pg_notify` from the outbox trigger; a LISTEN task turns them into
-//! [`Store::subscribe`] wake-ups.
+//! why this, and not a sequence, gives gapless commit-ordered positions). Several server
+//! processes may share one database, so two things need the server's help: commits are
+//! announced to the other processes by `pg_notify` from the outbox trigger, which a LISTEN task
+//! turns into [`EventLog::subscribe`](super::EventLog::subscribe) wake-ups and commit-clock
+//! ticks; and exactly one process publishes, the one holding a session-level advisory lock on a
+//! dedicated connection (when that process dies, its session ends and the lock is free).
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use sqlx::postgres::{PgListener, PgPool, PgPoolOptions};
+use sqlx::postgres::{
+    PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgQueryResult, Postgres,
+};
+use sqlx::{Connection, Pool, Transaction};
 use tokio::sync::broadcast;
 
-use super::sql::impl_sql_store;
+use super::dialect::Dialect;
+use super::nodelay::set_nodelay_on_sockets_to;
+use super::sql::SqlStore;
+use super::{Backend, CommitClock, RelayLease, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// The notification channel the outbox trigger signals on.
 pub const NOTIFY_CHANNEL: &str = "model_ledger_events";
 
-pub struct PgStore {
-    pub(crate) pool: PgPool,
-    pub(crate) commits: broadcast::Sender<i64>,
-    pub(crate) cache: std::sync::Arc<super::cache::ReadCache>,
-}
+/// Key of the advisory lock the publishing relay holds ("ml_relay" in ASCII).
+pub const RELAY_LOCK_KEY: i64 = 0x6d6c_5f72_656c_6179;
 
-impl PgStore {
-    const BACKEND: Backend = Backend::Postgres;
-    const LOCK_HEAD: &'static str = "SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE";
+/// What PostgreSQL needs told differently.
+pub struct PgDialect;
 
+pub type PgStore = SqlStore<PgDialect>;
+
+impl SqlStore<PgDialect> {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
-        let options: sqlx::postgres::PgConnectOptions = url.parse()?;
+        let options: PgConnectOptions = url.parse()?;
         let port = options.get_port();
-        let pool = PgPoolOptions::new()
+        let pool: PgPool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .after_connect(move |_, _| {
@@ -41,43 +50,51 @@ impl PgStore {
             })
             .connect_with(options)
             .await?;
-        let (commits, _) = broadcast::channel(1024);
-        // Enabled by the LISTEN task once it is listening: until then another process's commit
-        // could not reach this cache.
-        let cache = std::sync::Arc::new(super::cache::ReadCache::new(false));
-        let store = PgStore {
-            pool,
-            commits,
-            cache,
-        };
-        store.spawn_listener();
-        Ok(store)
+        Ok(SqlStore::open(pool))
+    }
+}
+
+/// The session holding the relay's advisory lock: the lock lives exactly as long as it.
+struct AdvisoryLease {
+    connection: PgConnection,
+}
+
+#[async_trait::async_trait]
+impl RelayLease for AdvisoryLease {
+    async fn still_held(&mut self) -> Result<(), StoreError> {
+        Ok(self.connection.ping().await?)
+    }
+}
+
+impl Dialect for PgDialect {
+    type Db = Postgres;
+    const BACKEND: Backend = Backend::Postgres;
+    const LOCK_HEAD: &'static str = "SELECT position, hash FROM chain_head WHERE id = 1 FOR UPDATE";
+    // Other processes may write: until LISTEN is up their commits would go unnoticed.
+    const COMMITS_ARE_LOCAL: bool = false;
+
+    async fn begin_write(
+        pool: &Pool<Postgres>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        pool.begin().await
     }
 
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> Result<Tx<'static>, StoreError> {
-        Ok(self.pool.begin().await?)
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
+    async fn migrate(pool: &Pool<Postgres>) -> Result<(), StoreError> {
+        MIGRATOR.run(pool).await?;
         Ok(())
     }
 
-    fn notify(&self, position: i64) {
-        self.cache.invalidate();
-        // No receivers is normal (nobody streaming); the send result carries no information.
-        let _ = self.commits.send(position);
+    fn rows_affected(result: &PgQueryResult) -> u64 {
+        result.rows_affected()
     }
 
     /// Forwards NOTIFYs from every process's commits; reconnects if the connection drops.
-    fn spawn_listener(&self) {
-        let pool = self.pool.clone();
-        let commits = self.commits.clone();
-        let cache = self.cache.clone();
+    fn listen_for_commits(
+        pool: &Pool<Postgres>,
+        commits: broadcast::Sender<i64>,
+        clock: Arc<CommitClock>,
+    ) {
+        let pool = pool.clone();
         tokio::spawn(async move {
             loop {
                 match PgListener::connect_with(&pool).await {
@@ -85,15 +102,15 @@ impl PgStore {
                         if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
                             tracing::warn!(error = %e, "LISTEN failed; retrying");
                         } else {
-                            cache.set_enabled(true);
+                            clock.set_reliable(true);
                             while let Ok(n) = listener.recv().await {
-                                cache.invalidate();
+                                clock.advance();
                                 if let Ok(position) = n.payload().parse::<i64>() {
                                     let _ = commits.send(position);
                                 }
                             }
                             // Notifications may have been lost while reconnecting.
-                            cache.set_enabled(false);
+                            clock.set_reliable(false);
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot open LISTEN connection; retrying"),
@@ -105,47 +122,26 @@ impl PgStore {
             }
         });
     }
-}
 
-/// Sets TCP_NODELAY on this process's TCP sockets whose peer port is `port` (the database's).
-///
-/// sqlx does not set it. Without it, a statement bigger than a socket's initial send buffer
-/// (16 KiB on Linux) goes out in two writes, and Nagle's algorithm holds the second until the
-/// server's delayed ACK arrives, 40 ms later: measured here, a 32 KiB INSERT took 45 ms instead
-/// of under 1 ms, and so would every write to a model whose snapshot row is that large. sqlx
-/// offers no hook on its socket, so after each connect the process's descriptors are looked
-/// through for the new one. Setting the option again on older connections is harmless.
-#[cfg(target_os = "linux")]
-fn set_nodelay_on_sockets_to(port: u16) {
-    use std::os::fd::BorrowedFd;
-    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Some(fd) = entry
-            .file_name()
-            .to_str()
-            .and_then(|n| n.parse::<i32>().ok())
-        else {
-            continue;
+    async fn try_acquire_relay_lease(
+        pool: &Pool<Postgres>,
+        spare: &tokio::sync::Mutex<Option<PgConnection>>,
+    ) -> Result<Option<Box<dyn RelayLease>>, StoreError> {
+        let mut spare = spare.lock().await;
+        let mut connection = match spare.take() {
+            Some(connection) => connection,
+            None => PgConnection::connect_with(&pool.connect_options()).await?,
         };
-        // SAFETY: the descriptor is only borrowed for the next three calls. If another thread
-        // closed it meanwhile they fail with EBADF; if the number was reused, the option lands
-        // on another socket, and only on a TCP one talking to the database port.
-        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
-        let socket = socket2::SockRef::from(&fd);
-        let is_database = socket
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .is_some_and(|a| a.port() == port);
-        if is_database && socket.r#type().ok() == Some(socket2::Type::STREAM) {
-            let _ = socket.set_tcp_nodelay(true);
+        // On an error the connection is dropped here, and the next attempt opens a new one.
+        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(RELAY_LOCK_KEY)
+            .fetch_one(&mut connection)
+            .await?;
+        if acquired {
+            Ok(Some(Box::new(AdvisoryLease { connection })))
+        } else {
+            *spare = Some(connection);
+            Ok(None)
         }
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-fn set_nodelay_on_sockets_to(_port: u16) {}
-
-impl_sql_store!(PgStore, sqlx::Postgres);

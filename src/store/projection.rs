@@ -150,7 +150,11 @@ fn tag_rows(tags: &BTreeMap<crate::domain::TagKey, String>) -> Vec<(String, Stri
 }
 
 /// The plan after `events` turned the old state into `new`.
-pub fn plan(new: &ModelState, events: &[EventPayload], write_snapshot: bool) -> ProjectionPlan {
+pub fn plan<'a>(
+    new: &ModelState,
+    events: impl IntoIterator<Item = &'a EventPayload>,
+    write_snapshot: bool,
+) -> ProjectionPlan {
     let snapshot_json = write_snapshot.then(|| json(new));
     let mut touched: BTreeSet<u64> = BTreeSet::new();
     let mut tags_changed: BTreeSet<u64> = BTreeSet::new();

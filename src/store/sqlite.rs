@@ -1,32 +1,35 @@
-//! The SQLite store: the embedded default, same schema and SQL as PostgreSQL.
+//! The SQLite dialect: the embedded default, same schema and SQL as PostgreSQL.
 //!
 //! SQLite allows one writer at a time; appends start with `BEGIN IMMEDIATE` so the write lock is
 //! taken before anything is read, which makes the chain head read-then-update safe without
 //! `FOR UPDATE` and avoids SQLITE_BUSY upgrades mid-transaction. WAL mode lets reads proceed
-//! while a write is in progress. Commits are announced in-process only.
+//! while a write is in progress. One server process owns a database file (see
+//! docs/architecture.md), so every commit is local: the commit clock is always reliable and
+//! that process always leads the relay.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool,
+    SqlitePoolOptions, SqliteQueryResult, SqliteSynchronous,
 };
+use sqlx::{Pool, Transaction};
 use tokio::sync::broadcast;
 
-use super::sql::impl_sql_store;
+use super::dialect::Dialect;
+use super::sql::SqlStore;
+use super::{Backend, CommitClock, RelayLease, StoreError};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
-pub struct SqliteStore {
-    pub(crate) pool: SqlitePool,
-    pub(crate) commits: broadcast::Sender<i64>,
-    pub(crate) cache: std::sync::Arc<super::cache::ReadCache>,
-}
+/// What SQLite needs told differently.
+pub struct SqliteDialect;
 
-impl SqliteStore {
-    const BACKEND: Backend = Backend::Sqlite;
-    const LOCK_HEAD: &'static str = "SELECT position, hash FROM chain_head WHERE id = 1";
+pub type SqliteStore = SqlStore<SqliteDialect>;
 
+impl SqlStore<SqliteDialect> {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
         let options = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
@@ -37,38 +40,54 @@ impl SqliteStore {
             .foreign_keys(true)
             // LIKE must be case-sensitive, as in PostgreSQL (ILIKE is spelled lower() LIKE lower()).
             .pragma("case_sensitive_like", "ON");
-        let pool = SqlitePoolOptions::new()
+        let pool: SqlitePool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             .connect_with(options)
             .await?;
-        let (commits, _) = broadcast::channel(1024);
-        // One process writes an SQLite store (see docs/architecture.md), so local invalidation is
-        // complete.
-        let cache = std::sync::Arc::new(super::cache::ReadCache::new(true));
-        Ok(SqliteStore {
-            pool,
-            commits,
-            cache,
-        })
-    }
-
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    async fn begin_write(&self) -> Result<Tx<'static>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
-    }
-
-    async fn run_migrations(&self) -> Result<(), StoreError> {
-        MIGRATOR.run(&self.pool).await?;
-        Ok(())
-    }
-
-    fn notify(&self, position: i64) {
-        self.cache.invalidate();
-        let _ = self.commits.send(position);
+        Ok(SqlStore::open(pool))
     }
 }
 
-impl_sql_store!(SqliteStore, sqlx::Sqlite);
+/// The single process always leads; there is nothing to lose.
+struct SoleProcess;
+
+#[async_trait::async_trait]
+impl RelayLease for SoleProcess {
+    async fn still_held(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+}
+
+impl Dialect for SqliteDialect {
+    type Db = Sqlite;
+    const BACKEND: Backend = Backend::Sqlite;
+    const LOCK_HEAD: &'static str = "SELECT position, hash FROM chain_head WHERE id = 1";
+    const COMMITS_ARE_LOCAL: bool = true;
+
+    async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    async fn migrate(pool: &Pool<Sqlite>) -> Result<(), StoreError> {
+        MIGRATOR.run(pool).await?;
+        Ok(())
+    }
+
+    fn rows_affected(result: &SqliteQueryResult) -> u64 {
+        result.rows_affected()
+    }
+
+    fn listen_for_commits(
+        _pool: &Pool<Sqlite>,
+        _commits: broadcast::Sender<i64>,
+        _clock: Arc<CommitClock>,
+    ) {
+    }
+
+    async fn try_acquire_relay_lease(
+        _pool: &Pool<Sqlite>,
+        _spare: &tokio::sync::Mutex<Option<SqliteConnection>>,
+    ) -> Result<Option<Box<dyn RelayLease>>, StoreError> {
+        Ok(Some(Box::new(SoleProcess)))
+    }
+}

@@ -469,3 +469,101 @@ both_backends!(
         assert_eq!(app.store.load_model("big").await.unwrap().unwrap(), loaded);
     }
 );
+
+both_backends!(
+    latest_versions_many_equals_latest_versions_per_model,
+    |backend: Backend| async move {
+        use model_ledger::store::{ModelQuery, Paging};
+        let app = spawn_app(backend).await;
+        let service = Service::new(app.store(), Arc::new(AllowAll));
+        let mut rng = StdRng::seed_from_u64(0x1a7e57);
+        for i in 0..400 {
+            let who = caller(if i % 2 == 0 { "ana" } else { "bo" });
+            let _ = service
+                .execute(&who, &RequestMeta::default(), random_command(&mut rng))
+                .await;
+        }
+        let models = app
+            .store
+            .search_models(&ModelQuery {
+                filters: vec![],
+                order: vec![],
+                paging: Paging::Offset(0),
+                limit: 100,
+            })
+            .await
+            .unwrap()
+            .items;
+        assert!(models.len() >= 2, "the sequence should leave a few models");
+        // Reversed, with an unknown id and a repeat, to check order and duplicates too.
+        let mut ids: Vec<String> = models.iter().rev().map(|m| m.model_id.clone()).collect();
+        ids.insert(1, "no-such-model".into());
+        ids.push(ids[0].clone());
+        let mut expected = Vec::new();
+        let mut seen = Vec::new();
+        for id in &ids {
+            if !seen.contains(id) {
+                seen.push(id.clone());
+                expected.extend(app.store.latest_versions(id).await.unwrap());
+            }
+        }
+        assert!(
+            !expected.is_empty(),
+            "some model should have versions in some stage"
+        );
+        let many = app.store.latest_versions_many(&ids).await.unwrap();
+        assert_eq!(many, expected);
+        assert!(
+            app.store
+                .latest_versions_many(&[])
+                .await
+                .unwrap()
+                .is_empty()
+        );
+    }
+);
+
+both_backends!(
+    a_commit_advances_the_commit_clock,
+    |backend: Backend| async move {
+        use std::time::{Duration, Instant};
+        let app = spawn_app(backend).await;
+        let service = Service::new(app.store(), Arc::new(AllowAll));
+        // A second store on the same database stands for another server process.
+        let other = model_ledger::store::connect(&app.database_url, 2)
+            .await
+            .unwrap();
+        let clock = app.store.commit_clock();
+        let other_clock = other.commit_clock();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(clock.reliable() && other_clock.reliable()) {
+            assert!(
+                Instant::now() < deadline,
+                "the commit clocks never became reliable"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let before = clock.generation();
+        let other_before = other_clock.generation();
+        service
+            .execute(
+                &caller("ana"),
+                &RequestMeta::default(),
+                create_model("ticks"),
+            )
+            .await
+            .unwrap();
+        // Advanced before the append returned to the writer.
+        assert!(clock.generation() > before);
+        if backend == Backend::Postgres {
+            // The other process hears of it through NOTIFY.
+            while other_clock.generation() == other_before {
+                assert!(
+                    Instant::now() < deadline,
+                    "NOTIFY never advanced the other clock"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+);

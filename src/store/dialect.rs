@@ -1,0 +1,59 @@
+//! What PostgreSQL and SQLite do differently, and nothing else.
+//!
+//! The store's SQL is written once, generic over a [`Dialect`] (see `sql/`): the schema is the
+//! same in both databases (text ids, microsecond integers, JSON as text) and every statement
+//! uses `$n` placeholders, which SQLite accepts too. A dialect supplies the sqlx driver type
+//! and the few places where the two databases must be told different things: how a write
+//! transaction begins (SQLite needs `BEGIN IMMEDIATE` so the write lock is taken before
+//! anything is read), how the single chain-head row is locked (PostgreSQL `FOR UPDATE`; in
+//! SQLite the write lock already serializes appends), the embedded migrations, how commits by
+//! other processes are heard of (PostgreSQL LISTEN/NOTIFY; SQLite has one writing process), and
+//! the relay's leader lease (a PostgreSQL advisory lock; SQLite's single process always leads).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use sqlx::{Database, Pool, Transaction};
+use tokio::sync::broadcast;
+
+use super::{Backend, CommitClock, RelayLease, StoreError};
+
+pub trait Dialect: Send + Sync + Sized + 'static {
+    /// The sqlx driver.
+    type Db: Database;
+
+    const BACKEND: Backend;
+
+    /// Reads `(position, hash)` of the chain head and holds it until the transaction ends.
+    const LOCK_HEAD: &'static str;
+
+    /// Starts a transaction that will write.
+    fn begin_write(
+        pool: &Pool<Self::Db>,
+    ) -> impl Future<Output = Result<Transaction<'static, Self::Db>, sqlx::Error>> + Send;
+
+    /// How many rows a statement changed (the driver's result type has no common trait).
+    fn rows_affected(result: &<Self::Db as Database>::QueryResult) -> u64;
+
+    /// Applies the embedded migrations for this database.
+    fn migrate(pool: &Pool<Self::Db>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Starts forwarding other processes' commits to `commits`, advancing `clock` for each and
+    /// whenever announcements may have been missed. The clock starts out reliable only if
+    /// every commit is local ([`Dialect::COMMITS_ARE_LOCAL`]).
+    fn listen_for_commits(
+        pool: &Pool<Self::Db>,
+        commits: broadcast::Sender<i64>,
+        clock: Arc<CommitClock>,
+    );
+
+    /// Whether one process owns the database, so every commit is made (and heard of) here.
+    const COMMITS_ARE_LOCAL: bool;
+
+    /// One attempt at the relay's leader lease. `spare` keeps a connection between failed
+    /// attempts, so a waiting process does not reconnect every time it asks.
+    fn try_acquire_relay_lease(
+        pool: &Pool<Self::Db>,
+        spare: &tokio::sync::Mutex<Option<<Self::Db as Database>::Connection>>,
+    ) -> impl Future<Output = Result<Option<Box<dyn RelayLease>>, StoreError>> + Send;
+}

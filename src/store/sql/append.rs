@@ -1,0 +1,751 @@
+//! The write path and the event log: appends (alone or grouped), imports, rebuilds, and reads
+//! of the log itself.
+//!
+//! An append group is one transaction. Each command's model rows are written first, in
+//! stream-id order (two groups touching the same models then lock them in the same order and
+//! cannot deadlock); only then is the single chain head locked, the events numbered and
+//! chained, and inserted. The head is so held only for the short tail of the transaction. What
+//! a command rewrites in the projections (its plan) is computed from its decided state before
+//! the transaction begins, so no CPU work happens under any lock.
+
+use async_trait::async_trait;
+use futures::TryStreamExt as _;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
+use tokio::sync::broadcast;
+
+use super::rows::{EVENT_COLUMNS, EventColumns, FoldRow, SnapshotRow};
+use super::{Args, Conn, Db, RowOf, SqlStore, classify_unique};
+use crate::domain::chain::{GENESIS_HASH, canonical_json_string, compute_hash};
+use crate::domain::events::{Actor, CURRENT_SCHEMA_VERSION, EventEnvelope, EventPayload};
+use crate::domain::state::{ModelState, fold};
+use crate::store::dialect::Dialect;
+use crate::store::projection::{ProjectionPlan, from_micros, full_plan, micros, plan};
+use crate::store::{
+    AppendBatch, CommitClock, EventLog, EventQuery, IdempotencyRecord, ModelHead, StoreError,
+    TextMatch,
+};
+
+type Tx<'a, D> = Transaction<'a, Db<D>>;
+
+/// Rows and bytes per INSERT statement: a group's events go in a few statements of moderate
+/// size rather than one per event or one huge one.
+const INSERT_MAX_ROWS: usize = 256;
+const INSERT_MAX_BYTES: usize = 64 * 1024;
+
+/// One command's outcome in a group.
+type Outcome = Result<Vec<EventEnvelope>, StoreError>;
+
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    usize: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> i32: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> &'q str: Encode<'q, Db<D>>,
+    str: Type<Db<D>>,
+    for<'q> Option<i64>: Encode<'q, Db<D>>,
+    for<'q> Option<String>: Encode<'q, Db<D>>,
+    for<'q> Option<&'q str>: Encode<'q, Db<D>>,
+{
+    /// Appends a group of commands in one transaction, under one chain-head lock and one commit
+    /// (group commit; see docs/architecture.md). A command whose stream moved is answered
+    /// `Conflict` and the rest go on; a statement error fails the whole transaction.
+    async fn commit_group(
+        &self,
+        batches: &[&AppendBatch],
+        plans: &[&ProjectionPlan],
+    ) -> Result<Vec<Outcome>, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let mut order: Vec<usize> = (0..batches.len()).collect();
+        order.sort_by_key(|&i| batches[i].stream_id);
+        let mut written = vec![false; batches.len()];
+        for &i in &order {
+            written[i] = Self::write_command(&mut tx, batches[i], plans[i]).await?;
+        }
+        let mut outcomes = Vec::with_capacity(batches.len());
+        if !written.contains(&true) {
+            // Nothing to chain: leave the head alone (and unlocked).
+            tx.rollback().await?;
+        } else {
+            // Everything above touched only these models' rows. From here to commit the single
+            // chain head is held, so positions are assigned in commit order.
+            let (mut position, mut prev_hash): (i64, String) =
+                sqlx::query_as(D::LOCK_HEAD).fetch_one(&mut *tx).await?;
+            for (batch, written) in batches.iter().zip(&written) {
+                if *written {
+                    outcomes.push(chain_events(batch, &mut position, &mut prev_hash)?);
+                }
+            }
+            let written_batches = batches
+                .iter()
+                .zip(&written)
+                .filter(|(_, w)| **w)
+                .map(|(b, _)| b);
+            let rows: Vec<(&EventEnvelope, Option<u64>)> = outcomes
+                .iter()
+                .zip(written_batches)
+                .flat_map(|(stored, batch)| {
+                    stored
+                        .iter()
+                        .zip(batch.events.iter().map(|e| e.payload.version()))
+                })
+                .collect();
+            Self::insert_events(&mut tx, &rows)
+                .await
+                .map_err(classify_unique)?;
+            sqlx::query("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1")
+                .bind(position)
+                .bind(&prev_hash)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            self.committed(position);
+        }
+        let mut stored = outcomes.into_iter();
+        Ok(batches
+            .iter()
+            .zip(written)
+            .map(|(batch, written)| {
+                if written {
+                    stored
+                        .next()
+                        .ok_or_else(|| StoreError::Corrupt("group outcome missing".into()))
+                } else {
+                    Err(StoreError::Conflict {
+                        stream_id: batch.stream_id,
+                        expected: batch.expected_version,
+                        actual: -1,
+                    })
+                }
+            })
+            .collect())
+    }
+
+    /// Writes one command's model rows: the optimistic check on the snapshot row, the
+    /// projections and the idempotency key. `Ok(false)` is a lost race (the stream moved);
+    /// nothing was written then, so the rest of a group can go on. A statement error aborts the
+    /// whole transaction.
+    async fn write_command(
+        tx: &mut Tx<'_, D>,
+        batch: &AppendBatch,
+        plan: &ProjectionPlan,
+    ) -> Result<bool, StoreError> {
+        let stream_id = batch.stream_id.to_string();
+        // The snapshot row carries the stream version. The conditional UPDATE also row-locks
+        // it, so two writers of one model queue here and the second sees the first's version;
+        // a new stream's INSERT does nothing if another created it first.
+        let claimed = if batch.expected_version == 0 {
+            sqlx::query(
+                "INSERT INTO model_state (model_id, stream_version, state, snapshot_version) \
+                 VALUES ($1, $2, $3, $2) ON CONFLICT (model_id) DO NOTHING",
+            )
+            .bind(&stream_id)
+            .bind(plan.stream_version)
+            .bind(plan.snapshot_json.as_deref())
+            .execute(&mut **tx)
+            .await?
+        } else {
+            // The snapshot itself is only rewritten when the plan carries one (every
+            // SNAPSHOT_EVERY events; see `materialize`); an unchanged TOASTed value is not
+            // copied by the UPDATE.
+            sqlx::query(
+                "UPDATE model_state SET stream_version = $2, state = COALESCE($3, state), \
+                 snapshot_version = CASE WHEN $3 IS NULL THEN snapshot_version ELSE $2 END \
+                 WHERE model_id = $1 AND stream_version = $4",
+            )
+            .bind(&stream_id)
+            .bind(plan.stream_version)
+            .bind(plan.snapshot_json.as_deref())
+            .bind(batch.expected_version)
+            .execute(&mut **tx)
+            .await?
+        };
+        if D::rows_affected(&claimed) != 1 {
+            return Ok(false);
+        }
+        Self::write_plan(tx, plan).await?;
+        if let Some(record) = &batch.idempotency {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&record.scope)
+            .bind(&record.key)
+            .bind(&record.request_hash)
+            .bind(record.status as i32)
+            .bind(&record.body)
+            .bind(micros(&chrono::Utc::now()))
+            .execute(&mut **tx)
+            .await
+            .map_err(classify_unique)?;
+        }
+        Ok(true)
+    }
+
+    /// Inserts stored events, each with the version it concerns (its outbox row follows by
+    /// trigger), several per statement. Payload and decision are written as canonical JSON
+    /// text, exactly the bytes the hash covers.
+    async fn insert_events(
+        tx: &mut Tx<'_, D>,
+        events: &[(&EventEnvelope, Option<u64>)],
+    ) -> Result<(), sqlx::Error> {
+        struct Row<'a> {
+            event: &'a EventEnvelope,
+            version: Option<u64>,
+            payload: String,
+            decision: Option<String>,
+        }
+        let rows: Vec<Row<'_>> = events
+            .iter()
+            .map(|(event, version)| Row {
+                event,
+                version: *version,
+                payload: canonical_json_string(&event.payload),
+                decision: event.decision.as_ref().map(canonical_json_string),
+            })
+            .collect();
+        let size = |row: &Row<'_>| row.payload.len() + row.decision.as_ref().map_or(0, String::len);
+        let mut start = 0;
+        while start < rows.len() {
+            // At least one row per statement, then as many as fit the bounds.
+            let mut end = start + 1;
+            let mut bytes = size(&rows[start]);
+            while end < rows.len() && end - start < INSERT_MAX_ROWS {
+                let more = size(&rows[end]) + 512;
+                if bytes + more > INSERT_MAX_BYTES {
+                    break;
+                }
+                bytes += more;
+                end += 1;
+            }
+            let mut qb = QueryBuilder::<Db<D>>::new(
+                "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, \
+                 event_type, schema_version, payload, occurred_at_us, actor_subject, actor_issuer, \
+                 actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) ",
+            );
+            qb.push_values(&rows[start..end], |mut b, row| {
+                let event = row.event;
+                b.push_bind(event.position)
+                    .push_bind(event.event_id.to_string())
+                    .push_bind(event.stream_id.to_string())
+                    .push_bind(event.stream_version)
+                    .push_bind(event.model_name.clone())
+                    .push_bind(event.event_type.clone())
+                    .push_bind(event.schema_version)
+                    .push_bind(row.payload.clone())
+                    .push_bind(micros(&event.occurred_at))
+                    .push_bind(event.actor.subject.clone())
+                    .push_bind(event.actor.issuer.clone())
+                    .push_bind(event.actor.display_name.clone())
+                    .push_bind(event.request_id.clone())
+                    .push_bind(event.correlation_id.clone())
+                    .push_bind(row.decision.clone())
+                    .push_bind(row.version.map(|v| v as i64))
+                    .push_bind(event.prev_hash.clone())
+                    .push_bind(event.hash.clone());
+            });
+            qb.build().execute(&mut **tx).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Writes what a plan says into the projection tables.
+    async fn write_plan(tx: &mut Tx<'_, D>, plan: &ProjectionPlan) -> Result<(), StoreError> {
+        let id = plan.model_id.as_str();
+        let Some(model) = &plan.model else {
+            for sql in [
+                "DELETE FROM registered_models WHERE model_id = $1",
+                "DELETE FROM model_tags WHERE model_id = $1",
+                "DELETE FROM model_versions WHERE model_id = $1",
+                "DELETE FROM version_tags WHERE model_id = $1",
+                "DELETE FROM aliases WHERE model_id = $1",
+            ] {
+                sqlx::query(sql).bind(id).execute(&mut **tx).await?;
+            }
+            return Ok(());
+        };
+        sqlx::query(
+            "INSERT INTO registered_models (model_id, name, description, tags, aliases, created_at_us, \
+             updated_at_us, created_by_subject, created_by_issuer, last_version, stream_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+             ON CONFLICT (model_id) DO UPDATE SET name = excluded.name, description = excluded.description, \
+             tags = excluded.tags, aliases = excluded.aliases, updated_at_us = excluded.updated_at_us, \
+             last_version = excluded.last_version, stream_version = excluded.stream_version",
+        )
+        .bind(&model.model_id)
+        .bind(&model.name)
+        .bind(&model.description)
+        .bind(&model.tags_json)
+        .bind(&model.aliases_json)
+        .bind(model.created_at_us)
+        .bind(model.updated_at_us)
+        .bind(&model.created_by_subject)
+        .bind(&model.created_by_issuer)
+        .bind(model.last_version)
+        .bind(model.stream_version)
+        .execute(&mut **tx)
+        .await
+        .map_err(classify_unique)?;
+        if let Some(tags) = &plan.model_tags {
+            sqlx::query("DELETE FROM model_tags WHERE model_id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            for (key, value) in tags {
+                sqlx::query("INSERT INTO model_tags (model_id, key, value) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(key)
+                    .bind(value)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        if let Some(aliases) = &plan.aliases {
+            sqlx::query("DELETE FROM aliases WHERE model_id = $1")
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            for (alias, version) in aliases {
+                sqlx::query("INSERT INTO aliases (model_id, alias, version) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(alias)
+                    .bind(*version)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        for version in &plan.delete_versions {
+            for sql in [
+                "DELETE FROM model_versions WHERE model_id = $1 AND version = $2",
+                "DELETE FROM version_tags WHERE model_id = $1 AND version = $2",
+            ] {
+                sqlx::query(sql)
+                    .bind(id)
+                    .bind(*version)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        for (row, tags) in &plan.upsert_versions {
+            sqlx::query(
+                "INSERT INTO model_versions (model_id, version, source, run_id, description, stage, tags, \
+                 metrics, signature, input_example, artifact, artifact_digest, verification_status, \
+                 verification, aliases, created_at_us, updated_at_us, created_by_subject, created_by_issuer) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
+                 ON CONFLICT (model_id, version) DO UPDATE SET description = excluded.description, \
+                 stage = excluded.stage, tags = excluded.tags, artifact = excluded.artifact, \
+                 artifact_digest = excluded.artifact_digest, verification_status = excluded.verification_status, \
+                 verification = excluded.verification, aliases = excluded.aliases, updated_at_us = excluded.updated_at_us",
+            )
+            .bind(&row.model_id)
+            .bind(row.version)
+            .bind(&row.source)
+            .bind(&row.run_id)
+            .bind(&row.description)
+            .bind(&row.stage)
+            .bind(&row.tags_json)
+            .bind(&row.metrics_json)
+            .bind(&row.signature_json)
+            .bind(&row.input_example_json)
+            .bind(&row.artifact_json)
+            .bind(&row.artifact_digest)
+            .bind(&row.verification_status)
+            .bind(&row.verification_json)
+            .bind(&row.aliases_json)
+            .bind(row.created_at_us)
+            .bind(row.updated_at_us)
+            .bind(&row.created_by_subject)
+            .bind(&row.created_by_issuer)
+            .execute(&mut **tx)
+            .await?;
+            let Some(tags) = tags else { continue };
+            sqlx::query("DELETE FROM version_tags WHERE model_id = $1 AND version = $2")
+                .bind(id)
+                .bind(row.version)
+                .execute(&mut **tx)
+                .await?;
+            for (key, value) in tags {
+                sqlx::query(
+                    "INSERT INTO version_tags (model_id, version, key, value) VALUES ($1, $2, $3, $4)",
+                )
+                .bind(id)
+                .bind(row.version)
+                .bind(key)
+                .bind(value)
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A model's current state from its snapshot row: the snapshot, with the stream's events
+    /// after `snapshot_version` folded onto it.
+    pub(super) async fn materialize(&self, row: SnapshotRow) -> Result<ModelState, StoreError> {
+        let model_id = row.model_id.as_str();
+        let corrupt = |what: &str, e: serde_json::Error| {
+            StoreError::Corrupt(format!("model {model_id} {what}: {e}"))
+        };
+        let mut state: ModelState =
+            serde_json::from_str(&row.state).map_err(|e| corrupt("snapshot", e))?;
+        if row.snapshot_version < row.stream_version {
+            let id = uuid::Uuid::parse_str(model_id)
+                .map_err(|e| StoreError::Corrupt(format!("model id {model_id}: {e}")))?;
+            let events: Vec<FoldRow> = sqlx::query_as(
+                "SELECT payload, occurred_at_us, actor_subject, actor_issuer, actor_display_name \
+                 FROM events WHERE stream_id = $1 AND stream_version > $2 ORDER BY stream_version",
+            )
+            .bind(model_id)
+            .bind(state.stream_version)
+            .fetch_all(&self.pool)
+            .await?;
+            for event in events {
+                let payload: EventPayload =
+                    serde_json::from_str(&event.payload).map_err(|e| corrupt("event", e))?;
+                let actor = Actor {
+                    subject: event.actor_subject,
+                    issuer: event.actor_issuer,
+                    display_name: event.actor_display_name,
+                };
+                state = fold(
+                    Some(state),
+                    id,
+                    &payload,
+                    from_micros(event.occurred_at_us),
+                    &actor,
+                )
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("model {model_id}: an event does not apply"))
+                })?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Replays every event into fresh projection tables, in one transaction.
+    pub(super) async fn rebuild(&self) -> Result<u64, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        // Holding the chain head keeps appends out while the tables are rewritten.
+        let _: (i64, String) = sqlx::query_as(D::LOCK_HEAD).fetch_one(&mut *tx).await?;
+        for table in [
+            "model_state",
+            "registered_models",
+            "model_tags",
+            "model_versions",
+            "version_tags",
+            "aliases",
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut states: std::collections::HashMap<uuid::Uuid, ModelState> =
+            std::collections::HashMap::new();
+        let mut count = 0u64;
+        {
+            let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY position");
+            let mut rows =
+                sqlx::query_as::<_, EventColumns>(sqlx::AssertSqlSafe(sql)).fetch(&mut *tx);
+            while let Some(row) = rows.try_next().await? {
+                let event = row.into_envelope()?;
+                let payload = event.typed_payload().map_err(|e| {
+                    StoreError::Corrupt(format!("position {}: {e}", event.position))
+                })?;
+                let previous = states.remove(&event.stream_id);
+                if let Some(next) = fold(
+                    previous,
+                    event.stream_id,
+                    &payload,
+                    event.occurred_at,
+                    &event.actor,
+                ) {
+                    states.insert(event.stream_id, next);
+                }
+                count += 1;
+            }
+        }
+        for state in states.values() {
+            let plan = full_plan(state);
+            sqlx::query(
+                "INSERT INTO model_state (model_id, stream_version, state, snapshot_version) \
+                 VALUES ($1, $2, $3, $2)",
+            )
+            .bind(&plan.model_id)
+            .bind(plan.stream_version)
+            .bind(&plan.snapshot_json)
+            .execute(&mut *tx)
+            .await?;
+            Self::write_plan(&mut tx, &plan).await?;
+        }
+        tx.commit().await?;
+        Ok(count)
+    }
+}
+
+/// The stored envelopes of one command's events, continuing the chain from
+/// `(position, prev_hash)`, which it advances.
+fn chain_events(
+    batch: &AppendBatch,
+    position: &mut i64,
+    prev_hash: &mut String,
+) -> Result<Vec<EventEnvelope>, StoreError> {
+    let mut stored = Vec::with_capacity(batch.events.len());
+    for event in &batch.events {
+        *position += 1;
+        let payload = serde_json::to_value(&event.payload)
+            .map_err(|e| StoreError::Corrupt(format!("payload: {e}")))?;
+        let mut envelope = EventEnvelope {
+            position: *position,
+            event_id: event.event_id,
+            stream_id: batch.stream_id,
+            stream_version: event.stream_version,
+            model_name: batch.model_name.clone(),
+            event_type: event.payload.event_type().to_string(),
+            schema_version: CURRENT_SCHEMA_VERSION,
+            payload,
+            occurred_at: event.occurred_at,
+            actor: batch.actor.clone(),
+            request_id: batch.request_id.clone(),
+            correlation_id: batch.correlation_id.clone(),
+            decision: batch.decision.clone(),
+            prev_hash: prev_hash.clone(),
+            hash: String::new(),
+        };
+        envelope.hash = compute_hash(prev_hash, &envelope);
+        *prev_hash = envelope.hash.clone();
+        stored.push(envelope);
+    }
+    Ok(stored)
+}
+
+/// What a batch rewrites in the projections, derived from its decided state and events.
+fn plan_of(batch: &AppendBatch) -> ProjectionPlan {
+    plan(
+        &batch.state,
+        batch.events.iter().map(|e| &e.payload),
+        batch.write_snapshot,
+    )
+}
+
+#[async_trait]
+impl<D> EventLog for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    usize: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> i32: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> &'q str: Encode<'q, Db<D>>,
+    str: Type<Db<D>>,
+    for<'q> Option<i64>: Encode<'q, Db<D>>,
+    for<'q> Option<String>: Encode<'q, Db<D>>,
+    for<'q> Option<&'q str>: Encode<'q, Db<D>>,
+{
+    async fn load_model(&self, name: &str) -> Result<Option<ModelState>, StoreError> {
+        let row: Option<SnapshotRow> = sqlx::query_as(
+            "SELECT s.model_id, s.state, s.snapshot_version, s.stream_version FROM model_state s \
+             JOIN registered_models m ON m.model_id = s.model_id WHERE m.name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        match row {
+            Some(row) => self.materialize(row).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn model_head(&self, name: &str) -> Result<Option<ModelHead>, StoreError> {
+        let row: Option<(String, i64, i64)> = sqlx::query_as(
+            "SELECT s.model_id, s.stream_version, s.snapshot_version FROM model_state s \
+             JOIN registered_models m ON m.model_id = s.model_id WHERE m.name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(
+            row.map(|(model_id, stream_version, snapshot_version)| ModelHead {
+                model_id,
+                stream_version,
+                snapshot_version,
+            }),
+        )
+    }
+
+    async fn append(&self, batch: AppendBatch) -> Outcome {
+        self.append_group(vec![batch])
+            .await
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Corrupt("an append produced no outcome".into())))
+    }
+
+    async fn append_group(&self, batches: Vec<AppendBatch>) -> Vec<Outcome> {
+        // Planned before the transaction begins, so no lock is held while rows are built.
+        let plans: Vec<ProjectionPlan> = batches.iter().map(plan_of).collect();
+        let batch_refs: Vec<&AppendBatch> = batches.iter().collect();
+        let plan_refs: Vec<&ProjectionPlan> = plans.iter().collect();
+        match self.commit_group(&batch_refs, &plan_refs).await {
+            Ok(outcomes) => outcomes,
+            Err(e) if batches.len() == 1 => vec![Err(e)],
+            // The group's transaction failed as a whole, so none of it was written: one
+            // command's statement error (a name taken, a concurrent idempotency key) must not
+            // fail the others, so each is appended alone and gets its own outcome.
+            Err(_) => {
+                let mut outcomes = Vec::with_capacity(batches.len());
+                for (batch, plan) in batch_refs.iter().zip(&plan_refs) {
+                    let outcome = match self.commit_group(&[*batch], &[*plan]).await {
+                        Ok(mut single) => single.pop().unwrap_or_else(|| {
+                            Err(StoreError::Corrupt("an append produced no outcome".into()))
+                        }),
+                        Err(e) => Err(e),
+                    };
+                    outcomes.push(outcome);
+                }
+                outcomes
+            }
+        }
+    }
+
+    async fn find_idempotency(
+        &self,
+        scope: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let row: Option<(String, i32, String)> = sqlx::query_as(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(request_hash, status, body)| IdempotencyRecord {
+            scope: scope.to_string(),
+            key: key.to_string(),
+            request_hash,
+            status: u16::try_from(status).unwrap_or(200),
+            body,
+        }))
+    }
+
+    async fn read_events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, StoreError> {
+        let mut qb =
+            QueryBuilder::<Db<D>>::new(format!("SELECT {EVENT_COLUMNS} FROM events WHERE 1 = 1"));
+        if let Some(stream) = query.stream_id {
+            qb.push(" AND stream_id = ").push_bind(stream.to_string());
+        }
+        if let Some(after) = query.after_position {
+            qb.push(" AND position > ").push_bind(after);
+        }
+        if let Some(before) = query.before_position {
+            qb.push(" AND position < ").push_bind(before);
+        }
+        if let Some(name) = &query.model_name {
+            qb.push(" AND model_name = ").push_bind(name.clone());
+        }
+        if let Some(version) = query.version {
+            qb.push(" AND version = ").push_bind(version);
+        }
+        if let Some(from) = query.occurred_from_us {
+            qb.push(" AND occurred_at_us >= ").push_bind(from);
+        }
+        if let Some(before) = query.occurred_before_us {
+            qb.push(" AND occurred_at_us < ").push_bind(before);
+        }
+        if let Some(subject) = &query.actor_subject {
+            qb.push(" AND actor_subject = ").push_bind(subject.clone());
+        }
+        if !query.event_types.is_empty() {
+            qb.push(" AND ");
+            super::reads::push_text_match(
+                &mut qb,
+                "event_type",
+                &TextMatch::In(query.event_types.clone()),
+            );
+        }
+        qb.push(if query.descending {
+            " ORDER BY position DESC"
+        } else {
+            " ORDER BY position ASC"
+        });
+        qb.push(" LIMIT ").push_bind(query.limit);
+        let rows: Vec<EventColumns> = qb.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter().map(EventColumns::into_envelope).collect()
+    }
+
+    async fn read_stored_events(
+        &self,
+        after_position: i64,
+        limit: i64,
+    ) -> Result<Vec<EventColumns>, StoreError> {
+        Ok(sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {EVENT_COLUMNS} FROM events WHERE position > $1 ORDER BY position LIMIT $2"
+        )))
+        .bind(after_position)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn head(&self) -> Result<(i64, String), StoreError> {
+        let head: Option<(i64, String)> =
+            sqlx::query_as("SELECT position, hash FROM chain_head WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(head.unwrap_or((0, GENESIS_HASH.to_string())))
+    }
+
+    async fn import_events(&self, events: &[EventEnvelope]) -> Result<(), StoreError> {
+        let Some(last) = events.last() else {
+            return Ok(());
+        };
+        let mut tx = D::begin_write(&self.pool).await?;
+        let (head, head_hash): (i64, String) =
+            sqlx::query_as(D::LOCK_HEAD).fetch_one(&mut *tx).await?;
+        let mut expected_prev = head_hash;
+        let mut rows = Vec::with_capacity(events.len());
+        for (expected_position, event) in (head + 1..).zip(events) {
+            if event.position != expected_position || event.prev_hash != expected_prev {
+                return Err(StoreError::Corrupt(format!(
+                    "imported event at position {} does not continue the target chain (expected position {expected_position})",
+                    event.position
+                )));
+            }
+            let payload = event
+                .typed_payload()
+                .map_err(|e| StoreError::Corrupt(format!("position {}: {e}", event.position)))?;
+            rows.push((event, payload.version()));
+            expected_prev = event.hash.clone();
+        }
+        Self::insert_events(&mut tx, &rows).await?;
+        sqlx::query(
+            "UPDATE outbox SET published_at_us = $1 WHERE position <= $2 AND published_at_us IS NULL",
+        )
+        .bind(micros(&chrono::Utc::now()))
+        .bind(last.position)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE chain_head SET position = $1, hash = $2 WHERE id = 1")
+            .bind(last.position)
+            .bind(&last.hash)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<i64> {
+        self.commits.subscribe()
+    }
+
+    fn commit_clock(&self) -> std::sync::Arc<CommitClock> {
+        self.clock.clone()
+    }
+}
