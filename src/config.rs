@@ -285,7 +285,9 @@ pub struct NatsArgs {
     )]
     pub event_source: String,
     /// Test hook: abort the process right after the N-th acknowledged publish, before the
-    /// outbox row is marked (the crash the duplicate window exists for).
+    /// outbox row is marked (the crash the duplicate window exists for). Only in builds with
+    /// the test-only `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub relay_crash_after_publish: Option<u64>,
 }
