@@ -7,10 +7,9 @@
 //! unreadable file, an unreachable database) is returned instead, so "could not check" never
 //! looks like "checked and broken".
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use super::{CliError, open_store, period, print_json};
+use super::{CliError, open_store, period, print_json, write_stdout};
 use crate::config::{
     AuditCommand, ExportArgs, ExportFormat, ReportArgs, ReportFormat, ReportKind, VerifyArgs,
 };
@@ -31,12 +30,10 @@ impl From<ExportFormat> for Format {
     }
 }
 
-fn print_rows<T: serde::Serialize>(rows: &[T], format: ReportFormat) -> Result<(), ReportError> {
+fn print_rows<T: serde::Serialize>(rows: &[T], format: ReportFormat) -> Result<(), CliError> {
     match format {
         ReportFormat::Json => print_json(&rows),
-        ReportFormat::Csv => std::io::stdout()
-            .write_all(&kinds::rows_to_csv(rows)?)
-            .map_err(|e| ReportError::io("writing stdout", e)),
+        ReportFormat::Csv => write_stdout(&kinds::rows_to_csv(rows)?),
     }
 }
 
@@ -175,7 +172,12 @@ async fn run_export(args: ExportArgs) -> Result<ExitCode, CliError> {
     let exporter = Exporter::new(db, filter, args.format.into())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let count = export_to(exporter, &mut out).await?;
+    let count = match export_to(exporter, &mut out).await {
+        Ok(count) => count,
+        // The export's only I/O is writing to `out`, so this is stdout failing.
+        Err(ReportError::Io { source, .. }) => return Err(CliError::stdout(source)),
+        Err(other) => return Err(other.into()),
+    };
     drop(out);
     eprintln!("exported {count} events");
     Ok(ExitCode::SUCCESS)

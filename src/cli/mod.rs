@@ -25,6 +25,7 @@ mod verify;
 mod watch;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::app::StartError;
@@ -64,6 +65,33 @@ pub enum CliError {
     /// An option value the library cannot take as it is (e.g. a malformed duration).
     #[error("{0}")]
     Invalid(String),
+    /// A path named on the command line cannot be used; the message names it.
+    #[error("{}: {source}", path.display())]
+    Path {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The server refused a request that carried no token: say how to give one.
+    #[error("{0}; no token was given: pass --token or set MODEL_LEDGER_TOKEN")]
+    NoToken(ClientError),
+    /// Writing an answer to stdout failed.
+    #[error("writing stdout: {0}")]
+    Stdout(std::io::Error),
+    /// Whoever read stdout has gone (`… | head` once `head` has its lines). Not a failure:
+    /// the reader stopped because it had what it wanted, so [`run`] exits 0 without a word.
+    #[error("stdout was closed by its reader")]
+    StdoutClosed,
+}
+
+impl CliError {
+    /// Classifies a failed write to stdout (see [`CliError::StdoutClosed`]).
+    fn stdout(error: std::io::Error) -> Self {
+        if error.kind() == std::io::ErrorKind::BrokenPipe {
+            CliError::StdoutClosed
+        } else {
+            CliError::Stdout(error)
+        }
+    }
 }
 
 /// Runs the parsed command line to completion and returns the process's exit code.
@@ -81,6 +109,7 @@ pub fn run(cli: Cli) -> ExitCode {
     };
     match runtime.block_on(dispatch(cli.command)) {
         Ok(code) => code,
+        Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -138,6 +167,15 @@ fn client(args: &ClientArgs) -> Result<Client, ClientError> {
     Ok(client)
 }
 
+/// A client error, with a hint when the server wanted a token and none was given (the
+/// server's own message only says a bearer token is missing, not where this command takes it).
+fn client_failure(args: &ClientArgs, error: ClientError) -> CliError {
+    match error {
+        ClientError::Api { status: 401, .. } if args.token.is_none() => CliError::NoToken(error),
+        other => other.into(),
+    }
+}
+
 /// Hides a password in a database URL before printing it.
 fn redact(url: &str) -> String {
     match url::Url::parse(url) {
@@ -164,13 +202,21 @@ fn period(from: &Option<String>, to: &Option<String>) -> Result<Period, ReportEr
     })
 }
 
-/// Prints `value` as pretty JSON followed by a newline.
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), ReportError> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, value)
-        .map_err(|e| ReportError::Invalid(e.to_string()))?;
-    writeln!(out).map_err(|e| ReportError::io("writing stdout", e))
+/// Prints `value` as pretty JSON followed by a newline. Encoded first, then written: an
+/// encoding error and a closed stdout stay distinct errors.
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), CliError> {
+    let mut text =
+        serde_json::to_vec_pretty(value).map_err(|e| ReportError::Invalid(e.to_string()))?;
+    text.push(b'\n');
+    write_stdout(&text)
+}
+
+/// Writes an answer to stdout.
+fn write_stdout(bytes: &[u8]) -> Result<(), CliError> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes)
+        .and_then(|()| out.flush())
+        .map_err(CliError::stdout)
 }
 
 #[cfg(test)]

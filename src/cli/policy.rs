@@ -42,7 +42,7 @@ pub fn validate(policy: PolicyArgs, data_dir: PathBuf) -> Result<ExitCode, CliEr
 pub fn test(file: PathBuf, policy: PolicyArgs, data_dir: PathBuf) -> Result<ExitCode, CliError> {
     let dir = resolve_policy_dir(policy.policies.as_deref(), &data_dir)?;
     let report = crate::policy::run_policy_tests(&dir, &file)?;
-    print!("{report}");
+    println!("{report}");
     Ok(if report.all_passed() {
         ExitCode::SUCCESS
     } else {

@@ -5,12 +5,15 @@
 
 use std::process::ExitCode;
 
-use super::{CliError, client};
+use super::{CliError, client, client_failure};
 use crate::config::PullArgs;
 
 pub async fn run(args: PullArgs) -> Result<ExitCode, CliError> {
     let client = client(&args.client)?;
-    let (name, version, files) = client.pull(&args.uri, &args.dir).await?;
+    let (name, version, files) = client
+        .pull(&args.uri, &args.dir)
+        .await
+        .map_err(|e| client_failure(&args.client, e))?;
     eprintln!(
         "pulled {name} version {version}: {files} files into {}, every SHA-256 matched",
         args.dir.display()

@@ -6,12 +6,15 @@
 
 use std::process::ExitCode;
 
-use super::{CliError, client};
+use super::{CliError, client, client_failure};
 use crate::config::ArtifactVerifyArgs;
 
 pub async fn run(args: ArtifactVerifyArgs) -> Result<ExitCode, CliError> {
     let client = client(&args.client)?;
-    let report = client.verify(&args.uri).await?;
+    let report = client
+        .verify(&args.uri)
+        .await
+        .map_err(|e| client_failure(&args.client, e))?;
     if report.verified {
         println!(
             "verified {}/{}: {} files, digest {}",
