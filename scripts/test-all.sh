@@ -19,8 +19,10 @@ bash scripts/check-services.sh
 # The S3 tests run against moto's S3-compatible server, installed from PyPI into target/.
 bash tests/support/ensure_moto.sh
 
-run cargo build --bins
-run cargo test --all-targets --no-fail-fast
+# `fault-injection` (test-only) adds the relay crash hook one publishing test needs. Both
+# commands take it so the binary is built once, and the suites below run that same binary.
+run cargo build --bins --features fault-injection
+run cargo test --all-targets --no-fail-fast --features fault-injection
 run target/debug/model-ledger policy test policies/tests/default_policies.json --policies policies
 
 for suite in scripts/suites/*.sh; do

@@ -285,7 +285,9 @@ pub struct NatsArgs {
     )]
     pub event_source: String,
     /// Test hook: abort the process right after the N-th acknowledged publish, before the
-    /// outbox row is marked (the crash the duplicate window exists for).
+    /// outbox row is marked (the crash the duplicate window exists for). Only in builds with
+    /// the test-only `fault-injection` feature.
+    #[cfg(feature = "fault-injection")]
     #[arg(long, hide = true)]
     pub relay_crash_after_publish: Option<u64>,
 }
@@ -560,7 +562,7 @@ pub struct ExportArgs {
     #[command(flatten)]
     pub store: StoreArgs,
     #[arg(long, value_enum, default_value = "ndjson")]
-    pub format: crate::reports::search::Format,
+    pub format: ExportFormat,
     /// Only events filed under this model name.
     #[arg(long)]
     pub model: Option<String>,
@@ -592,6 +594,18 @@ pub struct ExportArgs {
     pub before: Option<i64>,
     #[arg(long)]
     pub limit: Option<u64>,
+}
+
+/// How `audit export` encodes events: a mirror of `reports::search::Format`, so `config` does
+/// not import `reports` (whose encoders `cli` maps this onto).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    /// `{"events":[…],"next_cursor":N|null}`
+    Json,
+    /// One event envelope per line: verifiable with `audit verify --file`.
+    Ndjson,
+    /// A header row and one row per event (flattened; not verifiable).
+    Csv,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -13,8 +13,8 @@
 //! - [`publish`]: the outbox relay to NATS JetStream and the SSE event stream.
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
+//! - [`cli`]: the binary's subcommands, one file each, over the modules above.
 //! - [`tracking`]: the MLflow tracking server behind model-ledger (pass-through, run evidence).
-//! - [`tools`]: offline store operations (chain verification, copying a log between backends).
 //! - [`reports`]: compliance reporting: audit search and export, time travel, reports, signed
 //!   checkpoints, offline verification and policy what-if.
 
@@ -22,6 +22,7 @@ pub mod api;
 pub mod app;
 pub mod artifacts;
 pub mod auth;
+pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod policy;
@@ -29,5 +30,4 @@ pub mod publish;
 pub mod reports;
 pub mod service;
 pub mod store;
-pub mod tools;
 pub mod tracking;

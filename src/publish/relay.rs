@@ -62,7 +62,9 @@ pub struct NatsSettings {
     pub max_age: Duration,
     pub max_bytes: i64,
     pub source: String,
-    /// Test hook: abort after this many acknowledged publishes, before marking.
+    /// Test hook: abort after this many acknowledged publishes, before marking (only with the
+    /// test-only `fault-injection` feature).
+    #[cfg(feature = "fault-injection")]
     pub crash_after_publish: Option<u64>,
 }
 
@@ -82,6 +84,7 @@ impl NatsSettings {
             max_age: args.nats_max_age,
             max_bytes: args.nats_max_bytes,
             source: args.event_source.clone(),
+            #[cfg(feature = "fault-injection")]
             crash_after_publish: args.relay_crash_after_publish,
         })
     }
@@ -101,6 +104,7 @@ impl NatsSettings {
             max_age: Duration::ZERO,
             max_bytes: -1,
             source: "/model-ledger".into(),
+            #[cfg(feature = "fault-injection")]
             crash_after_publish: None,
         }
     }
@@ -422,6 +426,7 @@ async fn drain_once(
             Ok(ack) => {
                 acked.push(event.position);
                 record_ack(status, event, &ack);
+                #[cfg(feature = "fault-injection")]
                 if publisher.settings.crash_after_publish == Some(status.snapshot().published) {
                     tracing::error!(
                         position = event.position,

@@ -16,7 +16,6 @@
 //! - [`replay`]: re-deciding recorded decisions against a candidate policy set.
 
 pub mod checkpoint;
-pub mod cli;
 pub mod history;
 pub mod kinds;
 pub mod replay;

@@ -18,7 +18,7 @@ use crate::domain::chain::canonical_time;
 use crate::domain::events::{EventEnvelope, EventPayload};
 use crate::store::{EventQuery, SharedStore};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Format {
     /// `{"events":[…],"next_cursor":N|null}`

@@ -9,6 +9,7 @@ mod helpers;
 
 mod artifacts;
 mod bad_input;
+mod cli;
 mod concurrency;
 mod mlflow_api;
 mod native_api;

@@ -636,6 +636,9 @@ async fn watch_swaps_to_the_new_version_on_a_stage_change() {
     target.delete().await;
 }
 
+// The crash hook exists only with the test-only `fault-injection` feature (scripts/test-all.sh
+// enables it); without it the binary has no `--relay-crash-after-publish`.
+#[cfg(feature = "fault-injection")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_process_killed_between_publish_and_mark_causes_no_duplicate() {
     let target = Target::new(SHARED_NATS);

@@ -1,57 +1,51 @@
-//! The `model-ledger audit …` and `policy replay` commands: argument handling and output around
-//! the library functions, so `main` only dispatches.
+//! `model-ledger audit …`: verify the hash chain, export events, sign and check checkpoints and
+//! reports, and fold a model's state as of a point in history.
+//!
+//! Everything here reads; none of it appends events, so an auditor can run it against a replica
+//! or an export without any write access. A broken chain or report is a finding: it prints
+//! `… BROKEN: …` on stdout and exits 1. An error that stops the check from running (an
+//! unreadable file, an unreachable database) is returned instead, so "could not check" never
+//! looks like "checked and broken".
 
-use std::io::Write;
 use std::process::ExitCode;
 
-use super::checkpoint::{self, Checkpoint};
-use super::kinds::{self, Period};
-use super::search::{EventFilter, Exporter, export_to};
-use super::{AsOf, ReportError, history, parse_time, verify};
+use super::{CliError, open_store, period, print_json, write_stdout};
 use crate::config::{
-    AuditCommand, ExportArgs, PolicyArgs, ReportArgs, ReportFormat, ReportKind, StoreArgs,
-    VerifyArgs,
+    AuditCommand, ExportArgs, ExportFormat, ReportArgs, ReportFormat, ReportKind, VerifyArgs,
 };
-use crate::store::{self, SharedStore};
+use crate::reports::checkpoint::{self, Checkpoint};
+use crate::reports::kinds;
+use crate::reports::search::{EventFilter, Exporter, Format, export_to};
+use crate::reports::{AsOf, ReportError, history, parse_time, verify};
 
-async fn open(args: &StoreArgs) -> Result<SharedStore, ReportError> {
-    let (url, _) = args.resolved_url();
-    Ok(store::connect(&url, 2).await?)
+/// The export encodings are chosen on the command line by the option type in `config` and
+/// implemented by `reports`; this is the one place that knows both.
+impl From<ExportFormat> for Format {
+    fn from(format: ExportFormat) -> Self {
+        match format {
+            ExportFormat::Json => Format::Json,
+            ExportFormat::Ndjson => Format::Ndjson,
+            ExportFormat::Csv => Format::Csv,
+        }
+    }
 }
 
-fn period(from: &Option<String>, to: &Option<String>) -> Result<Period, ReportError> {
-    Ok(Period {
-        from: from.as_deref().map(parse_time).transpose()?,
-        to: to.as_deref().map(parse_time).transpose()?,
-    })
-}
-
-fn print_json<T: serde::Serialize>(value: &T) -> Result<(), ReportError> {
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    serde_json::to_writer_pretty(&mut out, value)
-        .map_err(|e| ReportError::Invalid(e.to_string()))?;
-    writeln!(out).map_err(|e| ReportError::io("writing stdout", e))
-}
-
-fn print_rows<T: serde::Serialize>(rows: &[T], format: ReportFormat) -> Result<(), ReportError> {
+fn print_rows<T: serde::Serialize>(rows: &[T], format: ReportFormat) -> Result<(), CliError> {
     match format {
         ReportFormat::Json => print_json(&rows),
-        ReportFormat::Csv => std::io::stdout()
-            .write_all(&kinds::rows_to_csv(rows)?)
-            .map_err(|e| ReportError::io("writing stdout", e)),
+        ReportFormat::Csv => write_stdout(&kinds::rows_to_csv(rows)?),
     }
 }
 
 /// Runs one audit subcommand. Verification failures print `… BROKEN: …` on stdout and exit 1;
 /// other errors are returned.
-pub async fn run_audit(command: AuditCommand) -> Result<ExitCode, ReportError> {
+pub async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
     match command {
         AuditCommand::Verify(args) => run_verify(args).await,
         AuditCommand::Export(args) => run_export(args).await,
         AuditCommand::Checkpoint { store, checkpoint } => {
             let key = checkpoint::load_or_create_key(&store.data_dir)?;
-            let db = open(&store).await?;
+            let db = open_store(&store).await?;
             let record = checkpoint::make_checkpoint(db.as_ref(), &key, &checkpoint.origin).await?;
             print!("{}", record.note);
             Ok(ExitCode::SUCCESS)
@@ -81,7 +75,7 @@ pub async fn run_audit(command: AuditCommand) -> Result<ExitCode, ReportError> {
                     );
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e @ (ReportError::Io { .. } | ReportError::Store(_))) => Err(e),
+                Err(e @ (ReportError::Io { .. } | ReportError::Store(_))) => Err(e.into()),
                 Err(e) => {
                     println!("report BROKEN: {e}");
                     Ok(ExitCode::FAILURE)
@@ -89,7 +83,7 @@ pub async fn run_audit(command: AuditCommand) -> Result<ExitCode, ReportError> {
             }
         }
         AuditCommand::State { name, as_of, store } => {
-            let db = open(&store).await?;
+            let db = open_store(&store).await?;
             let position = AsOf::parse(&as_of)?.resolve(db.as_ref()).await?;
             match history::model_as_of(db.as_ref(), &name, position).await? {
                 Some(state) => {
@@ -111,7 +105,7 @@ fn open_file(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>
         .map_err(|e| ReportError::io(format!("opening {}", path.display()), e))
 }
 
-async fn run_verify(args: VerifyArgs) -> Result<ExitCode, ReportError> {
+async fn run_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     let checkpoint = match &args.checkpoint {
         None => None,
         Some(path) => {
@@ -137,7 +131,7 @@ async fn run_verify(args: VerifyArgs) -> Result<ExitCode, ReportError> {
     let result = match &args.file {
         Some(file) => verify::verify_ndjson(open_file(file)?, checkpoint),
         None => {
-            let db = open(&args.store).await?;
+            let db = open_store(&args.store).await?;
             verify::verify_store(db.as_ref(), checkpoint).await
         }
     };
@@ -152,7 +146,7 @@ async fn run_verify(args: VerifyArgs) -> Result<ExitCode, ReportError> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(e @ (ReportError::Io { .. } | ReportError::Store(_))) => Err(e),
+        Err(e @ (ReportError::Io { .. } | ReportError::Store(_))) => Err(e.into()),
         Err(broken) => {
             println!("chain BROKEN: {broken}");
             Ok(ExitCode::FAILURE)
@@ -160,7 +154,7 @@ async fn run_verify(args: VerifyArgs) -> Result<ExitCode, ReportError> {
     }
 }
 
-async fn run_export(args: ExportArgs) -> Result<ExitCode, ReportError> {
+async fn run_export(args: ExportArgs) -> Result<ExitCode, CliError> {
     let filter = EventFilter {
         model: args.model,
         version: args.version,
@@ -174,18 +168,23 @@ async fn run_export(args: ExportArgs) -> Result<ExitCode, ReportError> {
         before: args.before,
         limit: args.limit,
     };
-    let db = open(&args.store).await?;
-    let exporter = Exporter::new(db, filter, args.format)?;
+    let db = open_store(&args.store).await?;
+    let exporter = Exporter::new(db, filter, args.format.into())?;
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
-    let count = export_to(exporter, &mut out).await?;
+    let count = match export_to(exporter, &mut out).await {
+        Ok(count) => count,
+        // The export's only I/O is writing to `out`, so this is stdout failing.
+        Err(ReportError::Io { source, .. }) => return Err(CliError::stdout(source)),
+        Err(other) => return Err(other.into()),
+    };
     drop(out);
     eprintln!("exported {count} events");
     Ok(ExitCode::SUCCESS)
 }
 
-async fn run_report(args: ReportArgs) -> Result<ExitCode, ReportError> {
-    let db = open(&args.store).await?;
+async fn run_report(args: ReportArgs) -> Result<ExitCode, CliError> {
+    let db = open_store(&args.store).await?;
     let period = period(&args.from, &args.to)?;
     match args.kind {
         ReportKind::Promotions if args.sign => {
@@ -234,31 +233,5 @@ async fn run_report(args: ReportArgs) -> Result<ExitCode, ReportError> {
             )?;
         }
     }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `policy replay`: prints the changed decisions as JSON; exits 0 either way (a change is a
-/// finding, not a failure).
-pub async fn run_replay(
-    policy: PolicyArgs,
-    store_args: StoreArgs,
-    from: Option<String>,
-    to: Option<String>,
-) -> Result<ExitCode, ReportError> {
-    let Some(dir) = policy.policies.clone() else {
-        return Err(ReportError::Invalid(
-            "--policies DIR (the candidate policy set) is required".into(),
-        ));
-    };
-    let engine = crate::policy::PolicyEngine::load(&dir, policy.group_names())?;
-    let db = open(&store_args).await?;
-    let summary = super::replay::replay(db.as_ref(), &engine, period(&from, &to)?).await?;
-    print_json(&summary)?;
-    eprintln!(
-        "{} decisions replayed, {} would change, {} skipped",
-        summary.decisions,
-        summary.changed.len(),
-        summary.skipped
-    );
     Ok(ExitCode::SUCCESS)
 }
