@@ -137,7 +137,8 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
             .collect(),
         dev_auth_dir: dev_auth.then(|| args.store.data_dir.clone()),
         leeway_secs: args.jwt_leeway_secs,
-        ..Default::default()
+        jwks_refetch_min_interval: args.oidc_jwks_refetch_interval,
+        accepted_token_types: args.oidc_accepted_token_types.clone(),
     })
     .await?;
     let policy_dir = resolve_policy_dir(args.policy.policies.as_deref(), &args.store.data_dir)?;

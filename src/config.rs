@@ -5,6 +5,12 @@
 //! `--config`: its keys are the option names with `_` (`database_url = "…"`). Precedence is
 //! flag, then environment, then file, then default. The file is applied by exporting its keys
 //! as environment variables before clap parses, so one mechanism serves all three sources.
+//!
+//! `--help` shows each option's current environment value, which is handy until the value is a
+//! secret that ends up in a terminal recording, a CI log or a support ticket. Every option that
+//! can hold a credential — tokens, passwords, and URLs or store options that may embed one
+//! (`postgres://user:password@…`, `nats://token@…`, SAS-signed store URLs) — is therefore
+//! declared with `hide_env_values`; the `help_never_prints_secrets` test keeps it that way.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -89,7 +95,7 @@ pub struct WatchArgs {
     )]
     pub registry_url: String,
     /// Bearer token for the registry (needs ReadModel on the model).
-    #[arg(long, env = "MODEL_LEDGER_TOKEN")]
+    #[arg(long, env = "MODEL_LEDGER_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
     /// Address `GET /current` is served on.
     #[arg(long, default_value = "127.0.0.1:8090")]
@@ -149,7 +155,7 @@ pub struct ArtifactVerifyArgs {
 pub struct StoreArgs {
     /// PostgreSQL (`postgres://…`) or SQLite (`sqlite://…`) URL. Without one, SQLite in the data
     /// directory is used. `DATABASE_URL` is read too.
-    #[arg(long, env = "MODEL_LEDGER_DATABASE_URL")]
+    #[arg(long, env = "MODEL_LEDGER_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
     /// Directory for the embedded database, artifacts and the dev signing key.
     #[arg(
@@ -210,9 +216,23 @@ pub struct ServeArgs {
     /// Claim holding the caller's groups, as a dotted path (`groups`, `roles`, `realm_access.roles`).
     #[arg(long, env = "MODEL_LEDGER_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub oidc_groups_claim: String,
-    /// Clock-skew leeway for `exp` and `nbf`, in seconds.
-    #[arg(long, env = "MODEL_LEDGER_JWT_LEEWAY_SECS", default_value_t = 30)]
+    /// Clock-skew leeway for `exp` and `nbf`: plain seconds (`30`) or a duration (`30s`, `1m`).
+    #[arg(long, env = "MODEL_LEDGER_JWT_LEEWAY_SECS", default_value = "30", value_parser = parse_duration_secs)]
     pub jwt_leeway_secs: u64,
+    /// Token header `typ` values accepted (comma-separated in env). The default accepts only
+    /// RFC 9068 access tokens; add `JWT` for an IdP that types its access tokens that way
+    /// (this also admits its ID tokens; see docs/auth.md).
+    #[arg(
+        long = "oidc-accepted-token-types",
+        env = "MODEL_LEDGER_OIDC_ACCEPTED_TOKEN_TYPES",
+        value_delimiter = ',',
+        default_value = crate::auth::ACCESS_TOKEN_TYPE
+    )]
+    pub oidc_accepted_token_types: Vec<String>,
+    /// Shortest time between JWKS refetches caused by tokens with an unknown `kid`: how soon a
+    /// key rotated in at the IdP is seen, and how often random `kid`s can make us ask.
+    #[arg(long, env = "MODEL_LEDGER_OIDC_JWKS_REFETCH_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub oidc_jwks_refetch_interval: std::time::Duration,
     #[command(flatten)]
     pub policy: PolicyArgs,
     /// Largest accepted request body, in bytes (413 above).
@@ -237,19 +257,19 @@ pub struct ServeArgs {
 pub struct NatsArgs {
     /// NATS server URL(s), comma-separated (`nats://host:4222`; `tls://` requires TLS). Without
     /// one, nothing is published to NATS (the HTTP event stream still works).
-    #[arg(long, env = "MODEL_LEDGER_NATS_URL")]
+    #[arg(long, env = "MODEL_LEDGER_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// NATS credentials file (`.creds`: user JWT and NKey seed, as `nsc` writes it).
     #[arg(long, env = "MODEL_LEDGER_NATS_CREDS")]
     pub nats_creds: Option<PathBuf>,
     /// Token for NATS token authentication.
-    #[arg(long, env = "MODEL_LEDGER_NATS_TOKEN")]
+    #[arg(long, env = "MODEL_LEDGER_NATS_TOKEN", hide_env_values = true)]
     pub nats_token: Option<String>,
     /// User for NATS user/password authentication (with `--nats-password`).
     #[arg(long, env = "MODEL_LEDGER_NATS_USER")]
     pub nats_user: Option<String>,
     /// Password for NATS user/password authentication.
-    #[arg(long, env = "MODEL_LEDGER_NATS_PASSWORD")]
+    #[arg(long, env = "MODEL_LEDGER_NATS_PASSWORD", hide_env_values = true)]
     pub nats_password: Option<String>,
     /// PEM file of CA certificates to trust for NATS TLS (implies TLS is required).
     #[arg(long, env = "MODEL_LEDGER_NATS_TLS_CA")]
@@ -297,17 +317,23 @@ pub struct NatsArgs {
 pub struct ArtifactArgs {
     /// Store for uploads: `file:///dir`, `s3://bucket/prefix`, `gs://bucket/prefix`,
     /// `az://container/prefix` or `memory://`. Default: `<data-dir>/artifacts`.
-    #[arg(long, env = "MODEL_LEDGER_ARTIFACT_STORE")]
+    #[arg(long, env = "MODEL_LEDGER_ARTIFACT_STORE", hide_env_values = true)]
     pub artifact_store: Option<String>,
     /// Further stores whose files may be registered, as NAME=URL (comma-separated in env).
-    #[arg(long, env = "MODEL_LEDGER_ARTIFACT_STORES", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_ARTIFACT_STORES",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
     pub artifact_stores: Vec<String>,
     /// Provider option KEY=VALUE (object_store keys: `aws_…`, `google_…`, `azure_…`); unknown
     /// keys are refused. Credentials are better left to the providers' usual env variables.
     #[arg(
         long = "artifact-store-option",
         env = "MODEL_LEDGER_ARTIFACT_STORE_OPTIONS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub artifact_store_options: Vec<String>,
     /// S3-compatible endpoint, e.g. `http://127.0.0.1:9000` (path-style requests).
@@ -346,7 +372,7 @@ pub struct CheckpointOpts {
 pub struct TrackingArgs {
     /// Base URL of the MLflow tracking server (e.g. `http://mlflow:5000`). Without it, tracking
     /// endpoints answer a JSON error naming this option.
-    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM")]
+    #[arg(long, env = "MODEL_LEDGER_MLFLOW_UPSTREAM", hide_env_values = true)]
     pub mlflow_upstream: Option<String>,
     /// Bearer token model-ledger presents to the upstream.
     #[arg(
@@ -659,25 +685,45 @@ pub struct ReportArgs {
     pub checkpoint: CheckpointOpts,
 }
 
-/// Parses `90s`, `30m`, `1h`, `2d` or plain seconds.
+/// Parses a duration: plain seconds (`90`, as scripts and older configs write them) or a
+/// humantime duration (`90s`, `30m`, `1h 30m`, `2d`, `250ms`).
+///
+/// Weeks, months and years are refused: humantime counts a month as 30.44 days and a year as
+/// 365.25 days, which is never what an operator writing a retention period means, and weeks are
+/// left out with them so the accepted units are one short list (ns, us, ms, s, m, h, d and
+/// their long spellings). Write `14d` for two weeks.
 pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     let raw = raw.trim();
-    let (number, unit) = raw.split_at(raw.find(|c: char| !c.is_ascii_digit()).unwrap_or(raw.len()));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("invalid duration '{raw}'"))?;
-    let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => {
-            return Err(format!(
-                "invalid duration unit in '{raw}' (use s, m, h or d)"
-            ));
-        }
-    };
-    Ok(std::time::Duration::from_secs(secs))
+    if let Ok(secs) = raw.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    const CALENDAR_UNITS: &[&str] = &[
+        "w", "week", "weeks", "M", "month", "months", "y", "year", "years",
+    ];
+    if let Some(unit) = raw
+        .split(|c: char| c.is_ascii_digit() || c.is_whitespace())
+        .find(|unit| CALENDAR_UNITS.contains(unit))
+    {
+        return Err(format!(
+            "invalid duration '{raw}': unit '{unit}' is not accepted (use ns, us, ms, s, m, h \
+             or d, e.g. 14d)"
+        ));
+    }
+    humantime::parse_duration(raw)
+        .map_err(|e| format!("invalid duration '{raw}': {e} (e.g. 90, 30s, 5m, 1h 30m, 2d)"))
+}
+
+/// [`parse_duration`] for options stored as whole seconds (`--jwt-leeway-secs`): `30` and
+/// `30s` mean the same; a fraction of a second is refused rather than silently dropped.
+pub fn parse_duration_secs(raw: &str) -> Result<u64, String> {
+    let duration = parse_duration(raw)?;
+    if duration.subsec_nanos() != 0 {
+        return Err(format!(
+            "invalid duration '{}': must be whole seconds",
+            raw.trim()
+        ));
+    }
+    Ok(duration.as_secs())
 }
 
 /// Exports the TOML file's keys as `MODEL_LEDGER_*` variables unless already set, so the file
@@ -727,15 +773,4 @@ pub fn apply_config_file(args: &[String]) -> Result<(), String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("90").unwrap().as_secs(), 90);
-        assert_eq!(parse_duration("30m").unwrap().as_secs(), 1800);
-        assert_eq!(parse_duration("1h").unwrap().as_secs(), 3600);
-        assert!(parse_duration("1w").is_err());
-        assert!(parse_duration("h").is_err());
-    }
-}
+mod tests;

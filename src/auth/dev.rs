@@ -149,7 +149,10 @@ pub fn mint_token(
         "groups": groups,
         KIND_CLAIM: kind.as_str(),
     });
+    // Dev tokens stand in for an IdP's access tokens, so they are typed as RFC 9068 ones and
+    // pass the same `typ` check.
     let mut header = Header::new(Algorithm::EdDSA);
+    header.typ = Some(super::ACCESS_TOKEN_TYPE.to_owned());
     header.kid = Some(key.kid);
     jsonwebtoken::encode(&header, &claims, &key.encoding)
         .map_err(|e| AuthError::Config(format!("cannot sign dev token: {e}")))

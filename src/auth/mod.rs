@@ -21,6 +21,8 @@ mod oidc;
 pub mod test_issuer;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod token_type_and_refetch_tests;
 
 /// Whether a principal is a person or a machine identity; policies treat them differently
 /// (e.g. only users may approve a promotion). See the service-account rule on [`Principal`].
@@ -111,10 +113,18 @@ pub struct AuthConfig {
     pub dev_auth_dir: Option<PathBuf>,
     /// Clock skew tolerated on `exp` and `nbf`, in seconds.
     pub leeway_secs: u64,
-    /// Minimum time between JWKS fetches triggered by unknown `kid`s, so a flood of forged
-    /// tokens cannot turn us into a hammer against the IdP.
+    /// Minimum time between JWKS fetches triggered by unknown `kid`s: short, so a key the IdP
+    /// has just rotated in is picked up within about this long, yet a bound, so a flood of
+    /// forged tokens with random `kid`s cannot turn us into a hammer against the IdP.
     pub jwks_refetch_min_interval: Duration,
+    /// Header `typ` values accepted, compared as media types (case-insensitive, `application/`
+    /// implied). The default, `at+jwt`, accepts only RFC 9068 access tokens, so an ID token
+    /// (`typ: JWT`) issued to some other client of the same IdP cannot be replayed here.
+    pub accepted_token_types: Vec<String>,
 }
+
+/// The RFC 9068 access-token type, the default and only accepted `typ` unless configured.
+pub const ACCESS_TOKEN_TYPE: &str = "at+jwt";
 
 impl Default for AuthConfig {
     fn default() -> Self {
@@ -122,8 +132,21 @@ impl Default for AuthConfig {
             issuers: Vec::new(),
             dev_auth_dir: None,
             leeway_secs: 30,
-            jwks_refetch_min_interval: Duration::from_secs(10),
+            jwks_refetch_min_interval: Duration::from_secs(1),
+            accepted_token_types: vec![ACCESS_TOKEN_TYPE.to_owned()],
         }
+    }
+}
+
+/// A `typ` value in the form used for comparison. RFC 7515 §4.1.9: media types compare
+/// case-insensitively, and a value without `/` means `application/<value>`, so `at+jwt`,
+/// `AT+JWT` and `application/at+jwt` are one type.
+pub fn normalize_token_type(typ: &str) -> String {
+    let lower = typ.trim().to_ascii_lowercase();
+    if lower.contains('/') {
+        lower
+    } else {
+        format!("application/{lower}")
     }
 }
 
@@ -180,27 +203,57 @@ struct Inner {
     /// verified `iss` must then match it.
     issuers: HashMap<String, oidc::IssuerKeys>,
     leeway_secs: u64,
-    /// Recently verified tokens. A model server resolving its model sends the same token on
-    /// every request; re-checking the signature each time would cost more than the lookup it
-    /// guards. Entries live until the token's `exp` but at most [`VERIFIED_TTL`], so a token
-    /// signed by a key the IdP has since withdrawn stops working within that bound.
-    verified: std::sync::Mutex<HashMap<[u8; 32], VerifiedToken>>,
+    /// Recently verified tokens, by SHA-256 of the token. A model server resolving its model
+    /// sends the same token on every request; re-checking the signature each time would cost
+    /// more than the lookup it guards. Each entry expires at the token's `exp` but at most
+    /// [`VERIFIED_TTL`] after it was verified, so a token signed by a key the IdP has since
+    /// withdrawn stops working within that bound; moka evicts the least useful entries beyond
+    /// [`VERIFIED_CAPACITY`], so a flood of distinct tokens cannot grow memory.
+    verified: moka::sync::Cache<[u8; 32], VerifiedToken>,
+    /// Normalized `typ` values accepted in token headers (see [`normalize_token_type`]).
+    accepted_token_types: Vec<String>,
 }
 
-/// A verified token: who it is, until when the verification is reused, and under which
+/// A verified token: who it is, for how long the verification is reused, and under which
 /// issuer's key set it was made.
+#[derive(Clone)]
 struct VerifiedToken {
     principal: Principal,
-    valid_until: std::time::Instant,
+    reuse_for: Duration,
     issuer: String,
     key_set: std::time::Instant,
 }
 
+/// Gives every cached verification its own lifetime (the token's remaining validity, capped).
+struct ReuseUntilExpiry;
+
+impl moka::Expiry<[u8; 32], VerifiedToken> for ReuseUntilExpiry {
+    fn expire_after_create(
+        &self,
+        _fingerprint: &[u8; 32],
+        token: &VerifiedToken,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(token.reuse_for)
+    }
+
+    fn expire_after_update(
+        &self,
+        _fingerprint: &[u8; 32],
+        token: &VerifiedToken,
+        _updated_at: std::time::Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        // A re-verification (after a key-set change) starts a fresh lifetime.
+        Some(token.reuse_for)
+    }
+}
+
 /// Longest time a verified token is trusted without re-checking its signature.
 const VERIFIED_TTL: Duration = Duration::from_secs(60);
-/// Bound on the verified-token cache; it is emptied when full (simple and enough for the
-/// number of distinct callers a registry sees).
-const VERIFIED_CAPACITY: usize = 10_000;
+/// Bound on the verified-token cache: far more distinct callers than a registry sees in a
+/// minute, at a few hundred bytes each.
+const VERIFIED_CAPACITY: u64 = 10_000;
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -219,6 +272,7 @@ impl Authenticator {
     /// Dev auth and real issuers are mutually exclusive: a server that accepts self-minted
     /// tokens must never also look like a production deployment.
     pub async fn new(config: AuthConfig) -> Result<Self, AuthError> {
+        let accepted_token_types = accepted_token_types(&config.accepted_token_types)?;
         let mut issuers = HashMap::new();
         match (&config.dev_auth_dir, config.issuers.is_empty()) {
             (Some(_), false) => {
@@ -258,7 +312,11 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 issuers,
                 leeway_secs: config.leeway_secs,
-                verified: std::sync::Mutex::new(HashMap::new()),
+                verified: moka::sync::Cache::builder()
+                    .max_capacity(VERIFIED_CAPACITY)
+                    .expire_after(ReuseUntilExpiry)
+                    .build(),
+                accepted_token_types,
             }),
         })
     }
@@ -273,19 +331,17 @@ impl Authenticator {
             use sha2::Digest;
             sha2::Sha256::digest(token.as_bytes()).into()
         };
-        let now = std::time::Instant::now();
-        if let Ok(cache) = self.inner.verified.lock()
-            && let Some(hit) = cache.get(&fingerprint)
-            && hit.valid_until > now
+        if let Some(hit) = self.inner.verified.get(&fingerprint)
             && self
                 .inner
                 .issuers
                 .get(&hit.issuer)
                 .is_some_and(|keys| keys.key_set_stamp() == hit.key_set)
         {
-            return Ok(hit.principal.clone());
+            return Ok(hit.principal);
         }
         let header = oidc::parse_header(token)?;
+        self.check_token_type(header.typ.as_deref())?;
         // The unverified `iss` only selects which keys to verify with; validation then pins
         // the same issuer, so a lying `iss` cannot pick keys that would accept the token.
         let iss = oidc::unverified_issuer(token)?;
@@ -303,26 +359,48 @@ impl Authenticator {
             .map(|exp| exp - chrono::Utc::now().timestamp())
             .unwrap_or(0);
         if expires_in > 0 {
-            let ttl = Duration::from_secs(expires_in as u64).min(VERIFIED_TTL);
-            if let Ok(mut cache) = self.inner.verified.lock() {
-                if cache.len() >= VERIFIED_CAPACITY {
-                    cache.clear();
-                }
-                // Stamped with the key set *before* verifying: if a refetch happened meanwhile,
-                // the entry is simply re-verified next time.
-                cache.insert(
-                    fingerprint,
-                    VerifiedToken {
-                        principal: principal.clone(),
-                        valid_until: now + ttl,
-                        issuer: iss.clone(),
-                        key_set,
-                    },
-                );
-            }
+            // Stamped with the key set *before* verifying: if a refetch happened meanwhile,
+            // the entry is simply re-verified next time.
+            self.inner.verified.insert(
+                fingerprint,
+                VerifiedToken {
+                    principal: principal.clone(),
+                    reuse_for: Duration::from_secs(expires_in.unsigned_abs()).min(VERIFIED_TTL),
+                    issuer: iss,
+                    key_set,
+                },
+            );
         }
         Ok(principal)
     }
+}
+
+impl Authenticator {
+    /// Refuses tokens of a type this server was not told to accept, before any key lookup:
+    /// an ID token is signed by the same keys as an access token, so only `typ` tells them
+    /// apart.
+    fn check_token_type(&self, typ: Option<&str>) -> Result<(), AuthError> {
+        let accepted = &self.inner.accepted_token_types;
+        match typ {
+            Some(typ) if accepted.contains(&normalize_token_type(typ)) => Ok(()),
+            found => Err(AuthError::InvalidToken(format!(
+                "token type {} is not accepted here (accepted: {}); ID tokens are not access \
+                 tokens (see --oidc-accepted-token-types)",
+                found.map_or_else(|| "(no `typ` header)".to_owned(), |t| format!("{t:?}")),
+                accepted.join(", ")
+            ))),
+        }
+    }
+}
+
+/// Checks and normalizes the configured token types; an empty list would refuse everything.
+fn accepted_token_types(configured: &[String]) -> Result<Vec<String>, AuthError> {
+    if configured.is_empty() || configured.iter().any(|t| t.trim().is_empty()) {
+        return Err(AuthError::Config(format!(
+            "accepted token types must be non-empty names such as {ACCESS_TOKEN_TYPE} or JWT"
+        )));
+    }
+    Ok(configured.iter().map(|t| normalize_token_type(t)).collect())
 }
 
 /// Extracts the token from `Bearer <token>`; the scheme is case-insensitive (RFC 9110 §11.1).

@@ -462,13 +462,41 @@ pub(crate) fn parse_header(token: &str) -> Result<Header, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::Malformed("token is too large".to_owned()));
     }
-    jsonwebtoken::decode_header(token).map_err(|e| {
+    let header = jsonwebtoken::decode_header(token).map_err(|e| {
         if raw_header_alg(token).is_some_and(|alg| alg.eq_ignore_ascii_case("none")) {
             AuthError::InvalidToken("unsigned tokens (alg none) are not accepted".to_owned())
         } else {
             AuthError::Malformed(format!("token is not a well-formed JWT: {e}"))
         }
-    })
+    })?;
+    check_critical_parameters(header.crit.as_deref())?;
+    Ok(header)
+}
+
+/// Header extensions this verifier implements, and which a token may therefore mark critical.
+/// None: we verify plain JWS (no `b64: false`, RFC 7797, nor any private extension).
+const UNDERSTOOD_CRITICAL_PARAMETERS: &[&str] = &[];
+
+/// RFC 7515 §4.1.11: `crit` lists header parameters the recipient must understand and process;
+/// a recipient that does not must reject the token, since ignoring, say, an unencoded-payload
+/// flag would verify a different message than the one signed. `jsonwebtoken` parses `crit`
+/// but does not enforce it, so it is enforced here before any key is looked up.
+fn check_critical_parameters(crit: Option<&[String]>) -> Result<(), AuthError> {
+    match crit {
+        None => Ok(()),
+        Some([]) => Err(AuthError::Malformed(
+            "`crit` header must not be an empty list (RFC 7515 §4.1.11)".to_owned(),
+        )),
+        Some(names) => match names
+            .iter()
+            .find(|name| !UNDERSTOOD_CRITICAL_PARAMETERS.contains(&name.as_str()))
+        {
+            Some(unknown) => Err(AuthError::InvalidToken(format!(
+                "critical header parameter {unknown:?} is not understood (RFC 7515 §4.1.11)"
+            ))),
+            None => Ok(()),
+        },
+    }
 }
 
 fn raw_header_alg(token: &str) -> Option<String> {

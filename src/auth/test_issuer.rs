@@ -116,9 +116,9 @@ impl TestKey {
         jsonwebtoken::encode(header, claims, &self.encoding).expect("sign test token")
     }
 
-    /// The header this key normally signs with: its `alg` and `kid`.
+    /// The header this key normally signs with: its `alg` and `kid`, typed as an access token.
     pub fn header(&self) -> Header {
-        let mut header = Header::new(self.alg);
+        let mut header = access_token_header(self.alg);
         header.kid = Some(self.kid.clone());
         header
     }
@@ -135,6 +135,15 @@ fn pem(label: &str, der: &[u8]) -> String {
         "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
         lines.join("\n")
     )
+}
+
+/// A header for `alg` typed as an RFC 9068 access token (`typ: at+jwt`), as a conforming IdP
+/// signs access tokens; `jsonwebtoken`'s `Header::new` says `typ: JWT`, which is what ID tokens
+/// carry and what the authenticator refuses by default.
+pub fn access_token_header(alg: Algorithm) -> Header {
+    let mut header = Header::new(alg);
+    header.typ = Some(super::ACCESS_TOKEN_TYPE.to_owned());
+    header
 }
 
 /// Builds an unsigned `alg: none` token (header and payload, empty signature).

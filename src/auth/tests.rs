@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
-use super::test_issuer::{TestIssuer, TestKey, unsigned_token};
+use super::test_issuer::{TestIssuer, TestKey, access_token_header, unsigned_token};
 use super::*;
 
 const AUD: &str = "model-ledger-api";
@@ -181,7 +181,7 @@ async fn rejects_alg_none() {
 async fn rejects_hmac_signed_with_rsa_public_key() {
     let (issuer, auth) = setup().await;
     let rsa = issuer.key("rsa-1");
-    let mut header = Header::new(Algorithm::HS256);
+    let mut header = access_token_header(Algorithm::HS256);
     header.kid = Some("rsa-1".into());
     let forged = jsonwebtoken::encode(
         &header,
@@ -377,14 +377,14 @@ async fn refetch_is_rate_limited() {
 async fn token_without_kid_needs_single_key() {
     let issuer = TestIssuer::start_with_keys(vec![TestKey::ec("only", Algorithm::ES256)]).await;
     let auth = authenticator(&issuer, "groups", Duration::ZERO).await;
-    let header = Header::new(Algorithm::ES256);
+    let header = access_token_header(Algorithm::ES256);
     let token = issuer.mint_with_header("only", &header, &issuer.claims("a", AUD));
     check(&auth, &token).await.expect("single key");
 
     let (issuer, auth) = setup().await;
     let token = issuer.mint_with_header(
         "rsa-1",
-        &Header::new(Algorithm::RS256),
+        &access_token_header(Algorithm::RS256),
         &issuer.claims("a", AUD),
     );
     assert!(matches!(

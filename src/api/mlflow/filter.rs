@@ -6,8 +6,20 @@
 //! plus `current_stage` in model-version filters, a documented superset that CI quality gates
 //! rely on. Anything else is refused with a message naming the offending part, which the HTTP
 //! layer answers as 400 INVALID_PARAMETER_VALUE, never as a server error.
+//!
+//! Filters are parsed with `winnow` in two passes: characters into tokens, then tokens into
+//! clauses. Every refusal is a winnow *cut* carrying its final message, so a specific complaint
+//! ("unterminated ' starting at position 7") is never replaced by a vaguer one from a branch
+//! tried later. [`format_filter`] is the inverse of [`parse_filter`]; a property test holds the
+//! two together. Size limits ([`MAX_FILTER_BYTES`], [`MAX_FILTER_CLAUSES`]) bound the work one
+//! request can cause.
 
 use base64::Engine;
+use winnow::Parser;
+use winnow::combinator::{alt, delimited, eof, opt, peek, preceded, repeat, separated, terminated};
+use winnow::error::{ErrMode, ModalResult, ParserError};
+use winnow::stream::{LocatingSlice, Location as _, Stream, TokenSlice};
+use winnow::token::{any, one_of, take_till, take_while};
 
 use crate::domain::names::Stage;
 use crate::store::{ModelFilter, Paging, SortKey, TextMatch, VersionFilter};
@@ -25,6 +37,14 @@ fn err<T>(message: impl Into<String>) -> Result<T, SearchError> {
 /// the filter asks about this tag, as MLflow does.
 pub const PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
 
+/// Longest filter accepted, in bytes. Real filters are a few hundred bytes; the bound keeps one
+/// request from making the parser (and the SQL built from its clauses) do unbounded work.
+pub const MAX_FILTER_BYTES: usize = 64 * 1024;
+/// Most comparisons one filter may AND together; each becomes a condition in the store's query.
+pub const MAX_FILTER_CLAUSES: usize = 100;
+
+/// A lexical unit of a filter. Lexing is a separate pass so that a broken quote anywhere is
+/// reported as such, before any complaint about the grammar around it.
 #[derive(Debug, Clone, PartialEq)]
 enum Token {
     Ident(String),
@@ -36,102 +56,162 @@ enum Token {
     Comma,
 }
 
-fn tokenize(input: &str) -> Result<Vec<Token>, SearchError> {
-    let chars: Vec<char> = input.chars().collect();
-    let mut tokens = Vec::new();
-    let mut i = 0;
-    let quoted = |i: &mut usize, quote: char| -> Result<String, SearchError> {
-        let start = *i;
-        *i += 1;
-        let mut out = String::new();
-        while *i < chars.len() {
-            if chars[*i] == quote {
-                // A doubled quote inside a string stands for the quote itself.
-                if chars.get(*i + 1) == Some(&quote) {
-                    out.push(quote);
-                    *i += 2;
-                    continue;
-                }
-                *i += 1;
-                return Ok(out);
-            }
-            out.push(chars[*i]);
-            *i += 1;
-        }
-        err(format!(
-            "Invalid filter string: unterminated {quote} starting at position {start}"
-        ))
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        match c {
-            c if c.is_whitespace() => i += 1,
-            '(' => {
-                tokens.push(Token::LParen);
-                i += 1;
-            }
-            ')' => {
-                tokens.push(Token::RParen);
-                i += 1;
-            }
-            ',' => {
-                tokens.push(Token::Comma);
-                i += 1;
-            }
-            '\'' => tokens.push(Token::Str(quoted(&mut i, '\'')?)),
-            // Double quotes and backticks quote identifiers in MLflow; a double-quoted value is
-            // accepted too (the parser decides by position).
-            '"' => tokens.push(Token::Str(quoted(&mut i, '"')?)),
-            '`' => tokens.push(Token::Ident(quoted(&mut i, '`')?)),
-            '=' => {
-                tokens.push(Token::Op("=".into()));
-                i += 1;
-            }
-            '!' | '<' | '>' => {
-                let two: String = chars[i..chars.len().min(i + 2)].iter().collect();
-                if ["!=", "<=", ">=", "<>"].contains(&two.as_str()) {
-                    tokens.push(Token::Op(if two == "<>" { "!=".into() } else { two }));
-                    i += 2;
-                } else if c == '!' {
-                    return err("Invalid filter string: '!' must be followed by '='");
-                } else {
-                    tokens.push(Token::Op(c.to_string()));
-                    i += 1;
-                }
-            }
-            c if c.is_ascii_digit()
-                || (c == '-' && chars.get(i + 1).is_some_and(char::is_ascii_digit)) =>
-            {
-                let start = i;
-                i += 1;
-                while i < chars.len() && (chars[i].is_ascii_digit() || chars[i] == '.') {
-                    i += 1;
-                }
-                tokens.push(Token::Num(chars[start..i].iter().collect()));
-            }
-            c if c.is_alphanumeric() || c == '_' => {
-                let start = i;
-                while i < chars.len()
-                    && (chars[i].is_alphanumeric() || matches!(chars[i], '_' | '.' | '-'))
-                {
-                    i += 1;
-                }
-                let mut word: String = chars[start..i].iter().collect();
-                // `tags.` followed by a quoted key: glue the key on.
-                if word.ends_with('.') && i < chars.len() && matches!(chars[i], '`' | '"') {
-                    let quote = chars[i];
-                    word.push_str(&quoted(&mut i, quote)?);
-                }
-                tokens.push(Token::Ident(word));
-            }
-            other => {
-                return err(format!(
-                    "Invalid filter string: unexpected character '{other}'"
-                ));
-            }
-        }
+/// Why a parser step failed. `None` is winnow's ordinary "this alternative does not apply",
+/// which lets `alt`, `opt` and `repeat` try the next branch; `Some` is a refusal with the text
+/// the caller will see, raised as a cut so no other branch can mask it.
+#[derive(Debug)]
+struct Rejection(Option<String>);
+
+impl<I: Stream> ParserError<I> for Rejection {
+    type Inner = Self;
+
+    fn from_input(_input: &I) -> Self {
+        Rejection(None)
     }
-    Ok(tokens)
+
+    fn into_inner(self) -> Result<Self, Self> {
+        Ok(self)
+    }
+}
+
+type Step<T> = ModalResult<T, Rejection>;
+
+fn refuse<T>(message: impl Into<String>) -> Step<T> {
+    Err(ErrMode::Cut(Rejection(Some(message.into()))))
+}
+
+fn into_search_error(error: ErrMode<Rejection>, fallback: &str) -> SearchError {
+    match error {
+        ErrMode::Cut(Rejection(Some(message))) | ErrMode::Backtrack(Rejection(Some(message))) => {
+            SearchError(message)
+        }
+        _ => SearchError(fallback.to_owned()),
+    }
+}
+
+/// The filter text, with byte offsets kept so errors can say where a quote was opened.
+type Text<'a> = LocatingSlice<&'a str>;
+
+fn lex(source: &str) -> Result<Vec<Token>, SearchError> {
+    let blank = |input: &mut Text<'_>| -> Step<()> {
+        take_while(0.., char::is_whitespace)
+            .void()
+            .parse_next(input)
+    };
+    // `token` refuses every character that cannot start a token, so after the last token only
+    // blanks can remain and `eof` cannot fail.
+    terminated(repeat(0.., preceded(blank, token)), (blank, eof))
+        .parse_next(&mut LocatingSlice::new(source))
+        .map_err(|e| into_search_error(e, "Invalid filter string"))
+}
+
+fn token(input: &mut Text<'_>) -> Step<Token> {
+    let punctuation = alt((
+        '('.value(Token::LParen),
+        ')'.value(Token::RParen),
+        ','.value(Token::Comma),
+    ));
+    let quoted_token = alt((
+        quoted('\'').map(Token::Str),
+        // Double quotes and backticks quote identifiers in MLflow; a double-quoted value is
+        // accepted too (the grammar decides by position).
+        quoted('"').map(Token::Str),
+        quoted('`').map(Token::Ident),
+    ));
+    alt((
+        punctuation,
+        quoted_token,
+        comparator.map(|op| Token::Op(op.to_owned())),
+        number.map(|n| Token::Num(n.to_owned())),
+        word.map(Token::Ident),
+        unexpected_character,
+    ))
+    .parse_next(input)
+}
+
+/// Text between `quote`s, where a doubled quote stands for the quote itself (SQL style).
+fn quoted<'a>(quote: char) -> impl Parser<Text<'a>, String, ErrMode<Rejection>> {
+    move |input: &mut Text<'a>| {
+        let mut quote = quote;
+        let opened_at = input.current_token_start();
+        quote.parse_next(input)?;
+        let body = repeat(
+            0..,
+            alt((take_till(1.., quote), terminated(quote.take(), quote))),
+        )
+        .fold(String::new, |mut body, piece: &str| {
+            body.push_str(piece);
+            body
+        })
+        .parse_next(input)?;
+        if opt(quote).parse_next(input)?.is_none() {
+            let mut whole = *input;
+            whole.reset_to_start();
+            let text: &str = *whole;
+            // Reported in characters, as a person counts them, not in UTF-8 bytes.
+            let position = text[..opened_at].chars().count();
+            return refuse(format!(
+                "Invalid filter string: unterminated {quote} starting at position {position}"
+            ));
+        }
+        Ok(body)
+    }
+}
+
+/// `=`, `!=` (also spelled `<>`), `<`, `<=`, `>`, `>=`.
+fn comparator<'a>(input: &mut Text<'a>) -> Step<&'static str> {
+    alt((
+        "!=".value("!="),
+        "<>".value("!="),
+        "<=".value("<="),
+        ">=".value(">="),
+        "=".value("="),
+        "<".value("<"),
+        ">".value(">"),
+        preceded('!', |_: &mut Text<'a>| {
+            refuse("Invalid filter string: '!' must be followed by '='")
+        }),
+    ))
+    .parse_next(input)
+}
+
+/// Digits and dots, optionally after a minus sign; the grammar checks the value's shape later
+/// (only `version_number` takes a number).
+fn number<'a>(input: &mut Text<'a>) -> Step<&'a str> {
+    let digit = |c: char| c.is_ascii_digit();
+    (
+        alt((one_of(digit).void(), ('-', peek(one_of(digit))).void())),
+        take_while(0.., |c: char| c.is_ascii_digit() || c == '.'),
+    )
+        .take()
+        .parse_next(input)
+}
+
+/// A keyword or a bare key such as `name` or `tags.team`. A word ending in `.` followed by a
+/// quoted part (`tags.\`a b\``, `tag."k"`) is one key: the quotes only protect the characters.
+fn word(input: &mut Text<'_>) -> Step<String> {
+    let bare = (
+        one_of(|c: char| c.is_alphanumeric() || c == '_'),
+        take_while(0.., |c: char| {
+            c.is_alphanumeric() || matches!(c, '_' | '.' | '-')
+        }),
+    )
+        .take()
+        .parse_next(input)?;
+    let mut word = bare.to_owned();
+    if word.ends_with('.')
+        && let Some(key) = opt(alt((quoted('`'), quoted('"')))).parse_next(input)?
+    {
+        word.push_str(&key);
+    }
+    Ok(word)
+}
+
+fn unexpected_character<T>(input: &mut Text<'_>) -> Step<T> {
+    let other = any.parse_next(input)?;
+    refuse(format!(
+        "Invalid filter string: unexpected character '{other}'"
+    ))
 }
 
 /// What a comparison's left side names.
@@ -185,102 +265,133 @@ fn key_of(ident: &str) -> Key {
 
 /// Parses a filter into its clauses (an empty or blank filter has none).
 pub fn parse_filter(input: &str) -> Result<Vec<Clause>, SearchError> {
-    let tokens = tokenize(input)?;
-    let mut clauses = Vec::new();
-    let mut i = 0;
-    while i < tokens.len() {
-        if !clauses.is_empty() {
-            match &tokens[i] {
-                Token::Ident(w) if w.eq_ignore_ascii_case("and") => i += 1,
-                Token::Ident(w) if w.eq_ignore_ascii_case("or") => {
-                    return err("Invalid clause(s) in filter string: OR");
-                }
-                other => {
-                    return err(format!(
-                        "Invalid filter '{input}': expected AND between comparisons, found {}",
-                        describe(other)
-                    ));
-                }
-            }
-        }
-        let key = match tokens.get(i) {
-            Some(Token::Ident(w)) => key_of(w),
-            // A double-quoted identifier is an identifier when it stands on the left.
-            Some(Token::Str(s)) => key_of(s),
-            Some(other) => {
-                return err(format!(
-                    "Invalid filter '{input}': expected a field name, found {}",
-                    describe(other)
-                ));
-            }
-            None => return err(format!("Invalid filter '{input}': dangling AND")),
-        };
-        i += 1;
-        let op = match tokens.get(i) {
-            Some(Token::Op(o)) => match o.as_str() {
-                "=" => Comparison::Eq,
-                "!=" => Comparison::Ne,
-                "<" => Comparison::Lt,
-                "<=" => Comparison::Le,
-                ">" => Comparison::Gt,
-                ">=" => Comparison::Ge,
-                _ => return err(format!("Invalid comparator '{o}'")),
-            },
-            Some(Token::Ident(w)) if w.eq_ignore_ascii_case("like") => Comparison::Like,
-            Some(Token::Ident(w)) if w.eq_ignore_ascii_case("ilike") => Comparison::ILike,
-            Some(Token::Ident(w)) if w.eq_ignore_ascii_case("in") => Comparison::In,
-            Some(Token::Ident(w)) if w.eq_ignore_ascii_case("not") => {
-                return err("Invalid comparator 'NOT': NOT, NOT IN and NOT LIKE are not supported");
-            }
-            Some(other) => {
-                return err(format!(
-                    "Invalid filter '{input}': expected a comparator, found {}",
-                    describe(other)
-                ));
-            }
-            None => return err(format!("Invalid filter '{input}': missing comparator")),
-        };
-        i += 1;
-        let value = if op == Comparison::In {
-            if tokens.get(i) != Some(&Token::LParen) {
-                return err("IN must be followed by a parenthesized list of quoted strings");
-            }
-            i += 1;
-            let mut values = Vec::new();
-            loop {
-                match tokens.get(i) {
-                    Some(Token::Str(s)) => values.push(s.clone()),
-                    _ => return err("IN lists must hold quoted strings, e.g. IN ('a', 'b')"),
-                }
-                i += 1;
-                match tokens.get(i) {
-                    Some(Token::Comma) => i += 1,
-                    Some(Token::RParen) => {
-                        i += 1;
-                        break;
-                    }
-                    _ => return err("IN list is not closed with ')'"),
-                }
-            }
-            Literal::List(values)
-        } else {
-            let v = match tokens.get(i) {
-                Some(Token::Str(s)) => Literal::Str(s.clone()),
-                Some(Token::Num(n)) => Literal::Num(n.clone()),
-                Some(other) => {
-                    return err(format!(
-                        "Invalid filter '{input}': expected a quoted value, found {}",
-                        describe(other)
-                    ));
-                }
-                None => return err(format!("Invalid filter '{input}': missing value")),
-            };
-            i += 1;
-            v
-        };
-        clauses.push(Clause { key, op, value });
+    if input.len() > MAX_FILTER_BYTES {
+        return err(format!(
+            "Invalid filter string: it is {} bytes long, over the limit of {MAX_FILTER_BYTES} \
+             bytes (64 KiB)",
+            input.len()
+        ));
+    }
+    let tokens = lex(input)?;
+    let mut stream = TokenSlice::new(&tokens);
+    let clauses = alt((
+        eof.value(Vec::new()),
+        separated(
+            1..,
+            |i: &mut Tokens<'_>| clause(i, input),
+            |i: &mut Tokens<'_>| conjunction(i, input),
+        ),
+    ))
+    .parse_next(&mut stream)
+    .map_err(|e| into_search_error(e, &format!("Invalid filter '{input}'")))?;
+    if clauses.len() > MAX_FILTER_CLAUSES {
+        return err(format!(
+            "Invalid filter string: it has {} AND-ed clauses, over the limit of \
+             {MAX_FILTER_CLAUSES}",
+            clauses.len()
+        ));
     }
     Ok(clauses)
+}
+
+type Tokens<'t> = TokenSlice<'t, Token>;
+
+/// The `AND` between two comparisons. Only the end of the filter ends the list quietly;
+/// anything else standing there is refused, naming what was found.
+fn conjunction(input: &mut Tokens<'_>, source: &str) -> Step<()> {
+    match any.parse_next(input)? {
+        Token::Ident(w) if w.eq_ignore_ascii_case("and") => Ok(()),
+        Token::Ident(w) if w.eq_ignore_ascii_case("or") => {
+            refuse("Invalid clause(s) in filter string: OR")
+        }
+        other => refuse(format!(
+            "Invalid filter '{source}': expected AND between comparisons, found {}",
+            describe(other)
+        )),
+    }
+}
+
+/// `key comparator value`.
+fn clause(input: &mut Tokens<'_>, source: &str) -> Step<Clause> {
+    let key = match opt(any).parse_next(input)? {
+        // A double-quoted identifier is an identifier when it stands on the left.
+        Some(Token::Ident(w) | Token::Str(w)) => key_of(w),
+        Some(other) => {
+            return refuse(format!(
+                "Invalid filter '{source}': expected a field name, found {}",
+                describe(other)
+            ));
+        }
+        None => return refuse(format!("Invalid filter '{source}': dangling AND")),
+    };
+    let op = match opt(any).parse_next(input)? {
+        Some(Token::Op(o)) => match o.as_str() {
+            "=" => Comparison::Eq,
+            "!=" => Comparison::Ne,
+            "<" => Comparison::Lt,
+            "<=" => Comparison::Le,
+            ">" => Comparison::Gt,
+            ">=" => Comparison::Ge,
+            _ => return refuse(format!("Invalid comparator '{o}'")),
+        },
+        Some(Token::Ident(w)) if w.eq_ignore_ascii_case("like") => Comparison::Like,
+        Some(Token::Ident(w)) if w.eq_ignore_ascii_case("ilike") => Comparison::ILike,
+        Some(Token::Ident(w)) if w.eq_ignore_ascii_case("in") => Comparison::In,
+        Some(Token::Ident(w)) if w.eq_ignore_ascii_case("not") => {
+            return refuse("Invalid comparator 'NOT': NOT, NOT IN and NOT LIKE are not supported");
+        }
+        Some(other) => {
+            return refuse(format!(
+                "Invalid filter '{source}': expected a comparator, found {}",
+                describe(other)
+            ));
+        }
+        None => return refuse(format!("Invalid filter '{source}': missing comparator")),
+    };
+    let value = if op == Comparison::In {
+        in_list.map(Literal::List).parse_next(input)?
+    } else {
+        match opt(any).parse_next(input)? {
+            Some(Token::Str(s)) => Literal::Str(s.clone()),
+            Some(Token::Num(n)) => Literal::Num(n.clone()),
+            Some(other) => {
+                return refuse(format!(
+                    "Invalid filter '{source}': expected a quoted value, found {}",
+                    describe(other)
+                ));
+            }
+            None => return refuse(format!("Invalid filter '{source}': missing value")),
+        }
+    };
+    Ok(Clause { key, op, value })
+}
+
+/// The next token, if any. Spelled out once so the error type is fixed for every caller.
+fn next_token<'t>(input: &mut Tokens<'t>) -> Step<Option<&'t Token>> {
+    opt(any).parse_next(input)
+}
+
+/// `('a', 'b', …)`: at least one quoted string.
+fn in_list(input: &mut Tokens<'_>) -> Step<Vec<String>> {
+    let is = |wanted: Token| move |t: &Token| *t == wanted;
+    let quoted_string = |input: &mut Tokens<'_>| match next_token(input) {
+        Ok(Some(Token::Str(s))) => Ok(s.clone()),
+        _ => refuse("IN lists must hold quoted strings, e.g. IN ('a', 'b')"),
+    };
+    let open = |input: &mut Tokens<'_>| match opt(one_of(is(Token::LParen))).parse_next(input)? {
+        Some(_) => Ok(()),
+        None => refuse("IN must be followed by a parenthesized list of quoted strings"),
+    };
+    let close = |input: &mut Tokens<'_>| match opt(one_of(is(Token::RParen))).parse_next(input)? {
+        Some(_) => Ok(()),
+        None => refuse("IN list is not closed with ')'"),
+    };
+    delimited(
+        open,
+        separated(1.., quoted_string, one_of(is(Token::Comma))),
+        close,
+    )
+    .parse_next(input)
 }
 
 fn describe(token: &Token) -> String {
@@ -293,6 +404,45 @@ fn describe(token: &Token) -> String {
         Token::RParen => "')'".into(),
         Token::Comma => "','".into(),
     }
+}
+
+/// Writes clauses back as MLflow filter text that [`parse_filter`] reads as the same clauses:
+/// tag keys in backticks, strings in single quotes, embedded quotes doubled.
+pub fn format_filter(clauses: &[Clause]) -> String {
+    let quote = |text: &str, quote: char| {
+        let doubled = text.replace(quote, &format!("{quote}{quote}"));
+        format!("{quote}{doubled}{quote}")
+    };
+    let printed: Vec<String> = clauses
+        .iter()
+        .map(|clause| {
+            let key = match &clause.key {
+                Key::Attribute(name) => format!("attribute.{}", quote(name, '`')),
+                Key::Tag(name) => format!("tags.{}", quote(name, '`')),
+            };
+            let op = match clause.op {
+                Comparison::Eq => "=",
+                Comparison::Ne => "!=",
+                Comparison::Like => "LIKE",
+                Comparison::ILike => "ILIKE",
+                Comparison::In => "IN",
+                Comparison::Lt => "<",
+                Comparison::Le => "<=",
+                Comparison::Gt => ">",
+                Comparison::Ge => ">=",
+            };
+            let value = match &clause.value {
+                Literal::Str(s) => quote(s, '\''),
+                Literal::Num(n) => n.clone(),
+                Literal::List(items) => {
+                    let items: Vec<String> = items.iter().map(|s| quote(s, '\'')).collect();
+                    format!("({})", items.join(", "))
+                }
+            };
+            format!("{key} {op} {value}")
+        })
+        .collect();
+    printed.join(" AND ")
 }
 
 fn string_value(clause: &Clause, field: &str) -> Result<String, SearchError> {
@@ -509,166 +659,4 @@ pub fn decode_page_token(token: Option<&str>) -> Result<Paging, SearchError> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn eq(s: &str) -> TextMatch {
-        TextMatch::Eq(s.into())
-    }
-
-    #[test]
-    fn the_client_prompt_filter_parses() {
-        let f = model_filters(Some(
-            "name LIKE 'm%' AND tag.`mlflow.prompt.is_prompt` != 'true'",
-        ))
-        .unwrap();
-        assert_eq!(
-            f,
-            vec![
-                ModelFilter::Name(TextMatch::Like("m%".into())),
-                ModelFilter::Tag {
-                    key: PROMPT_TAG.into(),
-                    matcher: TextMatch::Ne("true".into())
-                },
-            ]
-        );
-    }
-
-    #[test]
-    fn prompts_are_excluded_unless_asked_for() {
-        assert_eq!(
-            model_filters(None).unwrap(),
-            vec![ModelFilter::Tag {
-                key: PROMPT_TAG.into(),
-                matcher: TextMatch::Ne("true".into())
-            }]
-        );
-        let asked = model_filters(Some("tags.`mlflow.prompt.is_prompt` = 'true'")).unwrap();
-        assert_eq!(asked.len(), 1);
-    }
-
-    #[test]
-    fn model_filter_forms() {
-        let f = model_filters(Some(
-            "name ILIKE '%Churn%' and name != \"x\" AND tags.team = 'fraud' AND tags.\"a.b\" LIKE 'v%'",
-        ))
-        .unwrap();
-        assert_eq!(f[0], ModelFilter::Name(TextMatch::ILike("%Churn%".into())));
-        assert_eq!(f[1], ModelFilter::Name(TextMatch::Ne("x".into())));
-        assert_eq!(
-            f[2],
-            ModelFilter::Tag {
-                key: "team".into(),
-                matcher: eq("fraud")
-            }
-        );
-        assert_eq!(
-            f[3],
-            ModelFilter::Tag {
-                key: "a.b".into(),
-                matcher: TextMatch::Like("v%".into())
-            }
-        );
-        assert_eq!(
-            model_filters(Some("name='it''s'")).unwrap()[0],
-            ModelFilter::Name(eq("it's"))
-        );
-    }
-
-    #[test]
-    fn version_filter_forms() {
-        let f = version_filters(Some(
-            "name='m' AND run_id IN ('a', 'b') AND source_path = 's3://x' AND version_number = 3 \
-             AND current_stage IN ('staging','Production') AND tag.k != 'v'",
-        ))
-        .unwrap();
-        assert_eq!(
-            f,
-            vec![
-                VersionFilter::Name(eq("m")),
-                VersionFilter::RunId(TextMatch::In(vec!["a".into(), "b".into()])),
-                VersionFilter::Source(eq("s3://x")),
-                VersionFilter::Version(3),
-                VersionFilter::Stage(TextMatch::In(vec!["Staging".into(), "Production".into()])),
-                VersionFilter::Tag {
-                    key: "k".into(),
-                    matcher: TextMatch::Ne("v".into())
-                },
-            ]
-        );
-        assert_eq!(
-            version_filters(Some("current_stage='Staging'")).unwrap(),
-            vec![VersionFilter::Stage(eq("Staging"))]
-        );
-        assert_eq!(
-            version_filters(Some("version_number='12'")).unwrap(),
-            vec![VersionFilter::Version(12)]
-        );
-        assert!(version_filters(Some("")).unwrap().is_empty());
-    }
-
-    #[test]
-    fn bad_filters_are_refused() {
-        for bad in [
-            "name = 'a' OR name = 'b'",
-            "name = 'a' name = 'b'",
-            "name 'a'",
-            "name =",
-            "name = 'unterminated",
-            "run_id NOT IN ('a')",
-            "name IN ('a')",
-            "run_id IN 'a'",
-            "current_stage = 'Prod'",
-            "version_number > 2",
-            "foo = 'x'",
-            "name = 'a' AND",
-            "name ~ 'a'",
-        ] {
-            assert!(version_filters(Some(bad)).is_err(), "{bad}");
-        }
-        assert!(model_filters(Some("run_id = 'x'")).is_err());
-        assert!(model_filters(Some("name = 3")).is_err());
-    }
-
-    #[test]
-    fn order_by_clauses() {
-        assert_eq!(
-            order_by(
-                &["name ASC".into(), "last_updated_timestamp DESC".into()],
-                Entity::Models
-            )
-            .unwrap(),
-            vec![(SortKey::Name, false), (SortKey::UpdatedAt, true)]
-        );
-        assert_eq!(
-            order_by(&["version_number desc".into()], Entity::Versions).unwrap(),
-            vec![(SortKey::Version, true)]
-        );
-        assert_eq!(
-            order_by(&[], Entity::Versions).unwrap()[0],
-            (SortKey::UpdatedAt, true)
-        );
-        assert!(order_by(&["version_number".into()], Entity::Models).is_err());
-        assert!(order_by(&["name".into(), "name DESC".into()], Entity::Models).is_err());
-        assert!(order_by(&["name UP".into()], Entity::Models).is_err());
-        assert!(
-            order_by(
-                &["timestamp".into(), "last_updated_timestamp".into()],
-                Entity::Models
-            )
-            .is_err()
-        );
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_reject_garbage() {
-        let t = encode_page_token(200);
-        assert_eq!(t, "eyJvZmZzZXQiOiAyMDB9");
-        assert_eq!(decode_page_token(Some(&t)).unwrap(), Paging::Offset(200));
-        assert_eq!(decode_page_token(None).unwrap(), Paging::Offset(0));
-        assert_eq!(decode_page_token(Some("")).unwrap(), Paging::Offset(0));
-        for bad in ["!!", "bm90IGpzb24=", "eyJvZmZzZXQiOiAtMX0="] {
-            assert!(decode_page_token(Some(bad)).is_err(), "{bad}");
-        }
-    }
-}
+mod tests;
