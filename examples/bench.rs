@@ -118,23 +118,25 @@ fn request(
             ))
             .json(&json!({"stage": alternate_stage(), "archive_existing_versions": true})),
         "mlflow-alias" => client
-            .get(format!("{url}{MLFLOW}/registered-models/alias"))
-            .query(&[("name", model.as_str()), ("alias", ALIAS)]),
-        "mlflow-get-version" => client
-            .get(format!("{url}{MLFLOW}/model-versions/get"))
-            .query(&[("name", model), ("version", version.to_string())]),
-        "mlflow-get-model" => client
-            .get(format!("{url}{MLFLOW}/registered-models/get"))
-            .query(&[("name", model)]),
+            // Bench model names (`bench-N`) need no URL encoding.
+            .get(format!(
+                "{url}{MLFLOW}/registered-models/alias?name={model}&alias={ALIAS}"
+            )),
+        "mlflow-get-version" => client.get(format!(
+            "{url}{MLFLOW}/model-versions/get?name={model}&version={version}"
+        )),
+        "mlflow-get-model" => {
+            client.get(format!("{url}{MLFLOW}/registered-models/get?name={model}"))
+        }
         // What `MlflowClient.get_latest_versions(name)` sends: no stages, so all of them.
         "mlflow-latest-versions" => client
             .post(format!(
                 "{url}{MLFLOW}/registered-models/get-latest-versions"
             ))
             .json(&json!({"name": model})),
-        "mlflow-search" => client
-            .get(format!("{url}{MLFLOW}/registered-models/search"))
-            .query(&[("max_results", "100")]),
+        "mlflow-search" => client.get(format!(
+            "{url}{MLFLOW}/registered-models/search?max_results=100"
+        )),
         // The MLflow client sends the version as a string and the flag as a boolean.
         "mlflow-transition" => client
             .post(format!("{url}{MLFLOW}/model-versions/transition-stage"))

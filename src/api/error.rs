@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::domain::DomainError;
 use crate::domain::names::NameError;
 use crate::service::ServiceError;
-use crate::store::StoreError;
+use crate::service::StoreError;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

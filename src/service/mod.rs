@@ -24,11 +24,18 @@ use std::sync::Arc;
 use crate::domain::DomainError;
 use crate::domain::events::EventEnvelope;
 use crate::domain::state::ModelState;
+use crate::store::SharedStore;
 use crate::store::group::GroupCommitter;
-use crate::store::{SharedStore, StoreError};
 use crate::tracking::Upstream;
 
 pub use crate::policy::question::{AccessDecision, AllowAll, Authorizer, AuthzQuestion, Caller};
+/// The read model's types, as handlers see them: queries take and return these, so the HTTP
+/// layer names the service, never the store.
+pub use crate::store::views::Principal;
+pub use crate::store::{
+    EventQuery, ModelFilter, ModelQuery, ModelView, Page, Paging, SortKey, StoreError, TextMatch,
+    VersionFilter, VersionQuery, VersionView,
+};
 pub use access::Resource;
 pub use commands::StateCache;
 pub use queries::{AuditReader, ModelWithLatest};

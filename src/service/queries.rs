@@ -16,8 +16,12 @@ use std::sync::Arc;
 use crate::domain::events::EventEnvelope;
 use crate::domain::uri::ModelUri;
 use crate::domain::{Action, ModelName};
+use crate::reports::kinds::{self, Period};
+use crate::reports::search::{EventFilter, Exporter, Format};
+use crate::reports::{AsOf, ReportError, history};
 use crate::store::{
-    EventQuery, ModelQuery, ModelView, Page, SharedStore, Store, VersionQuery, VersionView,
+    CheckpointRecord, EventQuery, ModelQuery, ModelView, Page, SharedStore, VersionQuery,
+    VersionView,
 };
 
 use super::access::Resource;
@@ -272,16 +276,6 @@ pub struct AuditReader {
 }
 
 impl AuditReader {
-    /// The store the report and history functions read (they take `&dyn Store`).
-    pub fn store(&self) -> &dyn Store {
-        self.store.as_ref()
-    }
-
-    /// The same, shared (for streamed exports that outlive the request handler's borrow).
-    pub fn shared(&self) -> SharedStore {
-        self.store.clone()
-    }
-
     pub async fn events(&self, query: &EventQuery) -> Result<Vec<EventEnvelope>, ServiceError> {
         Ok(self.store.read_events(query).await?)
     }
@@ -289,6 +283,61 @@ impl AuditReader {
     /// Positions of newly committed events, as they commit (what the event stream waits on).
     pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<i64> {
         self.store.subscribe()
+    }
+
+    /// The log position `as_of` names, or the newest position when it is absent.
+    pub async fn position(&self, as_of: Option<&AsOf>) -> Result<i64, ReportError> {
+        match as_of {
+            Some(as_of) => as_of.resolve(self.store.as_ref()).await,
+            None => Ok(self.store.head().await?.0),
+        }
+    }
+
+    /// A model's state folded from the log up to `position` (time travel).
+    pub async fn model_as_of(
+        &self,
+        name: &str,
+        position: i64,
+    ) -> Result<Option<history::ModelAsOf>, ReportError> {
+        history::model_as_of(self.store.as_ref(), name, position).await
+    }
+
+    /// Who held each stage at `position`.
+    pub async fn stages_as_of(&self, position: i64) -> Result<Vec<history::StageRow>, ReportError> {
+        history::stages_as_of(self.store.as_ref(), position).await
+    }
+
+    pub async fn promotions(
+        &self,
+        period: Period,
+        production_only: bool,
+    ) -> Result<Vec<kinds::PromotionRow>, ReportError> {
+        kinds::promotions(self.store.as_ref(), period, production_only).await
+    }
+
+    pub async fn unverified_in_production(&self) -> Result<Vec<kinds::UnverifiedRow>, ReportError> {
+        kinds::unverified_in_production(self.store.as_ref()).await
+    }
+
+    pub async fn stage_durations(
+        &self,
+        period: Period,
+    ) -> Result<Vec<kinds::StageStay>, ReportError> {
+        kinds::stage_durations(self.store.as_ref(), period).await
+    }
+
+    pub async fn denials(&self, period: Period) -> Result<Vec<kinds::DenialRow>, ReportError> {
+        kinds::denials(self.store.as_ref(), period).await
+    }
+
+    pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, ServiceError> {
+        Ok(self.store.latest_checkpoint().await?)
+    }
+
+    /// A streamed export of the log, filtered (the exporter reads page by page as the response
+    /// is sent, so it holds the store for the response's lifetime).
+    pub fn exporter(&self, filter: EventFilter, format: Format) -> Result<Exporter, ReportError> {
+        Exporter::new(self.store.clone(), filter, format)
     }
 }
 

@@ -22,7 +22,7 @@ use winnow::stream::{LocatingSlice, Location as _, Stream, TokenSlice};
 use winnow::token::{any, one_of, take_till, take_while};
 
 use crate::domain::names::Stage;
-use crate::store::{ModelFilter, Paging, SortKey, TextMatch, VersionFilter};
+use crate::service::{ModelFilter, Paging, SortKey, TextMatch, VersionFilter};
 
 /// Why a filter, order_by or page token was refused; the text is shown to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -25,8 +25,8 @@ use super::AppState;
 use super::extract::request_meta;
 use crate::domain::Command;
 use crate::domain::names::{ModelName, Stage, TagKey};
+use crate::service::{ModelView, Paging, VersionView};
 use crate::service::{ModelWithLatest, Outcome};
-use crate::store::{ModelView, Paging, VersionView};
 use filter::encode_page_token;
 use request::{MlflowError, MlflowRequest};
 

@@ -15,7 +15,7 @@ use crate::domain::Command;
 use crate::domain::names::{Stage, TagKey};
 use crate::domain::uri::parse_model_uri;
 use crate::service::Caller;
-use crate::store::{VersionQuery, VersionView};
+use crate::service::{VersionQuery, VersionView};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

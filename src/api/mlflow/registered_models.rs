@@ -14,7 +14,7 @@ use crate::api::AppState;
 use crate::domain::Command;
 use crate::domain::names::{AliasName, Stage, TagKey};
 use crate::domain::uri::{ModelUri, VersionRef};
-use crate::store::ModelQuery;
+use crate::service::ModelQuery;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

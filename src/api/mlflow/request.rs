@@ -17,8 +17,8 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::domain::DomainError;
 use crate::domain::names::NameError;
+use crate::service::StoreError;
 use crate::service::{Caller, Missing, ServiceError};
-use crate::store::StoreError;
 
 /// An error answered in MLflow's vocabulary. Every MLflow handler returns this, so the mapping
 /// in [`MlflowError::into_response`] is the only place MLflow statuses are decided.

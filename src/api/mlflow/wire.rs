@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use serde_json::{Map, Value, json};
 
 use super::ARTIFACTS_PATH;
-use crate::store::{ModelView, VersionView};
+use crate::service::{ModelView, VersionView};
 
 fn tags(tags: &std::collections::BTreeMap<String, String>) -> Value {
     Value::Array(
@@ -147,7 +147,7 @@ pub fn artifact_path(v: &VersionView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::views::Principal;
+    use crate::service::Principal;
 
     fn version() -> VersionView {
         let t = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();

@@ -31,7 +31,7 @@ use crate::domain::command::VerificationOutcome;
 use crate::domain::names::{ModelName, TagKey};
 use crate::domain::state::ModelState;
 use crate::service::Caller;
-use crate::store::VersionView;
+use crate::service::VersionView;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -18,7 +18,7 @@ use crate::api::extract::CallerAuth;
 use crate::api::extract::{Path, Q};
 use crate::domain::names::ModelName;
 use crate::reports::kinds::{self, Period};
-use crate::reports::search::{EventFilter, Exporter, Format, export_stream};
+use crate::reports::search::{EventFilter, Format, export_stream};
 use crate::reports::{AsOf, ReportError, history, parse_time};
 use crate::service::{AuditReader, Caller};
 
@@ -102,7 +102,7 @@ async fn events(
         before: p.before,
         limit: p.limit,
     };
-    let exporter = Exporter::new(audit.shared(), filter, format)?;
+    let exporter = audit.exporter(filter, format)?;
     let body = Body::from_stream(export_stream(exporter));
     Ok(([(header::CONTENT_TYPE, format.content_type())], body).into_response())
 }
@@ -115,8 +115,8 @@ pub(crate) struct AsOfParams {
 
 async fn as_of_position(audit: &AuditReader, raw: Option<&str>) -> Result<i64, ApiError> {
     match raw {
-        Some(raw) => Ok(AsOf::parse(raw)?.resolve(audit.store()).await?),
-        None => Ok(audit.store().head().await?.0),
+        Some(raw) => Ok(audit.position(Some(&AsOf::parse(raw)?)).await?),
+        None => Ok(audit.position(None).await?),
     }
 }
 
@@ -130,7 +130,7 @@ pub(crate) async fn model_state_response(
 ) -> Result<Response, ApiError> {
     let audit = state.service.model_history(caller, name).await?;
     let position = as_of_position(&audit, as_of).await?;
-    match history::model_as_of(audit.store(), name.as_str(), position).await? {
+    match audit.model_as_of(name.as_str(), position).await? {
         Some(view) => Ok(axum::Json(view).into_response()),
         None => Err(ApiError::not_found(format!(
             "no live registered model was named '{name}' at position {position}"
@@ -178,7 +178,7 @@ async fn stages(
 ) -> Result<Response, ApiError> {
     let audit = state.service.audit(&caller, "").await?;
     let position = as_of_position(&audit, p.as_of.as_deref()).await?;
-    let rows = history::stages_as_of(audit.store(), position).await?;
+    let rows = audit.stages_as_of(position).await?;
     Ok(axum::Json(serde_json::json!({
         "as_of_position": position,
         "models": history::group_stages(&rows),
@@ -232,16 +232,15 @@ async fn report(
             )));
         }
     };
-    let store = audit.store();
     let rows: serde_json::Value = match kind.as_str() {
-        "promotions" => json(kinds::promotions(store, period, p.production_only).await?)?,
+        "promotions" => json(audit.promotions(period, p.production_only).await?)?,
         "sod" => {
-            let promotions = kinds::promotions(store, period, p.production_only).await?;
+            let promotions = audit.promotions(period, p.production_only).await?;
             json(kinds::sod_rows(&promotions, p.violations_only))?
         }
-        "unverified-production" => json(kinds::unverified_in_production(store).await?)?,
-        "stage-durations" => json(kinds::stage_durations(store, period).await?)?,
-        "denials" => json(kinds::denials(store, period).await?)?,
+        "unverified-production" => json(audit.unverified_in_production().await?)?,
+        "stage-durations" => json(audit.stage_durations(period).await?)?,
+        "denials" => json(audit.denials(period).await?)?,
         other => {
             return Err(ApiError::not_found(format!(
                 "no report '{other}' (promotions, sod, unverified-production, stage-durations, denials, stages)"
@@ -278,7 +277,7 @@ async fn checkpoint(
     CallerAuth(caller): CallerAuth,
 ) -> Result<Response, ApiError> {
     let audit = state.service.audit(&caller, "").await?;
-    match audit.store().latest_checkpoint().await? {
+    match audit.latest_checkpoint().await? {
         Some(c) => Ok((
             StatusCode::OK,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],

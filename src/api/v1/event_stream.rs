@@ -6,7 +6,7 @@
 //! the header wins when both are present because it is the more recent of the two. The stream
 //! first catches up from the store, then waits for commits. It reads strictly by `position >
 //! last sent`, and positions are gapless and assigned in commit order (see
-//! [`crate::store`]), so nothing is skipped or sent twice.
+//! docs/architecture.md), so nothing is skipped or sent twice.
 //!
 //! Authorization: `ReadModel` on the model when `?model=` names one, otherwise `ReadAudit` for
 //! the whole log, as for `GET /api/v1/events`.
@@ -29,7 +29,7 @@ use crate::api::extract::CallerAuth;
 use crate::api::extract::Q;
 use crate::domain::events::EventPayload;
 use crate::domain::names::ModelName;
-use crate::store::EventQuery;
+use crate::service::EventQuery;
 
 /// Events read from the store per catch-up query.
 const PAGE: i64 = 500;

@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::api::extract::{CallerAuth, Path, Q, model_name, page_limit};
-use crate::store::EventQuery;
+use crate::service::EventQuery;
 
 pub fn routes() -> Router<AppState> {
     Router::new()

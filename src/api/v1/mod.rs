@@ -25,7 +25,7 @@ use crate::api::error::ApiError;
 use crate::api::extract::{idempotency, request_meta};
 use crate::domain::Command;
 use crate::service::{Caller, Outcome, StoredResponse};
-use crate::store::{ModelView, VersionView};
+use crate::service::{ModelView, VersionView};
 
 /// Every `/api/v1` route.
 pub fn routes() -> Router<AppState> {

@@ -23,7 +23,7 @@ use crate::api::extract::{
 };
 use crate::domain::Command;
 use crate::domain::names::TagKey;
-use crate::store::{ModelFilter, ModelQuery, Paging, SortKey, TextMatch};
+use crate::service::{ModelFilter, ModelQuery, Paging, SortKey, TextMatch};
 
 pub fn routes() -> Router<AppState> {
     Router::new()

@@ -24,7 +24,7 @@ use crate::api::extract::{
 };
 use crate::domain::names::{AliasName, Stage, TagKey};
 use crate::domain::{Action, Command, events::ManifestFile};
-use crate::store::{Paging, SortKey, TextMatch, VersionFilter, VersionQuery};
+use crate::service::{Paging, SortKey, TextMatch, VersionFilter, VersionQuery};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
