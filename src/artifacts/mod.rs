@@ -72,6 +72,18 @@ pub enum ArtifactError {
     Internal(String),
 }
 
+impl ArtifactError {
+    /// Whether the thing asked for does not exist (a missing version, manifest or file, in
+    /// our records or in the object store), so callers can answer 404 without knowing the
+    /// object store's error shapes.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            ArtifactError::NotFound(_) | ArtifactError::Store(object_store::Error::NotFound { .. })
+        )
+    }
+}
+
 /// Limits for transfers and verification.
 #[derive(Debug, Clone)]
 pub struct ArtifactLimits {

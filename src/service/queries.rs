@@ -11,6 +11,7 @@
 //! obtained through the door, so report code keeps its store-level helpers without any handler
 //! holding a store.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::domain::events::EventEnvelope;
@@ -120,20 +121,18 @@ impl Service {
     ) -> Result<Page<ModelWithLatest>, ServiceError> {
         let page = self.search_models(caller, query).await?;
         let ids: Vec<String> = page.items.iter().map(|m| m.model_id.clone()).collect();
-        let mut latest = latest_versions_many(&self.store, &ids).await?;
+        let mut latest: HashMap<String, Vec<VersionView>> = HashMap::new();
+        for version in self.store.latest_versions_many(&ids).await? {
+            latest
+                .entry(version.model_id.clone())
+                .or_default()
+                .push(version);
+        }
         let items = page
             .items
             .into_iter()
             .map(|model| {
-                let mut mine: Vec<VersionView> = Vec::new();
-                latest.retain(|v| {
-                    if v.model_id == model.model_id {
-                        mine.push(v.clone());
-                        false
-                    } else {
-                        true
-                    }
-                });
+                let mut mine = latest.remove(&model.model_id).unwrap_or_default();
                 mine.sort_by_key(|v| v.version);
                 ModelWithLatest {
                     model,
@@ -261,13 +260,6 @@ fn missing_model(name: &ModelName) -> ServiceError {
     ServiceError::NotFound(Missing::Model {
         name: name.to_string(),
     })
-}
-
-async fn latest_versions_many(
-    store: &SharedStore,
-    model_ids: &[String],
-) -> Result<Vec<VersionView>, crate::store::StoreError> {
-    store.latest_versions_many(model_ids).await
 }
 
 /// Read access to the audit log, handed out by [`Service::audit`] after the `ReadAudit` check.

@@ -71,10 +71,8 @@ impl From<ArtifactError> for ApiError {
             ArtifactError::DigestMismatch { .. } => {
                 ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_MISMATCH", message)
             }
-            ArtifactError::NotFound(_)
-            | ArtifactError::Store(object_store::Error::NotFound { .. }) => {
-                ApiError::not_found(message)
-            }
+            ArtifactError::NotFound(_) => ApiError::not_found(message),
+            e if e.is_not_found() => ApiError::not_found(message),
             ArtifactError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", message),
             ArtifactError::TooLarge(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE", message)
@@ -130,8 +128,9 @@ fn require_model(model: Option<ModelState>, name: &ModelName) -> Result<ModelSta
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct StartUploadBody {
-    /// A named store; the default store when absent.
-    store: Option<String>,
+    /// A named artifact store; the default one when absent.
+    #[serde(rename = "store")]
+    artifact_store: Option<String>,
 }
 
 #[utoipa::path(
@@ -159,7 +158,7 @@ async fn start_upload(
     let info = state.artifacts.start_upload(
         model.name.as_str(),
         &caller.actor,
-        body.value.store.as_deref(),
+        body.value.artifact_store.as_deref(),
     )?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
