@@ -143,6 +143,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             to_stage: None,
             comment: None,
             now: Utc::now(),
+            rename: None,
         },
     };
     let promote = AuthzRequest {
@@ -156,6 +157,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             to_stage: Some(Stage::Production),
             comment: None,
             now: Utc::now(),
+            rename: None,
         },
     };
     let decision = engine.authorize(&promote);

@@ -45,6 +45,7 @@ impl Authenticate for Authenticator {
                 actor: principal.actor(),
                 groups: principal.groups.clone(),
                 service_account: principal.kind == PrincipalKind::ServiceAccount,
+                expires_at: principal.expires_at,
             }),
             Err(e) if e.is_client_error() => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,

@@ -58,9 +58,19 @@ pub struct ConfiguredStore {
     pub store: Arc<dyn ObjectStore>,
 }
 
+/// Scheme of store-relative locations: `store://<store name>/<key>`.
+pub const STORE_SCHEME: &str = "store://";
+
 impl ConfiguredStore {
-    /// The location string of `prefix` (a relative key prefix) in this store.
+    /// The location string of `prefix` (a relative key prefix, already encoded) in this store,
+    /// as recorded in manifests and shown to callers. A local directory's location names the
+    /// store, not the directory (`store://default/models/m/…`): an absolute server path tells a
+    /// caller about the machine and breaks when the data directory moves. Object stores keep
+    /// their URL (`s3://bucket/…`), which is what their users look for.
     pub fn location_of(&self, prefix: &Path) -> String {
+        if self.base.starts_with("file:") {
+            return format!("{STORE_SCHEME}{}/{}", self.name, prefix.as_ref());
+        }
         if self.base.ends_with('/') {
             format!("{}{}", self.base, prefix.as_ref())
         } else if prefix.as_ref().is_empty() {
@@ -140,18 +150,21 @@ impl StoreRegistry {
     /// The store and key prefix of `location`, or `None` when it lies outside every store.
     /// The longest matching base wins, so nested bases resolve to the most specific store.
     pub fn resolve(&self, location: &str) -> Option<Resolved> {
+        if let Some(named) = location.strip_prefix(STORE_SCHEME) {
+            let (name, rest) = named.split_once('/').unwrap_or((named, ""));
+            let store = self.stores.get(name)?;
+            return Some(Resolved {
+                store: store.clone(),
+                prefix: encoded_prefix(rest)?,
+            });
+        }
         let mut best: Option<Resolved> = None;
         for store in self.stores.values() {
             let Some(rest) = relative_to(&store.base, location) else {
                 continue;
             };
-            let prefix = if rest.is_empty() {
-                Path::default()
-            } else {
-                match RelPath::parse(rest) {
-                    Ok(rel) => rel.under(&Path::default()),
-                    Err(_) => continue,
-                }
+            let Some(prefix) = encoded_prefix(rest) else {
+                continue;
             };
             if best
                 .as_ref()
@@ -165,6 +178,19 @@ impl StoreRegistry {
         }
         best
     }
+}
+
+/// The key prefix a location's tail names. Locations hold keys in their encoded form (what
+/// [`ConfiguredStore::location_of`] writes), so the tail is parsed as an encoded path, never
+/// encoded again: `models/team%2Fchurn` is the key that upload wrote for model `team/churn`,
+/// and encoding it once more would look for `team%252Fchurn`. `..`, `.` and empty segments are
+/// refused as everywhere else.
+fn encoded_prefix(rest: &str) -> Option<Path> {
+    if rest.is_empty() {
+        return Some(Path::default());
+    }
+    RelPath::parse(rest).ok()?;
+    Path::parse(rest).ok()
 }
 
 /// What follows `base` in `location`, when `location` is `base` or below it.
@@ -344,6 +370,26 @@ mod tests {
         assert!(reg.resolve("http://169.254.169.254/latest").is_none());
         assert!(reg.resolve("s3://other-bucket/x").is_none());
         assert!(reg.resolve("memory:///a/b").is_some());
+    }
+
+    #[test]
+    fn local_locations_name_the_store_and_round_trip_encoded_keys() {
+        let tmp = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let reg = registry(tmp.path());
+        let store = reg.default_store().unwrap_or_else(|e| panic!("{e}"));
+        // What an upload for model `team/churn` writes: the slash is encoded in the segment.
+        let prefix = Path::from_iter(["models", "team/churn", "u1"]);
+        let location = store.location_of(&prefix);
+        assert_eq!(location, "store://default/models/team%2Fchurn/u1");
+        assert!(!location.contains(&tmp.path().display().to_string()));
+        let back = reg.resolve(&location).map(|r| r.prefix);
+        assert_eq!(back, Some(prefix.clone()), "encoded once, not twice");
+        // The same key through the store's own URL (how older manifests recorded it).
+        let by_url = reg.resolve(&format!("{}/{}", store.base, prefix.as_ref()));
+        assert_eq!(by_url.map(|r| r.prefix), Some(prefix));
+        assert!(reg.resolve("store://default/../x").is_none());
+        assert!(reg.resolve("store://nope/models").is_none());
+        assert!(reg.resolve("store://mem/a/b").is_some());
     }
 
     #[test]

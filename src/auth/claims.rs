@@ -34,6 +34,7 @@ pub(crate) fn principal_from_claims(
         email,
         groups,
         kind,
+        expires_at: claims.get("exp").and_then(Value::as_i64),
     })
 }
 

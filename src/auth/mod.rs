@@ -75,6 +75,9 @@ pub struct Principal {
     pub email: Option<String>,
     pub groups: Vec<String>,
     pub kind: PrincipalKind,
+    /// The token's `exp` (Unix seconds): what is allowed on the token's say-so ends then, even
+    /// a response that is still streaming (see `api/v1/event_stream.rs`).
+    pub expires_at: Option<i64>,
 }
 
 impl Principal {

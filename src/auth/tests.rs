@@ -80,6 +80,7 @@ async fn valid_rsa_token_maps_claims() {
             email: Some("alice@example.com".into()),
             groups: vec!["ml-eng".into(), "approvers".into()],
             kind: PrincipalKind::User,
+            expires_at: claims["exp"].as_i64(),
         }
     );
     let actor = principal.actor();

@@ -14,6 +14,12 @@ use serde::{Deserialize, Serialize};
 pub enum Action {
     CreateModel,
     UpdateModel,
+    /// Renaming changes what `models:/NAME/...` serves, so it is its own action (see
+    /// policies/governance.cedar), not a kind of update.
+    RenameModel,
+    /// Setting or deleting a tag the policies read as a rule (`gate.<metric>`): the people a
+    /// gate holds back must not be able to lower it.
+    ChangeGate,
     DeleteModel,
     CreateVersion,
     UpdateVersion,
@@ -29,9 +35,11 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 16] = [
         Action::CreateModel,
         Action::UpdateModel,
+        Action::RenameModel,
+        Action::ChangeGate,
         Action::DeleteModel,
         Action::CreateVersion,
         Action::UpdateVersion,
@@ -51,6 +59,8 @@ impl Action {
         match self {
             Action::CreateModel => "CreateModel",
             Action::UpdateModel => "UpdateModel",
+            Action::RenameModel => "RenameModel",
+            Action::ChangeGate => "ChangeGate",
             Action::DeleteModel => "DeleteModel",
             Action::CreateVersion => "CreateVersion",
             Action::UpdateVersion => "UpdateVersion",

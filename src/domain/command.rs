@@ -151,8 +151,13 @@ impl Command {
     pub fn action(&self) -> Action {
         match self {
             Command::CreateModel { .. } => Action::CreateModel,
-            Command::RenameModel { .. }
-            | Command::UpdateModel { .. }
+            Command::RenameModel { .. } => Action::RenameModel,
+            Command::SetModelTag { key, .. } | Command::DeleteModelTag { key, .. }
+                if key.is_gate() =>
+            {
+                Action::ChangeGate
+            }
+            Command::UpdateModel { .. }
             | Command::SetModelTag { .. }
             | Command::DeleteModelTag { .. } => Action::UpdateModel,
             Command::DeleteModel { .. } => Action::DeleteModel,

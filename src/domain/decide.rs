@@ -92,6 +92,8 @@ pub fn decide(
             vec![EventPayload::ModelRenamed {
                 from: name.clone(),
                 to: new_name.clone(),
+                // Only the store knows the name's history; the service fills this in.
+                replaces_model_id: None,
             }]
         }
         Command::UpdateModel { description, .. } => {
@@ -105,16 +107,20 @@ pub fn decide(
             vec![EventPayload::ModelTagSet {
                 key: key.clone(),
                 value: value.clone(),
+                previous: state.tags.get(key).cloned(),
             }]
         }
         Command::DeleteModelTag { key, .. } => {
-            if !state.tags.contains_key(key) {
+            let Some(previous) = state.tags.get(key) else {
                 return Err(DomainError::NotFound(format!(
                     "No tag with key '{}' on registered model '{name}'",
                     key.as_str()
                 )));
-            }
-            vec![EventPayload::ModelTagDeleted { key: key.clone() }]
+            };
+            vec![EventPayload::ModelTagDeleted {
+                key: key.clone(),
+                previous: Some(previous.clone()),
+            }]
         }
         Command::DeleteModel { .. } => vec![EventPayload::ModelDeleted {}],
         Command::CreateVersion {
@@ -135,6 +141,13 @@ pub fn decide(
                 ));
             }
             check_text("source", source, MAX_SOURCE_CHARS)?;
+            // A source is a URI or a path; a control character in one is never a real location
+            // and a NUL truncates it in C-based tools that read it later.
+            if source.chars().any(char::is_control) {
+                return Err(DomainError::InvalidParameter(
+                    "source must not contain control characters".into(),
+                ));
+            }
             check_text("description", description, MAX_DESCRIPTION_CHARS)?;
             for value in tags.values() {
                 check_tag_value(value)?;

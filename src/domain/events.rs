@@ -131,6 +131,10 @@ pub enum EventPayload {
     ModelRenamed {
         from: ModelName,
         to: ModelName,
+        /// The model (stream id) that last answered under `to`, when another one did: a
+        /// subscriber resolving `models:/<to>/...` learns that a different model answers now.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces_model_id: Option<String>,
     },
     ModelDescriptionUpdated {
         description: String,
@@ -138,9 +142,16 @@ pub enum EventPayload {
     ModelTagSet {
         key: TagKey,
         value: String,
+        /// The value before this change; absent when the tag is new (and in events recorded
+        /// before this field existed, whose hashes therefore stay the same).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<String>,
     },
     ModelTagDeleted {
         key: TagKey,
+        /// The value the tag had, so a removed quality gate says what it was.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        previous: Option<String>,
     },
     ModelDeleted {},
     VersionCreated {

@@ -42,6 +42,14 @@ impl ModelName {
                 "model name must not contain control characters".into(),
             ));
         }
+        // URL parsers resolve a path segment `.` or `..` (encoded as `%2E%2E` too, per the URL
+        // standard) before it is sent, so such a model could never be addressed by the native
+        // API or pulled; refusing the name keeps every valid name usable everywhere.
+        if raw == "." || raw == ".." {
+            return Err(NameError(format!(
+                "model name must not be '{raw}' (URLs cannot carry it as a path segment)"
+            )));
+        }
         Ok(Self(raw))
     }
 
@@ -50,10 +58,16 @@ impl ModelName {
     }
 }
 
+/// How recorded names are read back (events, snapshots). The dot-segment rule is newer than
+/// the log, so it is not applied here: a model created as `..` before the rule stays readable.
+/// Requests never deserialize into `ModelName`; handlers call [`ModelName::parse`].
 impl TryFrom<String> for ModelName {
     type Error = NameError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Self::parse(value)
+        match value.as_str() {
+            "." | ".." => Ok(Self(value)),
+            _ => Self::parse(value),
+        }
     }
 }
 
@@ -131,7 +145,17 @@ impl fmt::Display for AliasName {
 #[serde(try_from = "String", into = "String")]
 pub struct TagKey(String);
 
+/// Model tags with this prefix declare a quality gate: `gate.f1 = "0.78"` requires metric `f1`
+/// to be at least 0.78 for Production. Such tags are rules, not labels, so changing one is the
+/// governed `ChangeGate` action rather than an ordinary update.
+pub const GATE_TAG_PREFIX: &str = "gate.";
+
 impl TagKey {
+    /// Whether the policies read this model tag as a rule (see [`GATE_TAG_PREFIX`]).
+    pub fn is_gate(&self) -> bool {
+        self.0.starts_with(GATE_TAG_PREFIX)
+    }
+
     pub fn parse(raw: impl Into<String>) -> Result<Self, NameError> {
         let raw = raw.into();
         let chars = raw.chars().count();

@@ -119,10 +119,10 @@ impl ModelState {
             EventPayload::ModelDescriptionUpdated { description } => {
                 self.description = description.clone()
             }
-            EventPayload::ModelTagSet { key, value } => {
+            EventPayload::ModelTagSet { key, value, .. } => {
                 self.tags.insert(key.clone(), value.clone());
             }
-            EventPayload::ModelTagDeleted { key } => {
+            EventPayload::ModelTagDeleted { key, .. } => {
                 self.tags.remove(key);
             }
             EventPayload::ModelDeleted {} => self.deleted = true,

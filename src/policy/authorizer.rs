@@ -28,6 +28,7 @@ impl Authorizer for PolicyEngine {
                     to_stage: question.to_stage,
                     comment: question.comment.map(str::to_string),
                     now: chrono::Utc::now(),
+                    rename: question.rename.cloned(),
                 },
             },
         );
@@ -37,6 +38,10 @@ impl Authorizer for PolicyEngine {
             reason: decision.reason.clone(),
             record: serde_json::to_value(&decision).unwrap_or_default(),
         }
+    }
+
+    fn generation(&self) -> u64 {
+        PolicyEngine::generation(self)
     }
 }
 
@@ -48,6 +53,10 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
     ),
     ("admins.cedar", include_str!("../../policies/admins.cedar")),
     ("ci.cedar", include_str!("../../policies/ci.cedar")),
+    (
+        "governance.cedar",
+        include_str!("../../policies/governance.cedar"),
+    ),
     (
         "production.cedar",
         include_str!("../../policies/production.cedar"),

@@ -55,6 +55,8 @@ pub struct PolicyEngine {
     groups: Arc<GroupNames>,
     current: Arc<RwLock<Arc<Loaded>>>,
     authorizer: Arc<Authorizer>,
+    /// Bumped by every successful reload (see [`crate::policy::Authorizer::generation`]).
+    generation: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for PolicyEngine {
@@ -76,6 +78,7 @@ impl PolicyEngine {
             groups: Arc::new(groups),
             current: Arc::new(RwLock::new(Arc::new(loaded))),
             authorizer: Arc::new(Authorizer::new()),
+            generation: Arc::new(std::sync::atomic::AtomicU64::new(1)),
         })
     }
 
@@ -85,7 +88,16 @@ impl PolicyEngine {
         let (loaded, _) = load_dir(&self.dir)?;
         let mut guard = self.current.write().unwrap_or_else(|p| p.into_inner());
         *guard = Arc::new(loaded);
+        // Bumped while the new set is in place and before anyone can see the old generation
+        // with it: a decision cached from here on is keyed with the new value.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+
+    /// See [`crate::policy::Authorizer::generation`].
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub fn policy_set_digest(&self) -> String {
@@ -138,7 +150,9 @@ impl Loaded {
                 from_stage: req.context.from_stage,
                 to_stage: req.context.to_stage,
                 comment: req.context.comment.clone(),
+                rename: req.context.rename.clone(),
             }),
+            gates: Vec::new(),
         };
         let fail = |mut d: Decision, msg: String| {
             d.reason = format!("request could not be evaluated: {msg}");
@@ -157,6 +171,17 @@ impl Loaded {
         } else {
             Vec::new()
         };
+        decision.gates = gates
+            .iter()
+            .map(|gate| super::GateCheck {
+                metric: gate.metric.clone(),
+                threshold: gate.raw_threshold.clone(),
+                value: req
+                    .version
+                    .and_then(|v| req.model.and_then(|m| m.live_version(v)))
+                    .and_then(|v| v.metrics.get(&gate.metric).copied()),
+            })
+            .collect();
         let mut responses: Vec<(Option<&Gate>, Response)> = Vec::with_capacity(1 + gates.len());
         for gate in std::iter::once(None).chain(gates.iter().map(Some)) {
             let request = build_context(req, gate).and_then(|ctx| {
@@ -563,6 +588,7 @@ mod tests {
                 to_stage: None,
                 comment: None,
                 now: Utc::now(),
+                rename: None,
             },
         }
     }
@@ -572,7 +598,16 @@ mod tests {
         let report = validate_dir(&shipped()).unwrap_or_else(|e| panic!("{e}"));
         assert!(report.policy_ids.contains(&"admins-all".to_string()));
         assert_eq!(report.digest.len(), 64);
-        assert_eq!(report.policy_files.len(), 5);
+        assert_eq!(report.policy_files.len(), 6);
+        for governed in [
+            "gates-only-release-managers-and-admins",
+            "rename-serving-or-used-names",
+        ] {
+            assert!(
+                report.policy_ids.contains(&governed.to_string()),
+                "{governed}"
+            );
+        }
     }
 
     #[test]

@@ -14,9 +14,7 @@ use cedar_policy::{
 use super::{AuthzRequest, GroupNames};
 use crate::domain::ModelState;
 
-/// Model tags with this prefix declare a quality gate: `gate.f1 = "0.78"` requires metric `f1`
-/// to be at least 0.78 for Production.
-pub const GATE_TAG_PREFIX: &str = "gate.";
+pub use crate::domain::names::GATE_TAG_PREFIX;
 
 /// Cedar's `decimal` is an i64 count of 10^-4 units, so its range is about ±922337203685477.58.
 /// Values at or beyond this magnitude (and infinities) are clamped to ±922337203685477.5807.
@@ -294,6 +292,21 @@ pub(crate) fn build_context(req: &AuthzRequest, gate: Option<&Gate>) -> Result<C
             RestrictedExpression::new_long(req.context.now.timestamp()),
         ),
     ];
+    if let Some(rename) = &req.context.rename {
+        let record = RestrictedExpression::new_record([
+            ("new_name".to_string(), string(&rename.new_name)),
+            (
+                "holds_stage_or_alias".to_string(),
+                RestrictedExpression::new_bool(rename.holds_stage_or_alias),
+            ),
+            (
+                "new_name_used_before".to_string(),
+                RestrictedExpression::new_bool(rename.new_name_used_before),
+            ),
+        ])
+        .map_err(|e| format!("rename context: {e}"))?;
+        pairs.push(("rename".to_string(), record));
+    }
     if let Some(gate) = gate {
         let record = RestrictedExpression::new_record([
             ("metric".to_string(), string(&gate.metric)),

@@ -116,6 +116,32 @@ pub struct AuthzContext {
     pub to_stage: Option<Stage>,
     pub comment: Option<String>,
     pub now: DateTime<Utc>,
+    /// Set for `RenameModel` only (the policies' `context.rename`).
+    pub rename: Option<RenameFacts>,
+}
+
+/// What a rename would change about what `models:/NAME/...` serves, for the policies to judge
+/// (`context.rename` in the schema). The service finds these out before asking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RenameFacts {
+    pub new_name: String,
+    /// The model has a version in Staging or Production, or an alias: renaming it moves what
+    /// serving code loads by name.
+    pub holds_stage_or_alias: bool,
+    /// Another model answered under `new_name` before: taking the name over makes the old
+    /// `models:/` URIs load a model no rule of the old one admitted.
+    pub new_name_used_before: bool,
+}
+
+/// One quality gate a `TransitionStage` decision was checked against, recorded in the decision
+/// so the audit trail says which thresholds a promotion met (or missed), not only that it did.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateCheck {
+    pub metric: String,
+    /// The model's `gate.<metric>` tag value as written.
+    pub threshold: String,
+    /// The version's value for the metric; `None` when the version has no such metric.
+    pub value: Option<f64>,
 }
 
 /// One question to the engine: may `principal` do `action` to this model (or version)?
@@ -156,6 +182,10 @@ pub struct Decision {
     /// before this field existed; replay then treats the principal as having no groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<RecordedRequest>,
+    /// The quality gates a stage transition was checked against (empty for other actions and
+    /// for models without gates).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub gates: Vec<GateCheck>,
 }
 
 /// What was asked, beyond principal, action and resource (see [`Decision::request`]).
@@ -170,6 +200,8 @@ pub struct RecordedRequest {
     pub to_stage: Option<Stage>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub comment: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rename: Option<RenameFacts>,
 }
 
 /// Why a policy directory could not be loaded or tested. Every variant that comes from a file

@@ -10,12 +10,18 @@ use serde::Serialize;
 use crate::domain::events::Actor;
 use crate::domain::{Action, ModelState, Stage};
 
+pub use super::RenameFacts;
+
 /// Who is calling, as the policy engine sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Caller {
     pub actor: Actor,
     pub groups: Vec<String>,
     pub service_account: bool,
+    /// When the caller's credential expires (Unix seconds); `None` for credentials that do not.
+    /// Long-lived responses (the event stream) end then.
+    #[serde(skip)]
+    pub expires_at: Option<i64>,
 }
 
 /// What the authorizer is asked about one request.
@@ -31,6 +37,8 @@ pub struct AuthzQuestion<'a> {
     pub from_stage: Option<Stage>,
     pub to_stage: Option<Stage>,
     pub comment: Option<&'a str>,
+    /// Set for `RenameModel`: what the rename would change (see [`RenameFacts`]).
+    pub rename: Option<&'a RenameFacts>,
 }
 
 /// An authorization outcome. `record` is stored verbatim in the event (or the denial log).
@@ -45,6 +53,12 @@ pub struct AccessDecision {
 /// The authorization step shared by every command and query.
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, question: &AuthzQuestion<'_>) -> AccessDecision;
+
+    /// Changes whenever the policy set does (a reload), so decisions cached under one value
+    /// are never reused under another. Authorizers whose answers never change return 0.
+    fn generation(&self) -> u64 {
+        0
+    }
 }
 
 /// The authorizer used until a policy engine is configured: allows everything and records that

@@ -112,6 +112,9 @@ struct CaseContext {
     to_stage: Option<String>,
     #[serde(default)]
     comment: Option<String>,
+    /// For `RenameModel` cases: `{"new_name", "holds_stage_or_alias", "new_name_used_before"}`.
+    #[serde(default)]
+    rename: Option<super::RenameFacts>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -211,6 +214,7 @@ pub fn run_policy_tests(dir: &Path, cases_file: &Path) -> Result<PolicyTestRepor
                 to_stage: stage(&case.context.to_stage)?,
                 comment: case.context.comment.clone(),
                 now: Utc::now(),
+                rename: case.context.rename.clone(),
             },
         };
         let decision = engine.authorize(&request);
@@ -383,6 +387,7 @@ mod tests {
                 to_stage: Some(Stage::Production),
                 comment: Some("weekly release".into()),
                 now: Utc::now(),
+                rename: None,
             },
         };
         assert!(

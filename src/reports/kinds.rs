@@ -342,6 +342,9 @@ pub struct DenialRow {
     pub reason: String,
     pub policy_set_digest: Option<String>,
     pub request_id: Option<String>,
+    /// Identical refusals this row stands for (repeats are coalesced, see docs/security.md).
+    pub repeats: i64,
+    pub last_at: Option<DateTime<Utc>>,
 }
 
 impl From<DenialRecord> for DenialRow {
@@ -367,6 +370,8 @@ impl From<DenialRecord> for DenialRow {
             model: d.model_name,
             version: d.version,
             request_id: d.request_id,
+            repeats: d.repeats,
+            last_at: d.last_at,
         }
     }
 }

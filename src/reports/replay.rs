@@ -128,6 +128,7 @@ impl Replayer<'_> {
             from_stage: fallback_stages.0,
             to_stage: fallback_stages.1,
             comment: fallback_stages.2,
+            rename: None,
         });
         let principal = PrincipalInfo {
             subject: actor.subject.clone(),
@@ -153,6 +154,7 @@ impl Replayer<'_> {
                 to_stage: request.to_stage,
                 comment: request.comment.clone(),
                 now: at,
+                rename: request.rename.clone(),
             },
         });
         if after.allowed != rec.allowed {

@@ -2,7 +2,8 @@
 //!
 //! `check(caller, action, resource)` asks the policy engine and, when it refuses, writes the
 //! refusal to the access-decision log before answering, so "who tried what and was told no"
-//! is recorded the same way whichever API the request came through. Reads are checked before
+//! is recorded the same way whichever API the request came through (coalesced, so refusals
+//! cannot become a write flood: see [`super::denials`]). Reads are checked before
 //! anything about the model is looked up: a caller without `ReadModel` learns nothing, not even
 //! whether the model exists. Writes are checked against the model's current state, because the
 //! shipped policies (separation of duties, verified artifacts, metric gates) read it.
@@ -10,6 +11,7 @@
 use chrono::Utc;
 
 use crate::domain::{Action, ModelName, ModelState, Stage};
+use crate::policy::RenameFacts;
 use crate::store::AccessDenial;
 
 use super::{AccessDecision, AuthzQuestion, Caller, Service, ServiceError};
@@ -70,15 +72,84 @@ impl<'a> Resource<'a> {
     }
 }
 
-/// The stage change a `TransitionStage` request asks for (the policies' context).
+/// What a write asks for beyond action and resource (the policies' context): the stage change
+/// of a `TransitionStage`, the facts of a `RenameModel`.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct StageChange<'a> {
+pub struct Change<'a> {
     pub from: Option<Stage>,
     pub to: Option<Stage>,
     pub comment: Option<&'a str>,
+    pub rename: Option<&'a RenameFacts>,
+}
+
+/// Read decisions, remembered so the hottest path (a model server resolving `models:/NAME/...`
+/// on every load) does not rebuild Cedar entities and re-run the policies per request.
+///
+/// Only reads are cached, and only those decided without the model's state (all of them: reads
+/// are checked before anything about the model is looked up). Such a decision depends on the
+/// caller (issuer, subject, groups, kind), the action, the resource (model name and version)
+/// and the policy set, so exactly those are the key: a policy reload moves to a new generation,
+/// a token with other groups is another key, and there is no stored entity whose change could
+/// make an entry wrong. Entries also expire after [`ReadDecisions::TTL`], which bounds how long
+/// a policy reading `context.now` (none of the shipped ones does) can see a cached answer.
+pub struct ReadDecisions {
+    cache: moka::sync::Cache<ReadKey, AccessDecision>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct ReadKey {
+    generation: u64,
+    issuer: String,
+    subject: String,
+    groups: Vec<String>,
+    service_account: bool,
+    action: Action,
+    model_name: String,
+    version: Option<u64>,
+}
+
+impl ReadDecisions {
+    pub const TTL: std::time::Duration = std::time::Duration::from_secs(5);
+    const CAPACITY: u64 = 100_000;
+}
+
+impl Default for ReadDecisions {
+    fn default() -> Self {
+        ReadDecisions {
+            cache: moka::sync::Cache::builder()
+                .max_capacity(Self::CAPACITY)
+                .time_to_live(Self::TTL)
+                .build(),
+        }
+    }
 }
 
 impl Service {
+    /// Asks the authorizer, through the read-decision cache when the question is a read.
+    fn decide(&self, question: &AuthzQuestion<'_>, cacheable: bool) -> AccessDecision {
+        if !cacheable {
+            return self.authorizer.authorize(question);
+        }
+        // Read before deciding: a reload between the two can only file a new answer under the
+        // old generation, where nobody looks for it any more.
+        let key = ReadKey {
+            generation: self.authorizer.generation(),
+            issuer: question.caller.actor.issuer.clone(),
+            subject: question.caller.actor.subject.clone(),
+            groups: question.caller.groups.clone(),
+            service_account: question.caller.service_account,
+            action: question.action,
+            model_name: question.model_name.to_string(),
+            version: question.version,
+        };
+        if let Some(hit) = self.read_decisions.cache.get(&key) {
+            return hit;
+        }
+        let decision = self.authorizer.authorize(question);
+        self.read_decisions.cache.insert(key, decision.clone());
+        decision
+    }
+
     /// Decides `action` on `resource` for `caller`; a refusal is recorded and returned as
     /// [`ServiceError::Denied`].
     pub async fn check(
@@ -87,7 +158,7 @@ impl Service {
         action: Action,
         resource: Resource<'_>,
     ) -> Result<AccessDecision, ServiceError> {
-        self.check_change(caller, action, resource, StageChange::default(), None)
+        self.check_change(caller, action, resource, Change::default(), None)
             .await
     }
 
@@ -97,11 +168,17 @@ impl Service {
         caller: &Caller,
         action: Action,
         resource: Resource<'_>,
-        change: StageChange<'_>,
+        change: Change<'_>,
         request_id: Option<&str>,
     ) -> Result<AccessDecision, ServiceError> {
         let (model_name, model, version) = resource.parts();
-        let decision = self.authorizer.authorize(&AuthzQuestion {
+        let cacheable = action.is_read()
+            && model.is_none()
+            && change.from.is_none()
+            && change.to.is_none()
+            && change.comment.is_none()
+            && change.rename.is_none();
+        let question = AuthzQuestion {
             caller,
             action,
             model_name,
@@ -110,11 +187,14 @@ impl Service {
             from_stage: change.from,
             to_stage: change.to,
             comment: change.comment,
-        });
+            rename: change.rename,
+        };
+        let decision = self.decide(&question, cacheable);
         if decision.allowed {
             return Ok(decision);
         }
         let denial = AccessDenial {
+            id: uuid::Uuid::now_v7().to_string(),
             occurred_at: Utc::now(),
             actor: caller.actor.clone(),
             action: action.to_string(),
@@ -123,7 +203,7 @@ impl Service {
             decision: decision.record.clone(),
             request_id: request_id.map(str::to_string),
         };
-        self.store.record_denial(denial).await?;
+        self.denials.record(denial).await?;
         Err(ServiceError::Denied(decision))
     }
 
@@ -144,5 +224,95 @@ impl Service {
         )
         .await?;
         Ok(model)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use super::*;
+    use crate::domain::Actor;
+    use crate::policy::question::Authorizer;
+
+    /// Allows everything, counting how often it is asked, under a generation the test moves.
+    #[derive(Default)]
+    struct Counting {
+        asked: AtomicU64,
+        generation: AtomicU64,
+    }
+
+    impl Authorizer for Counting {
+        fn authorize(&self, question: &AuthzQuestion<'_>) -> AccessDecision {
+            self.asked.fetch_add(1, Ordering::SeqCst);
+            crate::policy::AllowAll.authorize(question)
+        }
+        fn generation(&self) -> u64 {
+            self.generation.load(Ordering::SeqCst)
+        }
+    }
+
+    fn caller(groups: &[&str]) -> Caller {
+        Caller {
+            actor: Actor {
+                subject: "reader".into(),
+                issuer: "https://idp.test".into(),
+                display_name: None,
+            },
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            service_account: false,
+            expires_at: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn read_decisions_are_reused_until_caller_resource_or_policies_change() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = crate::store::connect(&url, 2).await.expect("store");
+        let counting = Arc::new(Counting::default());
+        let service = Service::new(store, counting.clone());
+        let asked = || counting.asked.load(Ordering::SeqCst);
+        let reader = caller(&["ml-readers"]);
+
+        for _ in 0..3 {
+            service
+                .check(&reader, Action::ReadModel, Resource::model("fraud"))
+                .await
+                .expect("allowed");
+        }
+        assert_eq!(asked(), 1, "the same read is decided once");
+        service
+            .check(&reader, Action::ReadModel, Resource::version("fraud", 2))
+            .await
+            .expect("allowed");
+        service
+            .check(&reader, Action::ReadAudit, Resource::model("fraud"))
+            .await
+            .expect("allowed");
+        service
+            .check(&caller(&[]), Action::ReadModel, Resource::model("fraud"))
+            .await
+            .expect("allowed");
+        assert_eq!(
+            asked(),
+            4,
+            "another resource, action or group set is another question"
+        );
+        counting.generation.fetch_add(1, Ordering::SeqCst);
+        service
+            .check(&reader, Action::ReadModel, Resource::model("fraud"))
+            .await
+            .expect("allowed");
+        assert_eq!(asked(), 5, "a policy reload empties the cache");
+        // Writes are decided against the model's state every time.
+        for _ in 0..2 {
+            service
+                .check(&reader, Action::UpdateModel, Resource::model("fraud"))
+                .await
+                .expect("allowed");
+        }
+        assert_eq!(asked(), 7);
     }
 }

@@ -20,12 +20,13 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::domain::chain::truncate_to_micros;
-use crate::domain::events::NewEvent;
+use crate::domain::events::{EventPayload, NewEvent};
 use crate::domain::state::{ModelState, fold};
-use crate::domain::{Action, Command, DomainError, decide};
+use crate::domain::{Action, Command, DomainError, Stage, decide};
+use crate::policy::RenameFacts;
 use crate::store::{AppendBatch, IdempotencyRecord, StoreError};
 
-use super::access::{Resource, StageChange};
+use super::access::{Change, Resource};
 use super::{
     AuthzQuestion, Caller, IdempotencyRequest, Missing, Outcome, RequestMeta, Service,
     ServiceError, StoredResponse,
@@ -177,6 +178,7 @@ impl Service {
             from_stage: None,
             to_stage: None,
             comment: None,
+            rename: None,
         });
         if !decision.allowed {
             // The command path records and answers the denial.
@@ -399,21 +401,26 @@ impl Service {
                 actual: state.stream_version,
             });
         }
-        if let Command::RenameModel { new_name, .. } = command
-            && current.is_some()
-            && self
-                .store
-                .load_model(new_name.as_str())
-                .await
-                .map_err(ServiceError::Store)?
-                .is_some()
-        {
-            return Err(DomainError::AlreadyExists(format!(
-                "Registered model (name={new_name}) already exists"
-            ))
-            .into());
+        let rename = match (command, current.as_ref()) {
+            (Command::RenameModel { new_name, .. }, Some(state)) => {
+                Some(self.rename_facts(state, new_name).await?)
+            }
+            _ => None,
+        };
+        let mut payloads = decide(current.as_ref(), command)?;
+        if let Some((facts, previous_holder)) = &rename {
+            // `decide` cannot see the name's history; the event says who answered under the
+            // name before, so subscribers can tell a different model now answers.
+            for payload in &mut payloads {
+                if let EventPayload::ModelRenamed {
+                    replaces_model_id, ..
+                } = payload
+                {
+                    *replaces_model_id = previous_holder.clone();
+                }
+            }
+            debug_assert_eq!(facts.new_name_used_before, previous_holder.is_some());
         }
-        let payloads = decide(current.as_ref(), command)?;
 
         let (from_stage, to_stage, comment) = match command {
             Command::TransitionStage {
@@ -444,10 +451,11 @@ impl Service {
                 caller,
                 command.action(),
                 Resource::current(name, version, current.as_ref()),
-                StageChange {
+                Change {
                     from: from_stage,
                     to: to_stage,
                     comment,
+                    rename: rename.as_ref().map(|(facts, _)| facts),
                 },
                 meta.request_id.as_deref(),
             )
@@ -518,6 +526,48 @@ impl Service {
             state,
             response: stored_response,
         })
+    }
+}
+
+impl Service {
+    /// What renaming `state` to `new_name` would change, for the rename policy, and the model
+    /// that last answered under `new_name` (when another one did). A live model already holding
+    /// the name is refused here: names are unique.
+    async fn rename_facts(
+        &self,
+        state: &ModelState,
+        new_name: &crate::domain::ModelName,
+    ) -> Result<(RenameFacts, Option<String>), ServiceError> {
+        if self
+            .store
+            .load_model(new_name.as_str())
+            .await
+            .map_err(ServiceError::Store)?
+            .is_some()
+        {
+            return Err(DomainError::AlreadyExists(format!(
+                "Registered model (name={new_name}) already exists"
+            ))
+            .into());
+        }
+        let previous_holder = self
+            .store
+            .last_model_named(new_name.as_str(), &state.model_id.to_string())
+            .await
+            .map_err(ServiceError::Store)?;
+        let holds_stage_or_alias = !state.aliases.is_empty()
+            || state
+                .versions
+                .values()
+                .any(|v| !v.deleted && matches!(v.stage, Stage::Staging | Stage::Production));
+        Ok((
+            RenameFacts {
+                new_name: new_name.to_string(),
+                holds_stage_or_alias,
+                new_name_used_before: previous_holder.is_some(),
+            },
+            previous_holder,
+        ))
     }
 }
 

@@ -17,6 +17,7 @@
 
 pub mod access;
 pub mod commands;
+pub mod denials;
 pub mod queries;
 
 use std::sync::Arc;
@@ -126,6 +127,10 @@ pub struct Service {
     queues: Arc<commands::ModelQueues>,
     /// Answers to the hottest reads, valid until the next commit (see [`queries::ReadCache`]).
     reads: Arc<queries::ReadCache>,
+    /// Where refusals are recorded, coalesced (see [`denials`]).
+    denials: Arc<denials::DenialLog>,
+    /// Read decisions by caller, action, resource and policy generation.
+    read_decisions: Arc<access::ReadDecisions>,
 }
 
 impl Service {
@@ -135,6 +140,8 @@ impl Service {
             states: Arc::new(StateCache::default()),
             queues: Arc::new(commands::ModelQueues::default()),
             reads: Arc::new(queries::ReadCache::new(&store)),
+            denials: denials::DenialLog::start(store.clone()),
+            read_decisions: Arc::new(access::ReadDecisions::default()),
             store,
             authorizer,
             tracking: None,
@@ -151,6 +158,8 @@ impl Service {
             states: self.states.clone(),
             queues: self.queues.clone(),
             reads: self.reads.clone(),
+            denials: self.denials.clone(),
+            read_decisions: self.read_decisions.clone(),
         }
     }
 }

@@ -124,6 +124,8 @@ pub struct IdempotencyRecord {
 /// A refused request, kept in the append-only access-decision log.
 #[derive(Debug, Clone)]
 pub struct AccessDenial {
+    /// Chosen by the caller, so later repeats of the same denial can be added to this row.
+    pub id: String,
     pub occurred_at: chrono::DateTime<chrono::Utc>,
     pub actor: Actor,
     pub action: String,
@@ -241,6 +243,10 @@ pub struct DenialRecord {
     pub version: Option<i64>,
     pub decision: serde_json::Value,
     pub request_id: Option<String>,
+    /// How many identical refusals this row stands for (1 unless repeats were coalesced).
+    pub repeats: i64,
+    /// When the last of them happened (`None` when there was only one).
+    pub last_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// A signed chain head as stored in the `checkpoints` table (see `reports::checkpoint`).
@@ -305,6 +311,13 @@ pub trait RegistryReads: Send + Sync + 'static {
     async fn get_model(&self, name: &str) -> Result<Option<ModelView>, StoreError>;
     /// The current name of the live model with this id (ids survive renames; names do not).
     async fn model_name_by_id(&self, model_id: &str) -> Result<Option<String>, StoreError>;
+    /// The model (stream id) other than `except_model_id` that most recently had an event under
+    /// `name`, live or not: whether a rename to `name` would take over a name used before.
+    async fn last_model_named(
+        &self,
+        name: &str,
+        except_model_id: &str,
+    ) -> Result<Option<String>, StoreError>;
     async fn search_models(&self, query: &ModelQuery) -> Result<Page<ModelView>, StoreError>;
     async fn get_version(
         &self,
@@ -355,6 +368,14 @@ pub trait RelayLease: Send {
 #[async_trait]
 pub trait Audit: Send + Sync + 'static {
     async fn record_denial(&self, denial: AccessDenial) -> Result<(), StoreError>;
+    /// Records `more` coalesced repeats of denial `id`, the last at `last_at` (appended to
+    /// `access_decision_repeats`; the denial row itself is never rewritten).
+    async fn add_denial_repeats(
+        &self,
+        id: &str,
+        more: i64,
+        last_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError>;
     /// Refused requests from the access-decision log, oldest first.
     async fn read_denials(&self, query: &DenialQuery) -> Result<Vec<DenialRecord>, StoreError>;
     async fn append_checkpoint(&self, checkpoint: &CheckpointRecord) -> Result<(), StoreError>;

@@ -130,12 +130,13 @@ async fn download(
     (status, headers, resp.bytes().await.expect("body").to_vec())
 }
 
-/// The local directory of a `file://` location.
-fn local_dir(location: &str) -> PathBuf {
-    url::Url::parse(location)
-        .expect("location url")
-        .to_file_path()
-        .expect("file location")
+/// The local directory of a location in the app's default (local) store: locations there are
+/// store-relative (`store://default/<key>`), never the server's absolute path.
+fn local_dir(app: &TestApp, location: &str) -> PathBuf {
+    let key = location
+        .strip_prefix("store://default/")
+        .unwrap_or_else(|| panic!("not a default-store location: {location}"));
+    app.data_dir.path().join("artifacts").join(key)
 }
 
 both_backends!(
@@ -155,11 +156,10 @@ both_backends!(
             expected
         );
         assert_eq!(version["source"], artifact["location"]);
+        let location = artifact["location"].as_str().unwrap_or("");
         assert!(
-            artifact["location"]
-                .as_str()
-                .unwrap_or("")
-                .starts_with("file:///")
+            location.starts_with("store://default/models/churn/"),
+            "store-relative, not a server path: {location}"
         );
 
         let listing = app
@@ -292,7 +292,10 @@ both_backends!(
         app.create_model("ranker").await;
         let files = model_files();
         let version = upload_version(&app, &admin, "ranker", &files).await;
-        let dir = local_dir(version["artifact"]["location"].as_str().expect("location"));
+        let dir = local_dir(
+            &app,
+            version["artifact"]["location"].as_str().expect("location"),
+        );
         assert_eq!(verify(&app, &admin, "ranker", 1).await["verified"], true);
 
         // Overwrite one byte of one file and delete another.
@@ -796,7 +799,10 @@ async fn cli_push_pull_verify() {
 
     // Damage version 2 in the store: verify and pull both fail, naming the file.
     let v2 = app.get("/api/v1/models/pushed/versions/2", &admin).await;
-    let dir = local_dir(v2.body["artifact"]["location"].as_str().expect("location"));
+    let dir = local_dir(
+        &app,
+        v2.body["artifact"]["location"].as_str().expect("location"),
+    );
     std::fs::write(dir.join("MLmodel"), b"flavors: {}\n").expect("tamper");
     let out = cli(&app, &admin, &["verify", "models:/pushed/2"]).await;
     assert!(!out.status.success());

@@ -11,6 +11,8 @@ mod artifacts;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod governance;
+mod hostile_input;
 mod mlflow_api;
 mod native_api;
 mod one_door;

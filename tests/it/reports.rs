@@ -368,6 +368,7 @@ fn person(subject: &str, groups: &[&str]) -> Caller {
         },
         groups: groups.iter().map(|g| g.to_string()).collect(),
         service_account: false,
+        expires_at: None,
     }
 }
 

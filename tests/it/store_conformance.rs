@@ -24,6 +24,7 @@ pub(crate) fn caller(subject: &str) -> Caller {
         },
         groups: vec![],
         service_account: false,
+        expires_at: None,
     }
 }
 

@@ -72,7 +72,12 @@ impl From<ArtifactError> for ApiError {
                 ApiError::new(StatusCode::BAD_REQUEST, "DIGEST_MISMATCH", message)
             }
             ArtifactError::NotFound(_) => ApiError::not_found(message),
-            e if e.is_not_found() => ApiError::not_found(message),
+            // object_store's own message names the key's absolute location (a local store's
+            // is a server path); callers get the fact, the log gets the detail.
+            e if e.is_not_found() => {
+                tracing::debug!(error = %message, "artifact object not found");
+                ApiError::not_found("the file is not in the artifact store")
+            }
             ArtifactError::Conflict(_) => ApiError::new(StatusCode::CONFLICT, "CONFLICT", message),
             ArtifactError::TooLarge(_) => {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE", message)

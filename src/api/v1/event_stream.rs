@@ -9,7 +9,9 @@
 //! docs/architecture.md), so nothing is skipped or sent twice.
 //!
 //! Authorization: `ReadModel` on the model when `?model=` names one, otherwise `ReadAudit` for
-//! the whole log, as for `GET /api/v1/events`.
+//! the whole log, as for `GET /api/v1/events`. The right to read is the token's, so the stream
+//! ends when the token expires: a last `event: token-expired` says why, and the client
+//! reconnects with a fresh token and `Last-Event-ID`, missing nothing.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -111,12 +113,20 @@ async fn stream_events(
         ..Default::default()
     };
     let stopped = state.publish.stopped();
+    let expires_at = caller.expires_at;
+    let expiry = token_expiry(expires_at);
     let events = async_stream::stream! {
         let mut after = after;
+        tokio::pin!(expiry);
         // Subscribed before the first read, so a commit during catch-up still wakes us.
         let mut commits = reader.subscribe();
         tokio::pin!(stopped);
         loop {
+            // Also checked here, not only while waiting: a busy log may never leave us idle.
+            if expires_at.is_some_and(|at| chrono::Utc::now().timestamp() >= at) {
+                yield Ok(token_expired_event());
+                break;
+            }
             let page = match reader
                 .events(&EventQuery { after_position: Some(after), ..query.clone() })
                 .await
@@ -151,10 +161,33 @@ async fn stream_events(
                 }
                 () = tokio::time::sleep(POLL) => {}
                 () = &mut stopped => break,
+                () = &mut expiry => {
+                    yield Ok(token_expired_event());
+                    break;
+                }
             }
             // Coalesce the burst: one read covers every commit queued so far.
             while commits.try_recv().is_ok() {}
         }
     };
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))
+}
+
+/// The stream's last event when the caller's token expires.
+fn token_expired_event() -> Event {
+    Event::default().event("token-expired").data(
+        r#"{"error_code":"TOKEN_EXPIRED","message":"the access token expired; reconnect with a fresh token and Last-Event-ID"}"#,
+    )
+}
+
+/// Resolves when a token expiring at `expires_at` (Unix seconds) has expired; never for
+/// credentials without an expiry.
+async fn token_expiry(expires_at: Option<i64>) {
+    match expires_at {
+        Some(at) => {
+            let left = at.saturating_sub(chrono::Utc::now().timestamp());
+            tokio::time::sleep(Duration::from_secs(u64::try_from(left).unwrap_or(0))).await;
+        }
+        None => std::future::pending().await,
+    }
 }

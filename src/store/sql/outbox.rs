@@ -135,7 +135,7 @@ where
             "INSERT INTO access_decisions (id, occurred_at_us, actor_subject, actor_issuer, action, \
              model_name, version, decision, request_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
-        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&denial.id)
         .bind(micros(&denial.occurred_at))
         .bind(&denial.actor.subject)
         .bind(&denial.actor.issuer)
@@ -149,10 +149,33 @@ where
         Ok(())
     }
 
+    async fn add_denial_repeats(
+        &self,
+        id: &str,
+        more: i64,
+        last_at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO access_decision_repeats (decision_id, repeats, last_at_us) \
+             VALUES ($1, $2, $3)",
+        )
+        .bind(id)
+        .bind(more)
+        .bind(micros(&last_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn read_denials(&self, query: &DenialQuery) -> Result<Vec<DenialRecord>, StoreError> {
         let mut qb = QueryBuilder::<Db<D>>::new(
             "SELECT id, occurred_at_us, actor_subject, actor_issuer, action, model_name, version, \
-             decision, request_id FROM access_decisions WHERE 1 = 1",
+             decision, request_id, \
+             CAST(1 + COALESCE((SELECT SUM(r.repeats) FROM access_decision_repeats r \
+                 WHERE r.decision_id = access_decisions.id), 0) AS BIGINT) AS repeats, \
+             (SELECT MAX(r.last_at_us) FROM access_decision_repeats r \
+                 WHERE r.decision_id = access_decisions.id) AS last_at_us \
+             FROM access_decisions WHERE 1 = 1",
         );
         if let Some(from) = query.occurred_from_us {
             qb.push(" AND occurred_at_us >= ").push_bind(from);

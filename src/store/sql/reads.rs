@@ -192,6 +192,23 @@ where
         Ok(row.map(|(name,)| name))
     }
 
+    async fn last_model_named(
+        &self,
+        name: &str,
+        except_model_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        // events_by_model_name (model_name, position) serves this without a scan.
+        let row: Option<(String,)> = sqlx::query_as(
+            "SELECT stream_id FROM events WHERE model_name = $1 AND stream_id <> $2 \
+             ORDER BY position DESC LIMIT 1",
+        )
+        .bind(name)
+        .bind(except_model_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(id,)| id))
+    }
+
     async fn search_models(&self, query: &ModelQuery) -> Result<Page<ModelView>, StoreError> {
         let mut qb = QueryBuilder::<Db<D>>::new(format!(
             "SELECT {MODEL_COLUMNS} FROM registered_models m WHERE 1 = 1"

@@ -243,6 +243,8 @@ pub(crate) struct DenialRow {
     pub version: Option<i64>,
     pub decision: String,
     pub request_id: Option<String>,
+    pub repeats: i64,
+    pub last_at_us: Option<i64>,
 }
 
 impl DenialRow {
@@ -261,6 +263,8 @@ impl DenialRow {
             decision: serde_json::from_str(&self.decision)
                 .map_err(|e| StoreError::Corrupt(format!("access decision: {e}")))?,
             request_id: self.request_id,
+            repeats: self.repeats,
+            last_at: self.last_at_us.map(from_micros),
         })
     }
 }
