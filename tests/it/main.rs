@@ -11,6 +11,7 @@ mod artifacts;
 mod bad_input;
 mod cli;
 mod concurrency;
+mod http_hardening;
 mod mlflow_api;
 mod native_api;
 mod one_door;
