@@ -10,9 +10,9 @@
 //! routes model-ledger does not know (a newer MLflow's), needs `WriteTracking`. An unknown route
 //! is thus forwarded only for callers who may write, the safe side of not knowing.
 //!
-//! A body without a declared length is read (up to the smaller of the pass-through limit and
-//! `--max-body-bytes`) before anything is forwarded, so an oversized chunked body is refused
-//! with 413 instead of reaching the upstream truncated.
+//! A body without a declared length is received in full (in memory up to `--max-body-bytes`,
+//! then in a temporary file) before anything is forwarded, so an oversized chunked body is
+//! refused with 413 instead of reaching the upstream truncated.
 
 use axum::extract::{OriginalUri, Request, State};
 use axum::http::{Method, header};
@@ -216,10 +216,11 @@ pub async fn forward(State(state): State<AppState>, request: Request) -> Respons
 }
 
 /// The body to forward. A declared length is checked by [`crate::tracking::Upstream::forward`]
-/// and streamed (uploads of gigabytes are not held in memory); a body without one (chunked)
-/// is read first, up to the smaller of the pass-through limit and `--max-body-bytes`, so an
-/// oversized one is refused before the upstream sees a byte of it rather than cut short in
-/// the middle of the upstream request.
+/// and streamed (uploads of gigabytes are not held anywhere). A body without one (chunked)
+/// is received in full first, so an oversized one is refused with 413 before the upstream
+/// sees a byte of it, rather than cut short in the middle of the upstream request: up to
+/// `--max-body-bytes` in memory, beyond that in a temporary file, never past the
+/// pass-through limit.
 async fn bounded_body(
     headers: &axum::http::HeaderMap,
     body: axum::body::Body,
@@ -231,11 +232,11 @@ async fn bounded_body(
         return Ok(body);
     }
     let limit = upstream.max_body_bytes();
-    let cap = usize::try_from(limit)
-        .unwrap_or(usize::MAX)
-        .min(state.config.max_body_bytes);
+    let in_memory = (state.config.max_body_bytes as u64).min(limit);
     let mut stream = body.into_data_stream();
     let mut buffered = bytes::BytesMut::new();
+    let mut spool: Option<Spool> = None;
+    let mut total: u64 = 0;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
             if crate::api::error::is_body_timeout(&e) {
@@ -244,12 +245,88 @@ async fn bounded_body(
                 TrackingError::BadRequestBody(e.to_string())
             }
         })?;
-        if buffered.len() + chunk.len() > cap {
-            return Err(TrackingError::UnsizedTooLarge(cap as u64));
+        total += chunk.len() as u64;
+        if total > limit {
+            // Dropping the spool removes its file.
+            return Err(TrackingError::TooLarge(limit));
         }
-        buffered.extend_from_slice(&chunk);
+        match &mut spool {
+            Some(file) => file.write(&chunk).await?,
+            None if total > in_memory => {
+                let mut file = Spool::create().await?;
+                file.write(&buffered).await?;
+                file.write(&chunk).await?;
+                buffered = bytes::BytesMut::new();
+                spool = Some(file);
+            }
+            None => buffered.extend_from_slice(&chunk),
+        }
     }
-    Ok(axum::body::Body::from(buffered.freeze()))
+    match spool {
+        None => Ok(axum::body::Body::from(buffered.freeze())),
+        Some(file) => file.into_body().await,
+    }
+}
+
+/// A temporary file holding a chunked body while it is received; removed when dropped, or
+/// (on Unix) as soon as it is reopened for forwarding, so nothing outlives the request.
+struct Spool {
+    path: std::path::PathBuf,
+    file: tokio::fs::File,
+}
+
+fn spool_error(e: std::io::Error) -> TrackingError {
+    TrackingError::Spool(e.to_string())
+}
+
+impl Spool {
+    async fn create() -> Result<Self, TrackingError> {
+        let path = std::env::temp_dir().join(format!(
+            "model-ledger-upload-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(spool_error)?;
+        Ok(Spool { path, file })
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> Result<(), TrackingError> {
+        use tokio::io::AsyncWriteExt;
+        self.file.write_all(bytes).await.map_err(spool_error)
+    }
+
+    async fn into_body(mut self) -> Result<axum::body::Body, TrackingError> {
+        use tokio::io::AsyncWriteExt;
+        self.file.flush().await.map_err(spool_error)?;
+        let reader = tokio::fs::File::open(&self.path)
+            .await
+            .map_err(spool_error)?;
+        // `self` drops here and removes the path; the open reader keeps the data on Unix.
+        drop(self);
+        let stream = futures::stream::unfold(reader, |mut reader| async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            match reader.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((Ok::<_, std::io::Error>(bytes::Bytes::from(buf)), reader))
+                }
+                Err(e) => Some((Err(e), reader)),
+            }
+        });
+        Ok(axum::body::Body::from_stream(stream))
+    }
+}
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
 }
 
 #[cfg(test)]
@@ -338,10 +415,19 @@ mod tests {
         let read = |m: &Method, p: &str| action_for(m, p) == "ReadTracking";
         assert!(read(&Method::GET, "/api/2.0/mlflow/runs/get/"));
         assert!(read(&Method::HEAD, "/api/2.0/mlflow/logged-models/m-1"));
-        assert!(read(&Method::GET, "/ajax-api/2.0/mlflow/metrics/get-history-bulk"));
+        assert!(read(
+            &Method::GET,
+            "/ajax-api/2.0/mlflow/metrics/get-history-bulk"
+        ));
         assert!(read(&Method::POST, "/api/3.0/mlflow/traces/search"));
-        assert!(read(&Method::GET, "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/m"));
+        assert!(read(
+            &Method::GET,
+            "/api/2.0/mlflow-artifacts/artifacts/1/r/artifacts/m"
+        ));
         assert!(read(&Method::GET, "/model-versions/get-artifact"));
-        assert!(!read(&Method::PUT, "/api/2.0/mlflow-artifacts/artifacts/1/r/x"));
+        assert!(!read(
+            &Method::PUT,
+            "/api/2.0/mlflow-artifacts/artifacts/1/r/x"
+        ));
     }
 }

@@ -51,11 +51,8 @@ pub enum TrackingError {
     BadGateway(String, String),
     #[error("request body larger than the pass-through limit of {0} bytes")]
     TooLarge(u64),
-    #[error(
-        "a request body without Content-Length may be at most {0} bytes; send Content-Length \
-         for larger uploads"
-    )]
-    UnsizedTooLarge(u64),
+    #[error("the request body could not be held for forwarding: {0}")]
+    Spool(String),
     #[error("the request body was not received in time (--body-read-timeout)")]
     BodyTimeout,
     #[error("the request body could not be read: {0}")]
@@ -77,14 +74,14 @@ impl TrackingError {
             TrackingError::Timeout(_) | TrackingError::BadGateway(..) => {
                 (StatusCode::BAD_GATEWAY, "BAD_GATEWAY")
             }
-            TrackingError::TooLarge(_) | TrackingError::UnsizedTooLarge(_) => {
-                (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE")
-            }
+            TrackingError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE"),
             TrackingError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
             TrackingError::BadRequestBody(_) => {
                 (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
             }
-            TrackingError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            TrackingError::Config(_) | TrackingError::Spool(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
         }
     }
 
