@@ -105,7 +105,12 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     if embedded {
         std::fs::create_dir_all(&args.store.data_dir)?;
     }
-    let store = store::connect(&database_url, args.store.db_max_connections).await?;
+    let store = store::connect_with(
+        &database_url,
+        args.store.db_max_connections,
+        args.db_acquire_timeout,
+    )
+    .await?;
     if !args.no_migrate {
         store.migrate().await?;
     }
@@ -160,12 +165,11 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     }
     let artifacts = build_artifacts(args, store.clone())?;
     let store_for_relay = store.clone();
-    let mut state = app_state(
-        store,
-        Arc::new(auth),
-        authorizer,
-        api_config(args)?,
-    );
+    let mut state = app_state(store, Arc::new(auth), authorizer, api_config(args)?);
+    let probe = crate::service::DatabaseProbe::new(&database_url, store_for_relay.clone())?;
+    let db_health = Arc::new(crate::api::health::DbHealth::new(Some(probe)));
+    db_health.spawn_watch();
+    state.db_health = db_health;
     start_publishing(&args.nats, store_for_relay.clone(), &state);
     state.artifacts = Arc::new(artifacts);
     if let Some(upstream) = tracking_upstream(&args.tracking)? {
@@ -337,6 +341,7 @@ pub fn app_state(
             ArtifactLimits::default(),
         )),
         tracking: None,
+        db_health: Arc::new(crate::api::health::DbHealth::new(None)),
     }
 }
 
@@ -392,18 +397,19 @@ pub async fn serve(
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let service = app
-            .clone()
-            .map_request(move |mut request: axum::http::Request<hyper::body::Incoming>| {
+        let service = app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(ConnectInfo(peer));
                 request.map(axum::body::Body::new)
-            });
+            },
+        );
         let hyper_service = TowerToHyperService::new(service);
         let builder = builder.clone();
         let mut signal_rx = signal_rx.clone();
         let closed_tx = closed_tx.clone();
         tokio::spawn(async move {
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), hyper_service);
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tcp), hyper_service);
             let mut connection = std::pin::pin!(connection);
             let mut shutting_down = false;
             loop {

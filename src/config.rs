@@ -238,9 +238,16 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "MODEL_LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Longest wait for a pooled PostgreSQL connection, reconnecting included, before a
+    /// request fails with 503. While the database is unreachable requests fail at once
+    /// anyway (a check every 250 ms says so); this bounds the requests caught in between.
+    #[arg(long, env = "MODEL_LEDGER_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub db_acquire_timeout: std::time::Duration,
     /// Longest time a client may take to send a request's complete head (request line and
-    /// headers) after connecting or after its previous request; the connection is closed
-    /// after it (slowloris). `0` turns it off (only behind a proxy that enforces its own).
+    /// headers), counted from when the server starts waiting for one: after connecting, or
+    /// after the previous answer on a keep-alive connection (so idle keep-alive connections
+    /// are closed after it too). The connection is then closed (slowloris). `0` turns it off
+    /// (only behind a proxy that enforces its own).
     #[arg(long, env = "MODEL_LEDGER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: std::time::Duration,
     /// Longest silence while a request body is being received; the request then fails with
@@ -760,7 +767,9 @@ pub fn parse_cidr(raw: &str) -> Result<ipnet::IpNet, String> {
     raw.parse::<std::net::IpAddr>()
         .map(ipnet::IpNet::from)
         .map_err(|_| {
-            format!("invalid proxy range '{raw}': expected CIDR (10.0.0.0/8, fd00::/8) or an address")
+            format!(
+                "invalid proxy range '{raw}': expected CIDR (10.0.0.0/8, fd00::/8) or an address"
+            )
         })
 }
 
@@ -768,7 +777,9 @@ pub fn parse_cidr(raw: &str) -> Result<ipnet::IpNet, String> {
 /// (`scheme://host[:port]`, no path, no wildcard), so the comparison is a plain string match.
 pub fn parse_origin(raw: &str) -> Result<String, String> {
     let raw = raw.trim();
-    let bad = |why: &str| format!("invalid CORS origin '{raw}': {why} (e.g. https://console.example.com)");
+    let bad = |why: &str| {
+        format!("invalid CORS origin '{raw}': {why} (e.g. https://console.example.com)")
+    };
     let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
     if !matches!(url.scheme(), "http" | "https") {
         return Err(bad("the scheme must be http or https"));

@@ -92,6 +92,8 @@ pub struct AppState {
     pub artifacts: Arc<crate::artifacts::ArtifactService>,
     /// The MLflow tracking server behind model-ledger, when `--mlflow-upstream` is set.
     pub tracking: Option<Arc<Upstream>>,
+    /// Whether the database is reachable (for `/readyz` and failing fast while it is not).
+    pub db_health: Arc<health::DbHealth>,
 }
 
 impl AppState {
@@ -124,6 +126,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             config.body_read_timeout,
             body_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.db_health.clone(),
+            health::fail_fast,
         ));
     if let Some(cors) = cors_layer(&config) {
         app = app.layer(cors);

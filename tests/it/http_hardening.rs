@@ -50,18 +50,39 @@ both_backends!(
                 "registered-models/create",
                 json!({"name": "ok", "tags": {"key": "k"}}),
             ),
-            ("registered-models/rename", json!({"name": "m", "new_name": 7})),
-            ("registered-models/update", json!({"name": "m", "description": false})),
-            ("registered-models/set-tag", json!({"name": "m", "key": "k", "value": false})),
-            ("registered-models/set-tag", json!({"name": "m", "key": 3, "value": "v"})),
-            ("registered-models/alias", json!({"name": "m", "alias": 9, "version": "1"})),
+            (
+                "registered-models/rename",
+                json!({"name": "m", "new_name": 7}),
+            ),
+            (
+                "registered-models/update",
+                json!({"name": "m", "description": false}),
+            ),
+            (
+                "registered-models/set-tag",
+                json!({"name": "m", "key": "k", "value": false}),
+            ),
+            (
+                "registered-models/set-tag",
+                json!({"name": "m", "key": 3, "value": "v"}),
+            ),
+            (
+                "registered-models/alias",
+                json!({"name": "m", "alias": 9, "version": "1"}),
+            ),
             ("model-versions/create", json!({"name": "m", "source": 12})),
             (
                 "model-versions/create",
                 json!({"name": "m", "source": "s3://b/x", "run_id": 7}),
             ),
-            ("model-versions/update", json!({"name": "m", "version": true, "description": "d"})),
-            ("model-versions/update", json!({"name": "m", "version": 1.5, "description": "d"})),
+            (
+                "model-versions/update",
+                json!({"name": "m", "version": true, "description": "d"}),
+            ),
+            (
+                "model-versions/update",
+                json!({"name": "m", "version": 1.5, "description": "d"}),
+            ),
             (
                 "model-versions/update",
                 json!({"name": "m", "version": {"v": 1}, "description": "d"}),
@@ -80,7 +101,9 @@ both_backends!(
             ),
         ];
         for (path, body) in &cases {
-            let r = app.post(&format!("{MLFLOW}/{path}"), &admin, body.clone()).await;
+            let r = app
+                .post(&format!("{MLFLOW}/{path}"), &admin, body.clone())
+                .await;
             assert_eq!(
                 (r.status, r.code()),
                 (400, "INVALID_PARAMETER_VALUE"),
@@ -100,7 +123,9 @@ both_backends!(
             ("model-versions/get", json!({"name": "m", "version": false})),
         ];
         for (path, body) in &read_cases {
-            let r = app.post(&format!("{MLFLOW}/{path}"), &admin, body.clone()).await;
+            let r = app
+                .post(&format!("{MLFLOW}/{path}"), &admin, body.clone())
+                .await;
             assert_eq!(
                 (r.status, r.code()),
                 (400, "INVALID_PARAMETER_VALUE"),
@@ -141,11 +166,17 @@ both_backends!(
             .await;
         ok(&r, "get version (string)");
         let r = app
-            .get(&format!("{MLFLOW}/model-versions/get?name=m2&version=1"), &admin)
+            .get(
+                &format!("{MLFLOW}/model-versions/get?name=m2&version=1"),
+                &admin,
+            )
             .await;
         ok(&r, "get version (query)");
         let r = app
-            .get(&format!("{MLFLOW}/registered-models/search?max_results=5"), &admin)
+            .get(
+                &format!("{MLFLOW}/registered-models/search?max_results=5"),
+                &admin,
+            )
             .await;
         ok(&r, "search (query)");
         for max in [json!(5), json!("5")] {
@@ -214,11 +245,8 @@ async fn oversized_bodies_are_413_json_on_both_apis() {
             "{path}: {:?}",
             sized.body
         );
-        let chunks: Vec<Result<Vec<u8>, std::io::Error>> = big
-            .as_bytes()
-            .chunks(512)
-            .map(|c| Ok(c.to_vec()))
-            .collect();
+        let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+            big.as_bytes().chunks(512).map(|c| Ok(c.to_vec())).collect();
         let resp = app
             .client
             .post(format!("{}{path}", app.url))
@@ -288,7 +316,11 @@ async fn metrics_labels_stay_bounded_under_junk_methods_and_paths() {
 
 /// Writes `bytes` and waits for the server to close the connection; returns how long that
 /// took and what the server wrote, or `None` if it held the connection past `limit`.
-async fn wait_for_close(app: &TestApp, bytes: &[u8], limit: Duration) -> Option<(Duration, String)> {
+async fn wait_for_close(
+    app: &TestApp,
+    bytes: &[u8],
+    limit: Duration,
+) -> Option<(Duration, String)> {
     let addr = app.url.trim_start_matches("http://");
     let mut socket = tokio::net::TcpStream::connect(addr).await.expect("connect");
     socket.write_all(bytes).await.expect("write");
@@ -304,8 +336,12 @@ async fn wait_for_close(app: &TestApp, bytes: &[u8], limit: Duration) -> Option<
         }
     })
     .await;
-    read.ok()
-        .map(|_| (start.elapsed(), String::from_utf8_lossy(&answer).into_owned()))
+    read.ok().map(|_| {
+        (
+            start.elapsed(),
+            String::from_utf8_lossy(&answer).into_owned(),
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +454,12 @@ both_backends!(
         // The caller (127.0.0.1) inside a trusted range: its headers are honoured.
         let app = spawn_app_with(
             backend,
-            &["--trusted-proxy", "10.0.0.0/8", "--trusted-proxy", "127.0.0.1/32"],
+            &[
+                "--trusted-proxy",
+                "10.0.0.0/8",
+                "--trusted-proxy",
+                "127.0.0.1/32",
+            ],
         )
         .await;
         let admin = app.admin();
@@ -522,7 +563,12 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
         "/ajax-api/2.0/mlflow/runs/delete/get",
     ] {
         let r = app.post(path, &reader, json!({"run_id": "r1"})).await;
-        assert_eq!((r.status, r.code()), (403, "PERMISSION_DENIED"), "{path}: {:?}", r.body);
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "PERMISSION_DENIED"),
+            "{path}: {:?}",
+            r.body
+        );
     }
     // Unknown tracking routes need the write permission (the safe side), whatever the method.
     for (method, path) in [
@@ -530,7 +576,12 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
         (Method::POST, "/api/2.0/mlflow/some/future/get"),
     ] {
         let r = app.request(method, path, Some(&reader), None).await;
-        assert_eq!((r.status, r.code()), (403, "PERMISSION_DENIED"), "{path}: {:?}", r.body);
+        assert_eq!(
+            (r.status, r.code()),
+            (403, "PERMISSION_DENIED"),
+            "{path}: {:?}",
+            r.body
+        );
     }
     assert!(received.all().is_empty(), "forwarded: {:?}", received.all());
 
@@ -539,9 +590,15 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
         (Method::POST, "/api/2.0/mlflow/runs/search"),
         (Method::POST, "/api/2.0/mlflow/experiments/search"),
         (Method::GET, "/api/2.0/mlflow/runs/get?run_id=r1"),
-        (Method::GET, "/api/2.0/mlflow/metrics/get-history?run_id=r1&metric_key=m"),
+        (
+            Method::GET,
+            "/api/2.0/mlflow/metrics/get-history?run_id=r1&metric_key=m",
+        ),
         (Method::GET, "/api/2.0/mlflow/logged-models/m-123"),
-        (Method::GET, "/api/2.0/mlflow-artifacts/artifacts?path=1%2Fr1"),
+        (
+            Method::GET,
+            "/api/2.0/mlflow-artifacts/artifacts?path=1%2Fr1",
+        ),
         (Method::GET, "/get-artifact?path=x&run_uuid=r1"),
     ] {
         let body = (method == Method::POST).then(|| json!({}));
@@ -552,9 +609,19 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
 
     // `/get-artifact` is a route, not a prefix.
     let r = app.get("/get-artifactsXYZ", &admin).await;
-    assert_eq!((r.status, r.code()), (404, "ENDPOINT_NOT_FOUND"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "ENDPOINT_NOT_FOUND"),
+        "{:?}",
+        r.body
+    );
     let r = app.get("/model-versions/get-artifact-extra", &admin).await;
-    assert_eq!((r.status, r.code()), (404, "ENDPOINT_NOT_FOUND"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (404, "ENDPOINT_NOT_FOUND"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(received.all().len(), 7, "{:?}", received.all());
 
     // Over the pass-through limit: 413 before anything is forwarded, sized or chunked.
@@ -568,7 +635,12 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
             big.clone(),
         )
         .await;
-    assert_eq!((r.status, r.code()), (413, "REQUEST_TOO_LARGE"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "REQUEST_TOO_LARGE"),
+        "{:?}",
+        r.body
+    );
     let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
         big.chunks(256).map(|c| Ok(c.to_vec())).collect();
     let resp = app
@@ -592,8 +664,10 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
     assert_eq!(received.all().len(), 7, "{:?}", received.all());
 
     // Within the limit, a chunked upload arrives whole.
-    let small: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![b'y'; 1000].chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let small: Vec<Result<Vec<u8>, std::io::Error>> = vec![b'y'; 1000]
+        .chunks(100)
+        .map(|c| Ok(c.to_vec()))
+        .collect();
     let resp = app
         .client
         .put(format!(
@@ -609,7 +683,10 @@ async fn tracking_reads_and_writes_are_decided_by_the_full_route() {
     let last = received.all().last().cloned().expect("forwarded");
     assert_eq!(
         last,
-        ("/api/2.0/mlflow-artifacts/artifacts/1/r1/artifacts/small".to_string(), 1000)
+        (
+            "/api/2.0/mlflow-artifacts/artifacts/1/r1/artifacts/small".to_string(),
+            1000
+        )
     );
 }
 
@@ -621,8 +698,16 @@ async fn security_headers_on_every_answer_and_cors_only_when_allowed() {
     let app = spawn_app(Backend::Sqlite).await;
     let admin = app.admin();
     let check_common = |h: &reqwest::header::HeaderMap, what: &str| {
-        assert_eq!(h.get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{what}");
-        assert_eq!(h.get("referrer-policy").map(|v| v.as_bytes()), Some(&b"no-referrer"[..]), "{what}");
+        assert_eq!(
+            h.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{what}"
+        );
+        assert_eq!(
+            h.get("referrer-policy").map(|v| v.as_bytes()),
+            Some(&b"no-referrer"[..]),
+            "{what}"
+        );
     };
     let health = app
         .client
@@ -632,7 +717,12 @@ async fn security_headers_on_every_answer_and_cors_only_when_allowed() {
         .await
         .expect("send");
     check_common(health.headers(), "healthz");
-    assert!(health.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        health
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
     let anonymous = app.request(Method::GET, "/api/v1/models", None, None).await;
     assert_eq!(anonymous.status, 401);
     check_common(&anonymous.headers, "401");
@@ -661,7 +751,12 @@ async fn security_headers_on_every_answer_and_cors_only_when_allowed() {
         .send()
         .await
         .expect("send");
-    assert!(preflight.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        preflight
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
 
     let app = spawn_app_with(
         Backend::Sqlite,
@@ -673,7 +768,10 @@ async fn security_headers_on_every_answer_and_cors_only_when_allowed() {
             .request(Method::OPTIONS, format!("{}/api/v1/models", app.url))
             .header("origin", origin)
             .header("access-control-request-method", "POST")
-            .header("access-control-request-headers", "authorization, content-type")
+            .header(
+                "access-control-request-headers",
+                "authorization, content-type",
+            )
             .send()
     };
     let allowed = preflight("https://console.example").await.expect("send");
@@ -693,7 +791,12 @@ async fn security_headers_on_every_answer_and_cors_only_when_allowed() {
         .to_ascii_uppercase();
     assert!(methods.contains("POST"), "{methods}");
     let refused = preflight("https://evil.example").await.expect("send");
-    assert!(refused.headers().get("access-control-allow-origin").is_none());
+    assert!(
+        refused
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
     let actual = app
         .client
         .get(format!("{}/api/v1/models", app.url))
@@ -715,7 +818,12 @@ async fn security_headers_on_every_answer_and_cors_only_when_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_cors_origin_is_refused_at_start() {
     use clap::Parser;
-    for bad in ["*", "console.example", "https://console.example/path", "https://a b"] {
+    for bad in [
+        "*",
+        "console.example",
+        "https://console.example/path",
+        "https://a b",
+    ] {
         let parsed = model_ledger::config::Cli::try_parse_from([
             "model-ledger",
             "serve",
@@ -724,4 +832,234 @@ async fn a_bad_cors_origin_is_refused_at_start() {
         ]);
         assert!(parsed.is_err(), "{bad} was accepted as a CORS origin");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Item 17: while PostgreSQL is down, /readyz says so within a second, requests fail fast with
+// Retry-After, and everything recovers within a second of the database being back.
+
+/// A PostgreSQL cluster of the test's own (`initdb` + `pg_ctl` on a free port, socket in its
+/// own directory), so stopping it cannot disturb the machine's shared service. Stopped when
+/// dropped; the directory goes with the temp dir.
+struct PrivatePg {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+    /// initdb and postgres refuse to run as root; as root the commands run as `postgres`.
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL binaries in /usr/lib/postgresql")
+            .filter_map(|e| e.ok())
+            .map(|e| e.path().join("bin"))
+            .filter(|p| p.join("initdb").exists())
+            .max()
+            .expect("an initdb under /usr/lib/postgresql/*/bin");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let dir = tempfile::Builder::new()
+            .prefix("ml-private-pg")
+            .tempdir_in("/tmp")
+            .expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("sock")).expect("socket dir");
+        let uid = std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .expect("id -u");
+        let as_postgres = String::from_utf8_lossy(&uid.stdout).trim() == "0";
+        if as_postgres {
+            let status = std::process::Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown");
+            assert!(status.success(), "chown the private cluster's directory");
+        }
+        let pg = PrivatePg {
+            dir,
+            bin,
+            port,
+            as_postgres,
+        };
+        let data = pg.data();
+        pg.run(
+            "initdb",
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        pg.ctl_start();
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) {
+        let program = self.bin.join(tool);
+        let mut command = if self.as_postgres {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(&program);
+            c
+        } else {
+            std::process::Command::new(&program)
+        };
+        let output = command.args(args).output().expect("run a PostgreSQL tool");
+        assert!(
+            output.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn ctl_start(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().join("sock").display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    fn ctl_stop(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "fast", "-w", "stop"]);
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        // Best effort: it may be stopped already.
+        let program = self.bin.join("pg_ctl");
+        let data = self.data();
+        let args = ["-D", data.as_str(), "-m", "immediate", "-w", "stop"];
+        let _ = if self.as_postgres {
+            std::process::Command::new("runuser")
+                .args(["-u", "postgres", "--"])
+                .arg(&program)
+                .args(args)
+                .output()
+        } else {
+            std::process::Command::new(&program).args(args).output()
+        };
+    }
+}
+
+async fn timed_readyz(app: &TestApp) -> (u16, Value, Duration) {
+    let start = Instant::now();
+    let r = app.request(Method::GET, "/readyz", None, None).await;
+    (r.status, r.body, start.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outages_fail_fast_and_recover_within_a_second() {
+    let pg = PrivatePg::start();
+    let url = pg.url();
+    let app = crate::helpers::spawn_app_on(
+        Backend::Postgres,
+        Some(&url),
+        &["--db-acquire-timeout", "1s"],
+    )
+    .await;
+    let admin = app.admin();
+    app.create_model("kept").await;
+    let (status, body, took) = timed_readyz(&app).await;
+    assert_eq!(status, 200, "{body:?}");
+    assert!(took < Duration::from_secs(1), "readyz took {took:?}");
+
+    pg.ctl_stop();
+    // /readyz runs its own short check: not ready at once, answered within a second.
+    let (status, body, took) = timed_readyz(&app).await;
+    assert_eq!(status, 503, "{body:?}");
+    assert_eq!(body["database"], "unreachable");
+    assert!(took < Duration::from_secs(1), "readyz took {took:?}");
+    // The background check flags the outage; requests then fail fast with Retry-After.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    for _ in 0..3 {
+        let start = Instant::now();
+        let read = app.get("/api/v1/models", &admin).await;
+        assert_eq!((read.status, read.code()), (503, "TEMPORARILY_UNAVAILABLE"));
+        assert!(read.headers.get("retry-after").is_some());
+        let write = app
+            .post("/api/v1/models", &admin, json!({"name": "refused"}))
+            .await;
+        assert_eq!(
+            (write.status, write.code()),
+            (503, "TEMPORARILY_UNAVAILABLE")
+        );
+        let mlflow = app
+            .get(&format!("{MLFLOW}/registered-models/search"), &admin)
+            .await;
+        assert_eq!(
+            (mlflow.status, mlflow.code()),
+            (503, "TEMPORARILY_UNAVAILABLE")
+        );
+        let took = start.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "three refusals took {took:?}"
+        );
+        let (status, _, took) = timed_readyz(&app).await;
+        assert_eq!(status, 503);
+        assert!(took < Duration::from_secs(1), "readyz took {took:?}");
+    }
+    let health = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(health.status, 200);
+
+    pg.ctl_start();
+    let back = Instant::now();
+    loop {
+        let (status, _, _) = timed_readyz(&app).await;
+        let read = app.get("/api/v1/models", &admin).await;
+        if status == 200 && read.status == 200 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(1),
+            "not recovered {:?} after the database came back: readyz {status}, read {} {:?}",
+            back.elapsed(),
+            read.status,
+            read.body
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The write acknowledged before the outage is there; the refused ones are not.
+    let kept = app.get("/api/v1/models/kept", &admin).await;
+    assert_eq!(kept.status, 200, "{:?}", kept.body);
+    let refused = app.get("/api/v1/models/refused", &admin).await;
+    assert_eq!(refused.status, 404, "{:?}", refused.body);
+    let write = app
+        .post("/api/v1/models", &admin, json!({"name": "after"}))
+        .await;
+    assert_eq!(write.status, 201, "{:?}", write.body);
 }
