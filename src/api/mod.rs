@@ -62,17 +62,6 @@ pub struct ApiConfig {
 }
 
 impl ApiConfig {
-    /// Defaults for an API built without `serve` options (tools and benches).
-    pub fn new(max_body_bytes: usize) -> Self {
-        ApiConfig {
-            max_body_bytes,
-            header_read_timeout: Some(Duration::from_secs(10)),
-            body_read_timeout: Some(Duration::from_secs(60)),
-            trusted_proxies: Vec::new(),
-            cors_allow_origins: Vec::new(),
-        }
-    }
-
     fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
         // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
         let peer = peer.to_canonical();

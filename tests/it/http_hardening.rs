@@ -284,7 +284,20 @@ async fn metrics_labels_stay_bounded_under_junk_methods_and_paths() {
             .request(m.clone(), format!("{}{path}", app.url))
             .send()
             .await;
-        // A junk method on a real route too.
+        // Junk paths below the nested APIs (their own fallbacks) and a junk method on a
+        // real route too.
+        for prefix in [
+            "/api/2.0/mlflow",
+            "/api/v1",
+            "/ajax-api/2.0/mlflow",
+            "/api/2.0/mlflow-artifacts",
+        ] {
+            let _ = app
+                .client
+                .get(format!("{}{prefix}/junk-{tag}", app.url))
+                .send()
+                .await;
+        }
         let _ = app
             .client
             .request(m, format!("{}/api/v1/models", app.url))
@@ -359,19 +372,25 @@ async fn slow_headers_and_bodies_are_cut_off() {
         .expect("the server held a half-sent request's connection");
     assert!(took < Duration::from_secs(4), "closed only after {took:?}");
 
-    // Full headers, a tenth of the declared body, then silence.
+    // Full headers, a tenth of the declared body, then silence: on both APIs.
     let token = app.admin();
-    let partial = format!(
-        "POST /api/2.0/mlflow/registered-models/create HTTP/1.1\r\nHost: {addr}\r\n\
-         Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
-         Content-Length: 100\r\n\r\n{{\"name\": "
-    );
-    let (took, answer) = wait_for_close(&app, partial.as_bytes(), Duration::from_secs(6))
-        .await
-        .expect("the server held a half-sent body's connection");
-    assert!(took < Duration::from_secs(4), "closed only after {took:?}");
-    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+    for path in ["/api/2.0/mlflow/registered-models/create", "/api/v1/models"] {
+        let partial = format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\n\
+             Authorization: Bearer {token}\r\nContent-Type: application/json\r\n\
+             Content-Length: 100\r\n\r\n{{\"name\": "
+        );
+        let (took, answer) = wait_for_close(&app, partial.as_bytes(), Duration::from_secs(6))
+            .await
+            .expect("the server held a half-sent body's connection");
+        assert!(
+            took < Duration::from_secs(4),
+            "{path}: closed only after {took:?}"
+        );
+        assert!(answer.starts_with("HTTP/1.1 408"), "{path}: {answer}");
+        assert!(answer.contains("REQUEST_TIMEOUT"), "{path}: {answer}");
+    }
+    assert_eq!(app.event_count().await, 0);
 
     // A complete request on a fresh connection still works.
     let ok = app.get("/api/v1/models", &app.admin()).await;
