@@ -106,7 +106,12 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     if embedded {
         std::fs::create_dir_all(&args.store.data_dir)?;
     }
-    let store = store::connect(&database_url, args.store.db_max_connections).await?;
+    let store = store::connect_with(
+        &database_url,
+        args.store.db_max_connections,
+        args.db_acquire_timeout,
+    )
+    .await?;
     if !args.no_migrate {
         store.migrate().await?;
     }
@@ -161,14 +166,11 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     }
     let artifacts = build_artifacts(args, store.clone())?;
     let store_for_relay = store.clone();
-    let mut state = app_state(
-        store,
-        Arc::new(auth),
-        authorizer,
-        ApiConfig {
-            max_body_bytes: args.max_body_bytes,
-        },
-    );
+    let mut state = app_state(store, Arc::new(auth), authorizer, api_config(args)?);
+    let probe = crate::service::DatabaseProbe::new(&database_url, store_for_relay.clone())?;
+    let db_health = Arc::new(crate::api::health::DbHealth::new(Some(probe)));
+    db_health.spawn_watch();
+    state.db_health = db_health;
     start_publishing(&args.nats, store_for_relay.clone(), &state);
     state.artifacts = Arc::new(artifacts);
     if let Some(upstream) = tracking_upstream(&args.tracking)? {
@@ -181,6 +183,26 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         database_url,
         embedded,
         dev_auth,
+    })
+}
+
+/// The HTTP layer's settings from `serve` options; a zero timeout turns that timeout off.
+fn api_config(args: &ServeArgs) -> Result<ApiConfig, StartError> {
+    let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
+    let cors_allow_origins = args
+        .cors_allow_origins
+        .iter()
+        .map(|origin| {
+            axum::http::HeaderValue::from_str(origin)
+                .map_err(|e| StartError::Config(format!("--cors-allow-origin '{origin}': {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ApiConfig {
+        max_body_bytes: args.max_body_bytes,
+        header_read_timeout: nonzero(args.header_read_timeout),
+        body_read_timeout: nonzero(args.body_read_timeout),
+        trusted_proxies: args.trusted_proxies.clone(),
+        cors_allow_origins,
     })
 }
 
@@ -320,32 +342,103 @@ pub fn app_state(
             ArtifactLimits::default(),
         )),
         tracking: None,
+        db_health: Arc::new(crate::api::health::DbHealth::new(None)),
     }
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.
+///
+/// This is axum::serve's loop (hyper-util's auto builder, one task per connection, graceful
+/// shutdown) with what axum::serve does not expose: a header-read timeout, so a client that
+/// sends half a request head is disconnected instead of holding its connection (slowloris).
+/// Each request carries `ConnectInfo<SocketAddr>`, the peer address the trusted-proxy check
+/// needs, as `into_make_service_with_connect_info` would insert it.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartError> {
+    use axum::extract::ConnectInfo;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto::Builder;
+    use hyper_util::service::TowerToHyperService;
+    use tower::ServiceExt;
+
     let publish = state.publish.clone();
-    use axum::serve::ListenerExt;
+    let header_read_timeout = state.config.header_read_timeout;
     let app = crate::api::router(state);
-    // Streamed bodies (the tracking pass-through) are written after their headers in a separate
-    // write; with Nagle on, that write waits for the client's delayed ACK (~40 ms).
-    let listener = listener.tap_io(|tcp| {
+    let mut builder = Builder::new(TokioExecutor::new());
+    // hyper applies a header-read timeout only with a timer; without one it never fires.
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let builder = Arc::new(builder);
+    // Dropped on shutdown: every connection task then starts its graceful shutdown. Each task
+    // holds a clone of `closed_tx`, so `closed_rx` resolves once the last one has finished.
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(());
+    let (closed_tx, closed_rx) = tokio::sync::watch::channel(());
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Per-connection failures (EMFILE, a reset before accept) must not end the
+                    // server; back off briefly as axum::serve does.
+                    tracing::debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Streamed bodies (the tracking pass-through) are written after their headers in a
+        // separate write; with Nagle on, that write waits for the client's delayed ACK (~40 ms).
         if let Err(e) = tcp.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Ends the relay and open event streams, which would otherwise hold the shutdown.
-            publish.stop();
-        })
-        .await?;
+        let service = app.clone().map_request(
+            move |mut request: axum::http::Request<hyper::body::Incoming>| {
+                request.extensions_mut().insert(ConnectInfo(peer));
+                request.map(axum::body::Body::new)
+            },
+        );
+        let hyper_service = TowerToHyperService::new(service);
+        let builder = builder.clone();
+        let mut signal_rx = signal_rx.clone();
+        let closed_tx = closed_tx.clone();
+        tokio::spawn(async move {
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(tcp), hyper_service);
+            let mut connection = std::pin::pin!(connection);
+            let mut shutting_down = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::trace!(error = %e, "connection ended with an error");
+                        }
+                        break;
+                    }
+                    _ = signal_rx.changed(), if !shutting_down => {
+                        shutting_down = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(closed_tx);
+        });
+    }
+    drop(listener);
+    // Ends the relay and open event streams, which would otherwise hold the shutdown.
+    publish.stop();
+    drop(signal_rx);
+    let _ = signal_tx.send(());
+    drop(closed_tx);
+    let mut closed_rx = closed_rx;
+    // Resolves with an error once every sender (one per connection task) is gone.
+    while closed_rx.changed().await.is_ok() {}
     Ok(())
 }
 

@@ -238,6 +238,44 @@ pub struct ServeArgs {
     /// Largest accepted request body, in bytes (413 above).
     #[arg(long, env = "MODEL_LEDGER_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+    /// Longest wait for a pooled PostgreSQL connection, reconnecting included, before a
+    /// request fails with 503. While the database is unreachable requests fail at once
+    /// anyway (a check every 250 ms says so); this bounds the requests caught in between.
+    #[arg(long, env = "MODEL_LEDGER_DB_ACQUIRE_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub db_acquire_timeout: std::time::Duration,
+    /// Longest time a client may take to send a request's complete head (request line and
+    /// headers), counted from when the server starts waiting for one: after connecting, or
+    /// after the previous answer on a keep-alive connection (so idle keep-alive connections
+    /// are closed after it too). The connection is then closed (slowloris). `0` turns it off
+    /// (only behind a proxy that enforces its own).
+    #[arg(long, env = "MODEL_LEDGER_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: std::time::Duration,
+    /// Longest silence while a request body is being received; the request then fails with
+    /// 408 REQUEST_TIMEOUT. It bounds the pauses, not the total, so a large upload that keeps
+    /// moving is never cut. `0` turns it off.
+    #[arg(long, env = "MODEL_LEDGER_BODY_READ_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub body_read_timeout: std::time::Duration,
+    /// A proxy address range (CIDR, e.g. `10.0.0.0/8`; a bare address means just it) whose
+    /// `Forwarded` / `X-Forwarded-Host` / `X-Forwarded-Proto` headers are believed when they
+    /// build URLs in answers. Repeat for several (comma-separated in env). Default: none, so
+    /// those headers are dropped from every request.
+    #[arg(
+        long = "trusted-proxy",
+        env = "MODEL_LEDGER_TRUSTED_PROXY",
+        value_delimiter = ',',
+        value_parser = parse_cidr
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// A browser origin allowed to call the API cross-origin (`https://console.example.com`,
+    /// scheme, host and optional port only). Repeat for several (comma-separated in env).
+    /// Default: none, and no CORS headers are sent.
+    #[arg(
+        long = "cors-allow-origin",
+        env = "MODEL_LEDGER_CORS_ALLOW_ORIGIN",
+        value_delimiter = ',',
+        value_parser = parse_origin
+    )]
+    pub cors_allow_origins: Vec<String>,
     /// How often to sign a checkpoint of the chain head when it has moved (`10m`, `1h`; `0`
     /// turns periodic checkpoints off). The key is `<data-dir>/checkpoint-ed25519.pem`.
     #[arg(long, env = "MODEL_LEDGER_CHECKPOINT_INTERVAL", default_value = "10m")]
@@ -711,6 +749,53 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     }
     humantime::parse_duration(raw)
         .map_err(|e| format!("invalid duration '{raw}': {e} (e.g. 90, 30s, 5m, 1h 30m, 2d)"))
+}
+
+/// Parses a `--trusted-proxy` range: CIDR notation, or a bare address for just that host.
+pub fn parse_cidr(raw: &str) -> Result<ipnet::IpNet, String> {
+    let raw = raw.trim();
+    if let Ok(net) = raw.parse::<ipnet::IpNet>() {
+        // `10.1.2.3/8` is almost always a typo for `10.0.0.0/8`; say so instead of guessing.
+        if net.addr() != net.network() {
+            return Err(format!(
+                "invalid proxy range '{raw}': host bits are set (did you mean {}?)",
+                net.trunc()
+            ));
+        }
+        return Ok(net);
+    }
+    raw.parse::<std::net::IpAddr>()
+        .map(ipnet::IpNet::from)
+        .map_err(|_| {
+            format!(
+                "invalid proxy range '{raw}': expected CIDR (10.0.0.0/8, fd00::/8) or an address"
+            )
+        })
+}
+
+/// Parses a `--cors-allow-origin` value: an origin exactly as browsers send it in `Origin`
+/// (`scheme://host[:port]`, no path, no wildcard), so the comparison is a plain string match.
+pub fn parse_origin(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let bad = |why: &str| {
+        format!("invalid CORS origin '{raw}': {why} (e.g. https://console.example.com)")
+    };
+    let url = url::Url::parse(raw).map_err(|e| bad(&e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad("the scheme must be http or https"));
+    }
+    if url.host_str().is_none() || !url.username().is_empty() || url.password().is_some() {
+        return Err(bad("expected scheme://host[:port]"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() || raw.ends_with('/')
+    {
+        return Err(bad("an origin has no path, query or fragment"));
+    }
+    let origin = url.origin().ascii_serialization();
+    if !origin.eq_ignore_ascii_case(raw) {
+        return Err(bad(&format!("write it as the browser sends it: {origin}")));
+    }
+    Ok(origin)
 }
 
 /// [`parse_duration`] for options stored as whole seconds (`--jwt-leeway-secs`): `30` and

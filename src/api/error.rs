@@ -79,6 +79,12 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body())).into_response();
+        // A 503 is always "try again soon" here (database or token verification down).
+        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -165,14 +171,45 @@ impl From<ServiceError> for ApiError {
     }
 }
 
+impl ApiError {
+    /// The answer to a body larger than `--max-body-bytes` (or another configured limit).
+    pub fn too_large() -> Self {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "REQUEST_TOO_LARGE",
+            "request body is larger than the configured limit",
+        )
+    }
+
+    /// The answer to a body that stopped arriving for longer than `--body-read-timeout`.
+    pub fn body_timeout() -> Self {
+        ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            "the request body was not received in time (--body-read-timeout)",
+        )
+    }
+}
+
+/// Whether an error was caused by the body-read timeout ([`tower_http::timeout::TimeoutBody`]),
+/// which reaches the extractor wrapped in axum's body errors.
+pub fn is_body_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(e);
+    while let Some(err) = current {
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        current = err.source();
+    }
+    false
+}
+
 impl From<BytesRejection> for ApiError {
     fn from(e: BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "REQUEST_TOO_LARGE",
-                "request body is larger than the configured limit",
-            )
+            ApiError::too_large()
+        } else if is_body_timeout(&e) {
+            ApiError::body_timeout()
         } else {
             ApiError::new(StatusCode::BAD_REQUEST, "MALFORMED_REQUEST", e.body_text())
         }

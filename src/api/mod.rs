@@ -2,8 +2,13 @@
 //!
 //! Handlers only translate: they parse requests into domain commands or service queries and
 //! map results and errors to responses; they hold a [`Service`], never a store. No SQL and no business rule lives here. Every route is
-//! behind request-id, tracing, metrics, panic-catching and body-size layers, and every error,
-//! including unknown routes and wrong methods, answers with a JSON body.
+//! behind request-id, tracing, metrics, panic-catching, body-size and body-timeout layers, and
+//! every error, including unknown routes and wrong methods, answers with a JSON body.
+//!
+//! The edge layer ([`edge`]) runs on every request before routing: it drops forwarding headers
+//! (`Forwarded`, `X-Forwarded-*`) unless the peer is a configured trusted proxy, adds the
+//! response headers a browser-facing API needs, and marks authenticated answers `no-store`.
+//! CORS is off unless origins are allow-listed.
 
 pub mod error;
 pub mod extract;
@@ -12,18 +17,22 @@ pub mod mlflow;
 pub mod tracking;
 pub mod v1;
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::cors::{AllowOrigin, CorsLayer};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutBody;
 use tower_http::trace::TraceLayer;
 
 use crate::service::{Caller, Service};
@@ -40,6 +49,24 @@ pub trait Authenticate: Send + Sync {
 #[derive(Debug, Clone)]
 pub struct ApiConfig {
     pub max_body_bytes: usize,
+    /// Longest wait for a client to send the complete request head (`--header-read-timeout`);
+    /// `None` waits forever. Applied by [`crate::app::serve`], which owns the connections.
+    pub header_read_timeout: Option<Duration>,
+    /// Longest silence while a request body is being read (`--body-read-timeout`); `None`
+    /// waits forever.
+    pub body_read_timeout: Option<Duration>,
+    /// Peers whose forwarding headers are believed (`--trusted-proxy`); empty: nobody's.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Origins that may call the API from a browser (`--cors-allow-origin`); empty: CORS off.
+    pub cors_allow_origins: Vec<HeaderValue>,
+}
+
+impl ApiConfig {
+    fn is_trusted_proxy(&self, peer: IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let peer = peer.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&peer))
+    }
 }
 
 #[derive(Clone)]
@@ -54,6 +81,8 @@ pub struct AppState {
     pub artifacts: Arc<crate::artifacts::ArtifactService>,
     /// The MLflow tracking server behind model-ledger, when `--mlflow-upstream` is set.
     pub tracking: Option<Arc<Upstream>>,
+    /// Whether the database is reachable (for `/readyz` and failing fast while it is not).
+    pub db_health: Arc<health::DbHealth>,
 }
 
 impl AppState {
@@ -67,8 +96,9 @@ impl AppState {
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
-    let max_body = state.config.max_body_bytes;
-    Router::new()
+    let config = state.config.clone();
+    let max_body = config.max_body_bytes;
+    let mut app = Router::new()
         .merge(health::routes())
         .nest("/api/v1", v1::routes())
         .nest("/api/2.0/mlflow", mlflow::routes())
@@ -82,6 +112,18 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::internal().into_response()
         }))
+        .layer(middleware::from_fn_with_state(
+            config.body_read_timeout,
+            body_timeout,
+        ))
+        .layer(middleware::from_fn_with_state(
+            state.db_health.clone(),
+            health::fail_fast,
+        ));
+    if let Some(cors) = cors_layer(&config) {
+        app = app.layer(cors);
+    }
+    app.layer(middleware::from_fn_with_state(config, edge))
         .layer(TraceLayer::new_for_http())
         .layer(PropagateRequestIdLayer::x_request_id())
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -112,19 +154,134 @@ async fn method_not_allowed(request: Request) -> ApiError {
     )
 }
 
-/// Counts requests and records latency per route template and status, so cardinality stays
-/// bounded by the number of routes, not of model names.
+/// Forwarding headers: who the client is and how it reached us, as a proxy reports it. From
+/// anyone else they are forgeries that would rewrite the URLs this server hands out.
+const FORWARDING_HEADERS: &[&str] = &[
+    "forwarded",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-for",
+    "x-real-ip",
+];
+
+/// The edge of every request: forwarding headers are dropped unless the peer is a trusted
+/// proxy (so nothing behind this layer needs to ask), and every answer gets `nosniff` and
+/// `no-referrer`. An answer to a request that carried credentials is `no-store`: it is
+/// per-caller and must not sit in a browser or proxy cache.
+async fn edge(State(config): State<Arc<ApiConfig>>, mut request: Request, next: Next) -> Response {
+    // Without connection info (an in-process call) the peer is unknown, hence untrusted.
+    let trusted = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .is_some_and(|ConnectInfo(peer)| config.is_trusted_proxy(peer.ip()));
+    if !trusted {
+        let headers = request.headers_mut();
+        for name in FORWARDING_HEADERS {
+            headers.remove(*name);
+        }
+    }
+    let authenticated = request.headers().contains_key(header::AUTHORIZATION);
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    if authenticated {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// The CORS layer for the allow-listed origins, or `None` (no CORS headers at all) when none
+/// is configured. Credentials travel as a bearer token, not cookies, so credentialed CORS
+/// stays off.
+fn cors_layer(config: &ApiConfig) -> Option<CorsLayer> {
+    if config.cors_allow_origins.is_empty() {
+        return None;
+    }
+    Some(
+        CorsLayer::new()
+            .allow_origin(AllowOrigin::list(config.cors_allow_origins.clone()))
+            .allow_methods([
+                Method::GET,
+                Method::HEAD,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ])
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::IF_MATCH,
+                HeaderName::from_static("idempotency-key"),
+                HeaderName::from_static("x-request-id"),
+                HeaderName::from_static("x-correlation-id"),
+            ])
+            .expose_headers([header::ETAG, HeaderName::from_static("x-request-id")])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// Bounds the silence between the chunks of a request body: a client that declares a body
+/// and stops sending it gets 408 instead of holding its connection. Streaming uploads that
+/// keep moving are never cut, however long they take.
+async fn body_timeout(
+    State(timeout): State<Option<Duration>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match timeout {
+        Some(timeout) => {
+            let request = request.map(|body| Body::new(TimeoutBody::new(timeout, body)));
+            next.run(request).await
+        }
+        None => next.run(request).await,
+    }
+}
+
+/// The `method` label: the standard methods by name, anything else as `OTHER`, so a client
+/// inventing methods cannot add series to `/metrics`.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
+}
+
+/// Counts requests and records latency per route template, method and status, so cardinality
+/// stays bounded by the number of routes, not of model names or of whatever a client sends:
+/// an unmatched path is `unmatched`, an invented method `OTHER`.
 async fn track_metrics(request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let start = Instant::now();
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
+    let labels = [
+        ("route", route),
+        ("method", method.to_string()),
+        ("status", status),
+    ];
     metrics::counter!("model_ledger_http_requests_total", &labels).increment(1);
     metrics::histogram!("model_ledger_http_request_duration_seconds", &labels)
         .record(start.elapsed().as_secs_f64());

@@ -30,6 +30,7 @@ use crate::store::group::GroupCommitter;
 use crate::tracking::Upstream;
 
 pub use crate::policy::question::{AccessDecision, AllowAll, Authorizer, AuthzQuestion, Caller};
+pub use crate::store::probe::Probe as DatabaseProbe;
 /// The read model's types, as handlers see them: queries take and return these, so the HTTP
 /// layer names the service, never the store.
 pub use crate::store::views::Principal;

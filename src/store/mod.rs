@@ -21,6 +21,7 @@ pub mod dialect;
 pub mod group;
 mod nodelay;
 pub mod postgres;
+pub mod probe;
 pub mod projection;
 mod sql;
 pub mod sqlite;
@@ -402,9 +403,19 @@ impl<T: EventLog + RegistryReads + Outbox + Audit + Admin> Store for T {}
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (file created if missing).
 pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, StoreError> {
+    connect_with(url, max_connections, postgres::DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect`] with the longest wait for a pooled PostgreSQL connection before a request
+/// fails with `Unavailable` (503): what a request costs while the database cannot be reached.
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: std::time::Duration,
+) -> Result<SharedStore, StoreError> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         Ok(Arc::new(
-            postgres::PgStore::connect(url, max_connections).await?,
+            postgres::PgStore::connect_with_timeout(url, max_connections, acquire_timeout).await?,
         ))
     } else if url.starts_with("sqlite:") {
         Ok(Arc::new(

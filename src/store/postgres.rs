@@ -35,13 +35,27 @@ pub struct PgDialect;
 
 pub type PgStore = SqlStore<PgDialect>;
 
+/// How long a pooled connection is waited for when no `--db-acquire-timeout` is given (the
+/// offline commands, which would rather wait than fail).
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 impl SqlStore<PgDialect> {
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        Self::connect_with_timeout(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`Self::connect`] with the longest wait for a pooled connection (which includes
+    /// reconnecting to a database that went away).
+    pub async fn connect_with_timeout(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<Self, StoreError> {
         let options: PgConnectOptions = url.parse()?;
         let port = options.get_port();
         let pool: PgPool = PgPoolOptions::new()
             .max_connections(max_connections)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout)
             .after_connect(move |_, _| {
                 Box::pin(async move {
                     set_nodelay_on_sockets_to(port);

@@ -51,6 +51,12 @@ pub enum TrackingError {
     BadGateway(String, String),
     #[error("request body larger than the pass-through limit of {0} bytes")]
     TooLarge(u64),
+    #[error("the request body could not be held for forwarding: {0}")]
+    Spool(String),
+    #[error("the request body was not received in time (--body-read-timeout)")]
+    BodyTimeout,
+    #[error("the request body could not be read: {0}")]
+    BadRequestBody(String),
     #[error("invalid upstream setting: {0}")]
     Config(String),
 }
@@ -69,7 +75,13 @@ impl TrackingError {
                 (StatusCode::BAD_GATEWAY, "BAD_GATEWAY")
             }
             TrackingError::TooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE"),
-            TrackingError::Config(_) => (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR"),
+            TrackingError::BodyTimeout => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
+            TrackingError::BadRequestBody(_) => {
+                (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
+            }
+            TrackingError::Config(_) | TrackingError::Spool(_) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR")
+            }
         }
     }
 
@@ -240,6 +252,11 @@ impl Upstream {
 
     pub fn base(&self) -> &Url {
         &self.config.base
+    }
+
+    /// The largest request body forwarded (`--mlflow-upstream-max-body-bytes`).
+    pub fn max_body_bytes(&self) -> u64 {
+        self.config.max_body_bytes
     }
 
     fn label(&self) -> String {

@@ -13,6 +13,7 @@ mod cli;
 mod concurrency;
 mod governance;
 mod hostile_input;
+mod http_hardening;
 mod mlflow_api;
 mod native_api;
 mod one_door;

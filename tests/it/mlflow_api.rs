@@ -6,7 +6,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 
 use crate::both_backends;
-use crate::helpers::{Backend, Reply, TestApp, spawn_app};
+use crate::helpers::{Backend, Reply, TestApp, spawn_app, spawn_app_with};
 
 const API: &str = "/api/2.0/mlflow";
 
@@ -720,7 +720,9 @@ both_backends!(
 );
 
 both_backends!(download_uris, |backend: Backend| async move {
-    let app = spawn_app(backend).await;
+    // The test client plays the TLS-terminating proxy below (X-Forwarded-Proto), so it must
+    // be a trusted one: from any other peer forwarding headers are dropped.
+    let app = spawn_app_with(backend, &["--trusted-proxy", "127.0.0.1/32"]).await;
     let admin = app.admin();
     create_versions(&app, &admin, "dl", 1).await;
     let uri = ok(

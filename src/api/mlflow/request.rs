@@ -2,9 +2,12 @@
 //! (GET) or a JSON body (everything else, DELETE included), and the one translation of
 //! [`ApiError`] into MLflow's error codes and HTTP statuses.
 //!
-//! Parameters are read leniently, as MLflow's server does: numbers may arrive as strings,
-//! repeated query keys form lists, a double-encoded JSON body is accepted, and an empty
-//! required value counts as missing.
+//! Parameters are read as MLflow's server reads them: numbers may arrive as strings, repeated
+//! query keys form lists, a double-encoded JSON body is accepted, and an empty required value
+//! counts as missing. Leniency stops at the JSON type, though: a number, boolean, object or
+//! array where MLflow's protos declare a string is refused with INVALID_PARAMETER_VALUE, as
+//! MLflow's `_assert_string` and protobuf's `ParseDict` refuse it, instead of being coerced
+//! into a model named `12345` or `true` ([`Params::check_types`]).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
@@ -45,9 +48,11 @@ impl MlflowError {
 fn to_mlflow(e: ApiError) -> ApiError {
     let (status, code) = match e.code {
         "RESOURCE_ALREADY_EXISTS" | "INVALID_PARAMETER_VALUE" => (StatusCode::BAD_REQUEST, e.code),
-        "MALFORMED_REQUEST" | "REQUEST_TOO_LARGE" => {
-            (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE")
-        }
+        "MALFORMED_REQUEST" => (StatusCode::BAD_REQUEST, "INVALID_PARAMETER_VALUE"),
+        // The documented answer to an oversized body on every API; MLflow's clients do not
+        // retry a 413, and a 400 would tell the caller its JSON was wrong.
+        "REQUEST_TOO_LARGE" => (StatusCode::PAYLOAD_TOO_LARGE, e.code),
+        "REQUEST_TIMEOUT" => (StatusCode::REQUEST_TIMEOUT, e.code),
         "RESOURCE_DOES_NOT_EXIST" => (StatusCode::NOT_FOUND, e.code),
         "ENDPOINT_NOT_FOUND" if e.status == StatusCode::METHOD_NOT_ALLOWED => (e.status, e.code),
         "ENDPOINT_NOT_FOUND" => (StatusCode::NOT_FOUND, e.code),
@@ -166,7 +171,9 @@ impl FromRequest<AppState> for MlflowRequest {
                     ));
                 }
             }
-            Params::from_json(&body)?
+            let params = Params::from_json(&body)?;
+            params.check_types()?;
+            params
         };
         Ok(MlflowRequest {
             caller,
@@ -174,6 +181,67 @@ impl FromRequest<AppState> for MlflowRequest {
             params,
         })
     }
+}
+
+/// What MLflow's protos declare a request field to be, for the fields model-ledger reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// `string`: only a JSON string.
+    Text,
+    /// `version` is a `string` on the wire (`"3"`); a JSON integer is also taken, since it
+    /// cannot be misread, but not a fraction, a boolean or a structure.
+    Version,
+    /// `int64`: a JSON integer or a string of one (protobuf's JSON mapping allows both).
+    Integer,
+    /// `bool`: a JSON boolean, or `"true"`/`"false"` as a query string carries it.
+    Bool,
+    /// `repeated string`: a list of strings (a single string is taken as a list of one).
+    TextList,
+    /// `repeated RegisteredModelTag/ModelVersionTag`: a list of `{"key": string, "value": string}`.
+    Tags,
+}
+
+/// Every request field the MLflow handlers read, with its wire type. A field missing here is
+/// ignored, as MLflow ignores unknown fields.
+const FIELDS: &[(&str, Kind)] = &[
+    ("name", Kind::Text),
+    ("new_name", Kind::Text),
+    ("description", Kind::Text),
+    ("source", Kind::Text),
+    ("run_id", Kind::Text),
+    ("run_link", Kind::Text),
+    ("model_id", Kind::Text),
+    ("key", Kind::Text),
+    ("value", Kind::Text),
+    ("stage", Kind::Text),
+    ("comment", Kind::Text),
+    ("alias", Kind::Text),
+    ("filter", Kind::Text),
+    ("page_token", Kind::Text),
+    ("version", Kind::Version),
+    ("max_results", Kind::Integer),
+    ("archive_existing_versions", Kind::Bool),
+    ("order_by", Kind::TextList),
+    ("stages", Kind::TextList),
+    ("tags", Kind::Tags),
+];
+
+fn wrong_type(key: &str, expected: &str, got: &Value) -> MlflowError {
+    let got = match got {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    };
+    MlflowError::invalid(format!(
+        "Invalid value for parameter '{key}': expected {expected}, got {got}"
+    ))
+}
+
+fn is_integer(n: &serde_json::Number) -> bool {
+    n.is_i64() || n.is_u64()
 }
 
 /// A request's parameters as one JSON object.
@@ -221,6 +289,47 @@ impl Params {
                 "Malformed request: the body must be a JSON object",
             )),
         }
+    }
+
+    /// Refuses a field whose JSON type is not the one MLflow's protos give it ([`FIELDS`]).
+    /// `null` is absence for every field. Called on JSON bodies; a query string only carries
+    /// text, which each accessor parses.
+    pub fn check_types(&self) -> Result<(), MlflowError> {
+        for (key, kind) in FIELDS {
+            let Some(value) = self.0.get(*key) else {
+                continue;
+            };
+            let fits = match (kind, value) {
+                (_, Value::Null) => true,
+                (Kind::Text, v) => v.is_string(),
+                (Kind::Version | Kind::Integer, Value::String(_)) => true,
+                (Kind::Version | Kind::Integer, Value::Number(n)) => is_integer(n),
+                (Kind::Version | Kind::Integer, _) => false,
+                (Kind::Bool, v) => v.is_boolean() || v.is_string(),
+                (Kind::TextList, Value::String(_)) => true,
+                (Kind::TextList, Value::Array(items)) => items.iter().all(Value::is_string),
+                (Kind::TextList, _) => false,
+                (Kind::Tags, Value::Array(items)) => items.iter().all(|item| {
+                    item.get("key").is_some_and(Value::is_string)
+                        && item
+                            .get("value")
+                            .is_none_or(|v| v.is_string() || v.is_null())
+                }),
+                (Kind::Tags, _) => false,
+            };
+            if !fits {
+                let expected = match kind {
+                    Kind::Text => "a string",
+                    Kind::Version => "a version number as a string",
+                    Kind::Integer => "an integer",
+                    Kind::Bool => "true or false",
+                    Kind::TextList => "a list of strings",
+                    Kind::Tags => "a list of {\"key\": string, \"value\": string} objects",
+                };
+                return Err(wrong_type(key, expected, value));
+            }
+        }
+        Ok(())
     }
 
     fn scalar(&self, key: &str) -> Option<String> {
@@ -362,6 +471,42 @@ mod tests {
         assert!(Params::from_json(b"{").is_err());
         let bad_version = Params::from_json(br#"{"version": "abc"}"#).unwrap();
         assert!(bad_version.version().is_err());
+    }
+
+    #[test]
+    fn wrong_json_types_are_refused_and_the_wire_format_is_not() {
+        let check = |body: &str| Params::from_json(body.as_bytes()).unwrap().check_types();
+        for bad in [
+            r#"{"name": 12345}"#,
+            r#"{"name": true}"#,
+            r#"{"name": ["x"]}"#,
+            r#"{"description": {}}"#,
+            r#"{"version": 1.5}"#,
+            r#"{"version": false}"#,
+            r#"{"max_results": true}"#,
+            r#"{"max_results": 2.5}"#,
+            r#"{"archive_existing_versions": 1}"#,
+            r#"{"order_by": [1]}"#,
+            r#"{"tags": [{"key": "k", "value": 1}]}"#,
+            r#"{"tags": [{"value": "v"}]}"#,
+            r#"{"tags": {"key": "k"}}"#,
+        ] {
+            assert!(check(bad).is_err(), "{bad} accepted");
+        }
+        for good in [
+            r#"{"name": "m", "version": "3", "max_results": "5"}"#,
+            r#"{"version": 3, "max_results": 5, "archive_existing_versions": true}"#,
+            r#"{"archive_existing_versions": "false", "order_by": "name", "stages": ["None"]}"#,
+            r#"{"tags": [{"key": "k", "value": "v"}, {"key": "e"}], "description": null}"#,
+            r#"{"unknown_field": 5, "runId": 7}"#,
+        ] {
+            assert!(check(good).is_ok(), "{good} refused");
+        }
+        let large = to_mlflow(ApiError::too_large());
+        assert_eq!(
+            (large.status, large.code),
+            (StatusCode::PAYLOAD_TOO_LARGE, "REQUEST_TOO_LARGE")
+        );
     }
 
     #[test]

@@ -109,22 +109,54 @@ fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// `scheme://host` as the client reached this server, from `X-Forwarded-Proto`/`-Host` or
-/// `Host`. Only host-like characters are accepted, so a forged header cannot inject a path or
-/// another URL into the answer.
+/// The first element of an RFC 7239 `Forwarded` header: its `proto` and `host` parameters.
+fn forwarded_pair(headers: &HeaderMap) -> (Option<String>, Option<String>) {
+    let Some(first) = headers
+        .get(header::FORWARDED)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(',').next())
+    else {
+        return (None, None);
+    };
+    let mut proto = None;
+    let mut host = None;
+    for pair in first.split(';') {
+        let Some((key, value)) = pair.split_once('=') else {
+            continue;
+        };
+        let value = value.trim().trim_matches('"').to_string();
+        match key.trim().to_ascii_lowercase().as_str() {
+            "proto" => proto = Some(value),
+            "host" => host = Some(value),
+            _ => {}
+        }
+    }
+    (proto, host)
+}
+
+/// `scheme://host` as the client reached this server: from `Forwarded`, else
+/// `X-Forwarded-Proto`/`-Host`, else `Host`. The HTTP edge ([`crate::api`]) removes the
+/// forwarding headers from every request whose peer is not a `--trusted-proxy`, so what is left
+/// here came from a proxy the operator named. Only host-like characters are accepted, so even a
+/// proxy passing a forged value through cannot inject a path or another URL into the answer.
 pub fn public_base_url(headers: &HeaderMap) -> String {
-    let scheme = match header_text(headers, "x-forwarded-proto") {
+    let (fwd_proto, fwd_host) = forwarded_pair(headers);
+    let proto = fwd_proto.or_else(|| header_text(headers, "x-forwarded-proto").map(str::to_string));
+    let scheme = match proto {
         Some(p) if p.eq_ignore_ascii_case("https") => "https",
         _ => "http",
     };
-    let host = header_text(headers, "x-forwarded-host")
-        .or_else(|| header_text(headers, header::HOST.as_str()))
-        .filter(|h| {
-            h.chars().all(|c| {
+    let host_like = |h: &str| {
+        !h.is_empty()
+            && h.chars().all(|c| {
                 c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']' | '_')
             })
-        })
-        .unwrap_or("localhost");
+    };
+    let host = fwd_host
+        .or_else(|| header_text(headers, "x-forwarded-host").map(str::to_string))
+        .or_else(|| header_text(headers, header::HOST.as_str()).map(str::to_string))
+        .filter(|h| host_like(h))
+        .unwrap_or_else(|| "localhost".to_string());
     format!("{scheme}://{host}")
 }
 
@@ -203,6 +235,16 @@ mod tests {
             download_uri(&v, &base),
             "https://registry.local:8080/api/2.0/mlflow-artifacts/artifacts/models/0190/3"
         );
+        headers.insert(
+            header::FORWARDED,
+            "for=10.0.0.1;proto=https;host=\"proxy.example\", for=10.0.0.2"
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(public_base_url(&headers), "https://proxy.example");
+        headers.insert(header::FORWARDED, "host=evil/x".parse().unwrap());
+        assert_eq!(public_base_url(&headers), "https://localhost");
+        headers.remove(header::FORWARDED);
         headers.insert(header::HOST, "evil/x?".parse().unwrap());
         headers.remove("x-forwarded-proto");
         assert_eq!(public_base_url(&headers), "http://localhost");
