@@ -90,8 +90,20 @@ impl Drop for Turn<'_> {
 /// can differ a thousandfold. The slot, not the cache, owns the state: taking it out leaves the
 /// slot empty, so the command can fold it without a copy (moka hands out clones of what it
 /// stores, which for a bare state would copy every version).
+///
+/// A cached state is used without asking the store whether it is still current: the append's
+/// optimistic check (the stream must still be at the state's version) refuses a command decided
+/// on a state another process has since moved, and the retry then loads from the store. That
+/// saves a database round trip on every write to a model this process wrote last.
 pub struct StateCache {
-    slots: moka::sync::Cache<String, Arc<Mutex<Option<Arc<ModelState>>>>>,
+    slots: moka::sync::Cache<String, Arc<Mutex<Option<Cached>>>>,
+}
+
+/// A model's state as this process's last append left it, with the version its stored
+/// snapshot is at (which decides when the next snapshot is due).
+struct Cached {
+    state: Arc<ModelState>,
+    snapshot_version: i64,
 }
 
 impl Default for StateCache {
@@ -99,11 +111,11 @@ impl Default for StateCache {
         StateCache {
             slots: moka::sync::Cache::builder()
                 .max_capacity(Self::MAX_VERSIONS)
-                .weigher(|_, slot: &Arc<Mutex<Option<Arc<ModelState>>>>| {
+                .weigher(|_, slot: &Arc<Mutex<Option<Cached>>>| {
                     let versions = slot
                         .lock()
                         .ok()
-                        .and_then(|s| s.as_ref().map(|state| state.versions.len()))
+                        .and_then(|s| s.as_ref().map(|c| c.state.versions.len()))
                         .unwrap_or(0);
                     u32::try_from(versions + 1).unwrap_or(u32::MAX)
                 })
@@ -120,20 +132,26 @@ impl StateCache {
     /// Takes the entry out: the command about to run folds it into its next state (which is
     /// put back after the append), so a large model is not copied when nothing else holds it.
     /// A concurrent command on the same model finds no entry and loads from the store.
-    fn take(&self, name: &str, head: &crate::store::ModelHead) -> Option<ModelState> {
+    fn take(&self, name: &str) -> Option<(ModelState, i64)> {
         let slot = self.slots.get(name)?;
-        let state = slot.lock().ok()?.take()?;
-        (state.stream_version == head.stream_version && state.model_id.to_string() == head.model_id)
-            .then(|| Arc::try_unwrap(state).unwrap_or_else(|shared| ModelState::clone(&shared)))
+        let cached = slot.lock().ok()?.take()?;
+        let state =
+            Arc::try_unwrap(cached.state).unwrap_or_else(|shared| ModelState::clone(&shared));
+        Some((state, cached.snapshot_version))
     }
 
-    fn put(&self, state: Arc<ModelState>) {
+    fn put(&self, state: Arc<ModelState>, snapshot_version: i64) {
         if state.deleted {
             self.slots.invalidate(state.name.as_str());
             return;
         }
-        self.slots
-            .insert(state.name.to_string(), Arc::new(Mutex::new(Some(state))));
+        self.slots.insert(
+            state.name.to_string(),
+            Arc::new(Mutex::new(Some(Cached {
+                state,
+                snapshot_version,
+            }))),
+        );
     }
 }
 
@@ -346,7 +364,8 @@ impl Service {
             .append(prepared.batch)
             .await
             .map_err(ServiceError::Store)?;
-        self.states.put(prepared.state.clone());
+        self.states
+            .put(prepared.state.clone(), prepared.snapshot_version);
         Ok((
             Outcome {
                 state: prepared.state,
@@ -376,20 +395,23 @@ impl Service {
         idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<Prepared, ServiceError> {
         let name = command.model_name().as_str();
-        let head = self
-            .store
-            .model_head(name)
-            .await
-            .map_err(ServiceError::Store)?;
-        let current = match &head {
-            None => None,
-            Some(head) => match self.states.take(name, head) {
-                Some(state) => Some(state),
-                None => self
-                    .store
-                    .load_model(name)
-                    .await
-                    .map_err(ServiceError::Store)?,
+        // `None` for a model the store does not have yet: its first snapshot is written with it.
+        let (current, snapshot_version) = match self.states.take(name) {
+            Some((state, snapshot_version)) => (Some(state), Some(snapshot_version)),
+            None => match self
+                .store
+                .model_head(name)
+                .await
+                .map_err(ServiceError::Store)?
+            {
+                None => (None, None),
+                Some(head) => (
+                    self.store
+                        .load_model(name)
+                        .await
+                        .map_err(ServiceError::Store)?,
+                    Some(head.snapshot_version),
+                ),
             },
         };
         if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref())
@@ -485,9 +507,13 @@ impl Service {
         };
         // A new model's first snapshot is written with it; after that, every SNAPSHOT_EVERY
         // events (the store folds the events since onto it when loading).
-        let write_snapshot = head.as_ref().is_none_or(|h| {
-            state.stream_version - h.snapshot_version >= crate::store::SNAPSHOT_EVERY
-        });
+        let write_snapshot = snapshot_version
+            .is_none_or(|at| state.stream_version - at >= crate::store::SNAPSHOT_EVERY);
+        let snapshot_version = if write_snapshot {
+            state.stream_version
+        } else {
+            snapshot_version.unwrap_or(state.stream_version)
+        };
 
         // The answer to store is rendered before commit (from the decided state, which is what
         // the projection will hold), so the key and the events commit together.
@@ -524,6 +550,7 @@ impl Service {
                 idempotency: idempotency_record,
             },
             state,
+            snapshot_version,
             response: stored_response,
         })
     }
@@ -575,5 +602,7 @@ impl Service {
 struct Prepared {
     batch: AppendBatch,
     state: Arc<ModelState>,
+    /// The version the model's stored snapshot is at once this batch is appended.
+    snapshot_version: i64,
     response: Option<StoredResponse>,
 }

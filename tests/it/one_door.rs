@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_permissive};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_on, spawn_permissive};
 
 // `clients` parallel MLflow `model-versions/create` calls on one model (what parallel CI jobs
 // registering the same model do): every one succeeds, and the versions are exactly 1..=clients.
@@ -226,5 +226,64 @@ both_backends!(
                 model.body
             );
         }
+    }
+);
+
+both_backends!(
+    two_processes_writing_one_model_interleave_without_losing_a_version,
+    |backend: Backend| async move {
+        // Each process trusts the state its own last append left (no head query per write);
+        // the append's optimistic check must catch the other process's writes in between.
+        let a = spawn_app(backend).await;
+        let b = spawn_app_on(backend, Some(&a.database_url), &[]).await;
+        a.create_model("shared").await;
+        let mut versions = Vec::new();
+        for _ in 0..10 {
+            versions.push(a.create_version("shared").await);
+            versions.push(b.create_version("shared").await);
+        }
+        let (from_a, from_b) = tokio::join!(
+            async {
+                let mut v = Vec::new();
+                for _ in 0..15 {
+                    v.push(a.create_version("shared").await);
+                }
+                v
+            },
+            async {
+                let mut v = Vec::new();
+                for _ in 0..15 {
+                    v.push(b.create_version("shared").await);
+                }
+                v
+            }
+        );
+        versions.extend(from_a);
+        versions.extend(from_b);
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=50).collect::<Vec<u64>>());
+        // A tag written through one process is seen by the next write through the other.
+        let tagged = b
+            .put(
+                "/api/v1/models/shared/tags/team",
+                &b.admin(),
+                json!({"value": "risk"}),
+            )
+            .await;
+        assert_eq!(tagged.status, 200, "{:?}", tagged.body);
+        let described = a
+            .patch(
+                "/api/v1/models/shared",
+                &a.admin(),
+                json!({"description": "after b's tag"}),
+            )
+            .await;
+        assert_eq!(described.status, 200, "{:?}", described.body);
+        assert_eq!(
+            described.body["tags"]["team"], "risk",
+            "{:?}",
+            described.body
+        );
+        assert_eq!(described.body["description"], "after b's tag");
     }
 );
