@@ -392,6 +392,30 @@ async fn slow_headers_and_bodies_are_cut_off() {
     }
     assert_eq!(app.event_count().await, 0);
 
+    // An artifact upload that stalls is a timeout too (408), not a malformed body.
+    app.create_model("slow").await;
+    let events = app.event_count().await;
+    let session = app
+        .post("/api/v1/models/slow/uploads", &token, json!({}))
+        .await;
+    assert_eq!(session.status, 201, "{:?}", session.body);
+    let id = session.body["upload_id"].as_str().expect("upload id");
+    let partial = format!(
+        "PUT /api/v1/models/slow/uploads/{id}/files/model.bin HTTP/1.1\r\nHost: {addr}\r\n\
+         Authorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: 1000\r\n\r\nfirst bytes"
+    );
+    let (took, answer) = wait_for_close(&app, partial.as_bytes(), Duration::from_secs(6))
+        .await
+        .expect("the server held a stalled upload's connection");
+    assert!(
+        took < Duration::from_secs(4),
+        "upload: closed only after {took:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 408"), "upload: {answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "upload: {answer}");
+    assert_eq!(app.event_count().await, events);
+
     // A complete request on a fresh connection still works.
     let ok = app.get("/api/v1/models", &app.admin()).await;
     assert_eq!(ok.status, 200);

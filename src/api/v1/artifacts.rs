@@ -8,6 +8,9 @@
 //! Writes of events still go through [`crate::service::Service::execute`], which authorizes
 //! again and records the decision in the event.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use axum::Json;
 use axum::Router;
 use axum::body::Body;
@@ -16,6 +19,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use base64::Engine;
+use futures::TryStreamExt;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -195,18 +199,39 @@ async fn upload_file(
     let path = RelPath::parse(&path)?;
     let expected = headers.get(SHA256_HEADER).and_then(|v| v.to_str().ok());
     authorize(&state, &caller, Action::CreateVersion, &name, None).await?;
+    let (body, timed_out) = watch_for_body_timeout(body);
     let file = state
         .artifacts
-        .upload_file(
-            id,
-            name.as_str(),
-            &caller.actor,
-            &path,
-            body.into_data_stream(),
-            expected,
-        )
-        .await?;
+        .upload_file(id, name.as_str(), &caller.actor, &path, body, expected)
+        .await
+        .map_err(|e| body_error(e, &timed_out))?;
     Ok((StatusCode::CREATED, Json(file)).into_response())
+}
+
+/// The body as a stream of chunks, and a flag set when it failed because it stopped arriving
+/// for `--body-read-timeout`. The artifact layer only sees "the body failed" (it knows nothing
+/// of HTTP), so the answer's status is picked here: 408 for a stall, 400 for anything else.
+fn watch_for_body_timeout(
+    body: Body,
+) -> (
+    impl futures::Stream<Item = Result<bytes::Bytes, axum::Error>> + Unpin,
+    Arc<AtomicBool>,
+) {
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let flag = timed_out.clone();
+    let stream = body.into_data_stream().inspect_err(move |e| {
+        if crate::api::error::is_body_timeout(e) {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    (stream, timed_out)
+}
+
+fn body_error(e: ArtifactError, timed_out: &AtomicBool) -> ApiError {
+    match e {
+        ArtifactError::Body(_) if timed_out.load(Ordering::Relaxed) => ApiError::body_timeout(),
+        other => other.into(),
+    }
 }
 
 #[utoipa::path(
@@ -440,10 +465,12 @@ async fn repair_file(
     let version = version_number(&version)?;
     let path = RelPath::parse(&path)?;
     authorize(&state, &caller, Action::UpdateVersion, &name, Some(version)).await?;
+    let (body, timed_out) = watch_for_body_timeout(body);
     let file = state
         .artifacts
-        .repair(name.as_str(), version, &path, body.into_data_stream())
-        .await?;
+        .repair(name.as_str(), version, &path, body)
+        .await
+        .map_err(|e| body_error(e, &timed_out))?;
     Ok(Json(file).into_response())
 }
 
