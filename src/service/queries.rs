@@ -40,7 +40,7 @@ impl Service {
         &self,
         caller: &Caller,
         name: &ModelName,
-    ) -> Result<ModelView, ServiceError> {
+    ) -> Result<Arc<ModelView>, ServiceError> {
         self.check(caller, Action::ReadModel, Resource::model(name.as_str()))
             .await?;
         self.reads
@@ -54,13 +54,12 @@ impl Service {
         &self,
         caller: &Caller,
         name: &ModelName,
-    ) -> Result<ModelWithLatest, ServiceError> {
+    ) -> Result<Arc<ModelWithLatest>, ServiceError> {
         self.check(caller, Action::ReadModel, Resource::model(name.as_str()))
             .await?;
         self.reads
             .model_with_latest(&self.store, name.as_str())
             .await?
-            .map(Arc::unwrap_or_clone)
             .ok_or_else(|| missing_model(name))
     }
 
@@ -69,7 +68,7 @@ impl Service {
         caller: &Caller,
         name: &ModelName,
         version: u64,
-    ) -> Result<VersionView, ServiceError> {
+    ) -> Result<Arc<VersionView>, ServiceError> {
         self.check(
             caller,
             Action::ReadModel,
@@ -92,7 +91,7 @@ impl Service {
         &self,
         caller: &Caller,
         uri: &ModelUri,
-    ) -> Result<Option<VersionView>, ServiceError> {
+    ) -> Result<Option<Arc<VersionView>>, ServiceError> {
         self.check(
             caller,
             Action::ReadModel,
@@ -335,6 +334,9 @@ impl AuditReader {
 
 /// Answers to the hottest reads, each valid until the next commit anywhere in the registry.
 ///
+/// Answers are handed out as shared `Arc`s, never copied: a version's view holds JSON
+/// (signature, input example, verification) whose deep copy cost more than the lookup.
+///
 /// Every answer is stored with the store's commit generation read *before* the database was
 /// asked, and served only while the generation is still the same: a commit that lands while a
 /// reader is in the database makes that reader's answer stale at once, so no answer older than
@@ -395,14 +397,14 @@ impl ReadCache {
         &self,
         store: &SharedStore,
         name: &str,
-    ) -> Result<Option<ModelView>, crate::store::StoreError> {
+    ) -> Result<Option<Arc<ModelView>>, crate::store::StoreError> {
         let key = ReadKey::Model(name.to_string());
         let (hit, generation) = self.get(&key);
         if let Some(Answer::Model(found)) = hit {
-            return Ok(found.map(Arc::unwrap_or_clone));
+            return Ok(found);
         }
-        let found = store.get_model(name).await?;
-        self.put(key, generation, Answer::Model(found.clone().map(Arc::new)));
+        let found = store.get_model(name).await?.map(Arc::new);
+        self.put(key, generation, Answer::Model(found.clone()));
         Ok(found)
     }
 
@@ -433,18 +435,14 @@ impl ReadCache {
         store: &SharedStore,
         name: &str,
         version: i64,
-    ) -> Result<Option<VersionView>, crate::store::StoreError> {
+    ) -> Result<Option<Arc<VersionView>>, crate::store::StoreError> {
         let key = ReadKey::Version(name.to_string(), version);
         let (hit, generation) = self.get(&key);
         if let Some(Answer::Version(found)) = hit {
-            return Ok(found.map(Arc::unwrap_or_clone));
+            return Ok(found);
         }
-        let found = store.get_version(name, version).await?;
-        self.put(
-            key,
-            generation,
-            Answer::Version(found.clone().map(Arc::new)),
-        );
+        let found = store.get_version(name, version).await?.map(Arc::new);
+        self.put(key, generation, Answer::Version(found.clone()));
         Ok(found)
     }
 
@@ -452,18 +450,14 @@ impl ReadCache {
         &self,
         store: &SharedStore,
         uri: &ModelUri,
-    ) -> Result<Option<VersionView>, crate::store::StoreError> {
+    ) -> Result<Option<Arc<VersionView>>, crate::store::StoreError> {
         let key = ReadKey::Resolve(uri.clone());
         let (hit, generation) = self.get(&key);
         if let Some(Answer::Version(found)) = hit {
-            return Ok(found.map(Arc::unwrap_or_clone));
+            return Ok(found);
         }
-        let found = store.resolve(uri).await?;
-        self.put(
-            key,
-            generation,
-            Answer::Version(found.clone().map(Arc::new)),
-        );
+        let found = store.resolve(uri).await?.map(Arc::new);
+        self.put(key, generation, Answer::Version(found.clone()));
         Ok(found)
     }
 }

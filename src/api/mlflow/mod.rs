@@ -137,7 +137,7 @@ pub(crate) async fn read_version(
     req: &MlflowRequest,
     name: &ModelName,
     version: u64,
-) -> Result<VersionView, MlflowError> {
+) -> Result<std::sync::Arc<VersionView>, MlflowError> {
     Ok(state
         .service
         .get_version(&req.caller, name, version)

@@ -106,7 +106,7 @@ async fn get_alias(
             "Registered model alias {alias} not found on model '{name}'"
         ))
     })?;
-    Ok(Json(view).into_response())
+    Ok(Json(&*view).into_response())
 }
 
 #[utoipa::path(

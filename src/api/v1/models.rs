@@ -174,7 +174,7 @@ async fn get_model(
         return super::audit::model_state_response(&state, &caller, &name, Some(as_of)).await;
     }
     let model = state.service.get_model(&caller, &name).await?;
-    let mut response = Json(&model).into_response();
+    let mut response = Json(&*model).into_response();
     response
         .headers_mut()
         .insert(header::ETAG, etag(model.stream_version));

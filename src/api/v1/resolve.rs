@@ -44,5 +44,5 @@ async fn resolve(
             params.uri
         ))
     })?;
-    Ok(Json(view).into_response())
+    Ok(Json(&*view).into_response())
 }

@@ -217,7 +217,7 @@ async fn get_version(
     let name = model_name(name)?;
     let version = version_number(&version)?;
     let view = state.service.get_version(&caller, &name, version).await?;
-    Ok(Json(view).into_response())
+    Ok(Json(&*view).into_response())
 }
 
 #[derive(Deserialize)]
