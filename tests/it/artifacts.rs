@@ -707,17 +707,6 @@ both_backends!(
     }
 );
 
-async fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_model-ledger"))
-        .args(args)
-        .env("MODEL_LEDGER_URL", &app.url)
-        .env("MODEL_LEDGER_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run model-ledger")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cli_push_pull_verify() {
     let app = spawn_app(Backend::Sqlite).await;
@@ -732,32 +721,29 @@ async fn cli_push_pull_verify() {
     }
 
     // The model does not exist yet: push creates it.
-    let out = cli(
-        &app,
-        &admin,
-        &["push", "pushed", src.to_str().expect("utf-8")],
-    )
-    .await;
+    let out = app
+        .cli(&admin, &["push", "pushed", src.to_str().expect("utf-8")])
+        .await;
     assert!(
         out.status.success(),
         "push: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
-    let out = cli(
-        &app,
-        &admin,
-        &[
-            "push",
-            "pushed",
-            src.to_str().expect("utf-8"),
-            "--no-progress",
-        ],
-    )
-    .await;
+    let out = app
+        .cli(
+            &admin,
+            &[
+                "push",
+                "pushed",
+                src.to_str().expect("utf-8"),
+                "--no-progress",
+            ],
+        )
+        .await;
     assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
 
-    let out = cli(&app, &admin, &["verify", "models:/pushed/1"]).await;
+    let out = app.cli(&admin, &["verify", "models:/pushed/1"]).await;
     assert!(
         out.status.success(),
         "verify: {}",
@@ -774,16 +760,16 @@ async fn cli_push_pull_verify() {
         .await;
     assert_eq!(promoted.status, 200, "{:?}", promoted.body);
     let dest = work.path().join("pulled");
-    let out = cli(
-        &app,
-        &admin,
-        &[
-            "pull",
-            "models:/pushed/Production",
-            dest.to_str().expect("utf-8"),
-        ],
-    )
-    .await;
+    let out = app
+        .cli(
+            &admin,
+            &[
+                "pull",
+                "models:/pushed/Production",
+                dest.to_str().expect("utf-8"),
+            ],
+        )
+        .await;
     assert!(
         out.status.success(),
         "pull: {}",
@@ -804,7 +790,7 @@ async fn cli_push_pull_verify() {
         v2.body["artifact"]["location"].as_str().expect("location"),
     );
     std::fs::write(dir.join("MLmodel"), b"flavors: {}\n").expect("tamper");
-    let out = cli(&app, &admin, &["verify", "models:/pushed/2"]).await;
+    let out = app.cli(&admin, &["verify", "models:/pushed/2"]).await;
     assert!(!out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -812,12 +798,12 @@ async fn cli_push_pull_verify() {
         "{stdout}"
     );
     let dest2 = work.path().join("pulled2");
-    let out = cli(
-        &app,
-        &admin,
-        &["pull", "models:/pushed/2", dest2.to_str().expect("utf-8")],
-    )
-    .await;
+    let out = app
+        .cli(
+            &admin,
+            &["pull", "models:/pushed/2", dest2.to_str().expect("utf-8")],
+        )
+        .await;
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("MLmodel"));
     assert!(

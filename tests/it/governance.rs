@@ -21,30 +21,7 @@ async fn mlflow(app: &TestApp, method: Method, path: &str, token: &str, body: Va
 
 /// Uploads one small file as a new version of `model` with `metrics` and verifies it, as `token`.
 async fn verified_version(app: &TestApp, token: &str, model: &str, metrics: Value) -> u64 {
-    let start = app
-        .post(&format!("/api/v1/models/{model}/uploads"), token, json!({}))
-        .await;
-    assert_eq!(start.status, 201, "{:?}", start.body);
-    let id = start.body["upload_id"].as_str().unwrap().to_string();
-    let put = app
-        .send_raw(
-            Method::PUT,
-            &format!("/api/v1/models/{model}/uploads/{id}/files/model.pkl"),
-            token,
-            "application/octet-stream",
-            b"weights".to_vec(),
-        )
-        .await;
-    assert_eq!(put.status, 201, "{:?}", put.body);
-    let commit = app
-        .post(
-            &format!("/api/v1/models/{model}/uploads/{id}/commit"),
-            token,
-            json!({"metrics": metrics}),
-        )
-        .await;
-    assert_eq!(commit.status, 201, "{:?}", commit.body);
-    let version = commit.body["version"].as_u64().unwrap();
+    let version = app.upload_version_with_metrics(token, model, metrics).await;
     let verified = app
         .post(
             &format!("/api/v1/models/{model}/versions/{version}/verify"),
@@ -433,17 +410,6 @@ both_backends!(
     }
 );
 
-async fn cli(app: &TestApp, token: &str, args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_model-ledger"))
-        .args(args)
-        .env("MODEL_LEDGER_URL", &app.url)
-        .env("MODEL_LEDGER_TOKEN", token)
-        .env("RUST_LOG", "warn")
-        .output()
-        .await
-        .expect("run model-ledger")
-}
-
 /// Names whose characters mean something to URLs or object keys: each must push, verify and
 /// pull (the upload location used to be encoded once on write and twice on read).
 const AWKWARD_NAMES: [&str; 8] = [
@@ -469,14 +435,16 @@ both_backends!(
         std::fs::write(src.join("data/model.pkl"), b"weights").expect("write");
         let server_path = app.data_dir.path().display().to_string();
         for (i, name) in AWKWARD_NAMES.iter().enumerate() {
-            let out = cli(&app, &admin, &["push", name, src.to_str().expect("utf-8")]).await;
+            let out = app
+                .cli(&admin, &["push", name, src.to_str().expect("utf-8")])
+                .await;
             assert!(
                 out.status.success(),
                 "push {name}: {}",
                 String::from_utf8_lossy(&out.stderr)
             );
             let uri = format!("models:/{name}/1");
-            let out = cli(&app, &admin, &["verify", &uri]).await;
+            let out = app.cli(&admin, &["verify", &uri]).await;
             assert!(
                 out.status.success(),
                 "verify {name}: {}{}",
@@ -484,7 +452,9 @@ both_backends!(
                 String::from_utf8_lossy(&out.stderr)
             );
             let dest = work.path().join(format!("pulled-{i}"));
-            let out = cli(&app, &admin, &["pull", &uri, dest.to_str().expect("utf-8")]).await;
+            let out = app
+                .cli(&admin, &["pull", &uri, dest.to_str().expect("utf-8")])
+                .await;
             assert!(
                 out.status.success(),
                 "pull {name}: {}",

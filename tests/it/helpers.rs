@@ -278,6 +278,58 @@ impl TestApp {
         r.body["version"].as_u64().expect("version number")
     }
 
+    /// Uploads one small file as a new version of `model` with `metrics`, as `token`.
+    pub async fn upload_version_with_metrics(
+        &self,
+        token: &str,
+        model: &str,
+        metrics: Value,
+    ) -> u64 {
+        let start = self
+            .post(
+                &format!("/api/v1/models/{model}/uploads"),
+                token,
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(start.status, 201, "{:?}", start.body);
+        let id = start.body["upload_id"]
+            .as_str()
+            .expect("upload id")
+            .to_string();
+        let put = self
+            .send_raw(
+                reqwest::Method::PUT,
+                &format!("/api/v1/models/{model}/uploads/{id}/files/model.pkl"),
+                token,
+                "application/octet-stream",
+                b"weights".to_vec(),
+            )
+            .await;
+        assert_eq!(put.status, 201, "{:?}", put.body);
+        let commit = self
+            .post(
+                &format!("/api/v1/models/{model}/uploads/{id}/commit"),
+                token,
+                serde_json::json!({"metrics": metrics}),
+            )
+            .await;
+        assert_eq!(commit.status, 201, "{:?}", commit.body);
+        commit.body["version"].as_u64().expect("version number")
+    }
+
+    /// Runs the `model-ledger` binary against this server as `token`.
+    pub async fn cli(&self, token: &str, args: &[&str]) -> std::process::Output {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_model-ledger"))
+            .args(args)
+            .env("MODEL_LEDGER_URL", &self.url)
+            .env("MODEL_LEDGER_TOKEN", token)
+            .env("RUST_LOG", "warn")
+            .output()
+            .await
+            .expect("run model-ledger")
+    }
+
     /// Number of events in the log.
     pub async fn event_count(&self) -> i64 {
         self.store.head().await.expect("head").0

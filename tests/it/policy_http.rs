@@ -2,39 +2,10 @@
 //! promotion is allowed once the rule is satisfied (verification, another principal, a better
 //! metric). Denials write no event and are kept in the access-decision log.
 
-use reqwest::Method;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app};
-
-/// Uploads one small file as a new version of `model` with `metrics`, as `token`.
-async fn upload_version(app: &TestApp, token: &str, model: &str, metrics: Value) -> u64 {
-    let start = app
-        .post(&format!("/api/v1/models/{model}/uploads"), token, json!({}))
-        .await;
-    assert_eq!(start.status, 201, "{:?}", start.body);
-    let id = start.body["upload_id"].as_str().unwrap().to_string();
-    let put = app
-        .send_raw(
-            Method::PUT,
-            &format!("/api/v1/models/{model}/uploads/{id}/files/model.pkl"),
-            token,
-            "application/octet-stream",
-            b"weights".to_vec(),
-        )
-        .await;
-    assert_eq!(put.status, 201, "{:?}", put.body);
-    let commit = app
-        .post(
-            &format!("/api/v1/models/{model}/uploads/{id}/commit"),
-            token,
-            json!({"metrics": metrics}),
-        )
-        .await;
-    assert_eq!(commit.status, 201, "{:?}", commit.body);
-    commit.body["version"].as_u64().unwrap()
-}
 
 async fn promote(app: &TestApp, token: &str, model: &str, version: u64) -> crate::helpers::Reply {
     app.post(
@@ -62,9 +33,15 @@ both_backends!(
             )
             .await;
         assert_eq!(r.status, 201, "{:?}", r.body);
-        let weak = upload_version(&app, &ci, "fraud", json!({"f1": 0.75})).await;
-        let strong = upload_version(&app, &ci, "fraud", json!({"f1": 0.85})).await;
-        let own = upload_version(&app, &rm_who_registered, "fraud", json!({"f1": 0.9})).await;
+        let weak = app
+            .upload_version_with_metrics(&ci, "fraud", json!({"f1": 0.75}))
+            .await;
+        let strong = app
+            .upload_version_with_metrics(&ci, "fraud", json!({"f1": 0.85}))
+            .await;
+        let own = app
+            .upload_version_with_metrics(&rm_who_registered, "fraud", json!({"f1": 0.9}))
+            .await;
         let events_before = app.event_count().await;
 
         // Only release managers promote to Production; CI and admins are refused.
