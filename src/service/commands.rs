@@ -395,24 +395,17 @@ impl Service {
         idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<Prepared, ServiceError> {
         let name = command.model_name().as_str();
+        // A cached state may be behind another process's write. That is caught by the append
+        // for ordinary commands, but an `If-Match` is answered from the state itself, so a
+        // mismatch against the cache is confirmed with the store before it becomes a 412.
+        let cached = self.states.take(name).filter(|(state, _)| {
+            meta.if_match
+                .is_none_or(|expected| state.stream_version == expected)
+        });
         // `None` for a model the store does not have yet: its first snapshot is written with it.
-        let (current, snapshot_version) = match self.states.take(name) {
+        let (current, snapshot_version) = match cached {
             Some((state, snapshot_version)) => (Some(state), Some(snapshot_version)),
-            None => match self
-                .store
-                .model_head(name)
-                .await
-                .map_err(ServiceError::Store)?
-            {
-                None => (None, None),
-                Some(head) => (
-                    self.store
-                        .load_model(name)
-                        .await
-                        .map_err(ServiceError::Store)?,
-                    Some(head.snapshot_version),
-                ),
-            },
+            None => self.load_for_command(name).await?,
         };
         if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref())
             && state.stream_version != expected
@@ -557,6 +550,28 @@ impl Service {
 }
 
 impl Service {
+    /// The model as the store has it, with the version of its stored snapshot; `(None, None)`
+    /// when the store has no such model.
+    async fn load_for_command(
+        &self,
+        name: &str,
+    ) -> Result<(Option<ModelState>, Option<i64>), ServiceError> {
+        let Some(head) = self
+            .store
+            .model_head(name)
+            .await
+            .map_err(ServiceError::Store)?
+        else {
+            return Ok((None, None));
+        };
+        let state = self
+            .store
+            .load_model(name)
+            .await
+            .map_err(ServiceError::Store)?;
+        Ok((state, Some(head.snapshot_version)))
+    }
+
     /// What renaming `state` to `new_name` would change, for the rename policy, and the model
     /// that last answered under `new_name` (when another one did). A live model already holding
     /// the name is refused here: names are unique.

@@ -271,14 +271,27 @@ both_backends!(
             )
             .await;
         assert_eq!(tagged.status, 200, "{:?}", tagged.body);
-        let described = a
-            .patch(
-                "/api/v1/models/shared",
-                &a.admin(),
-                json!({"description": "after b's tag"}),
-            )
-            .await;
-        assert_eq!(described.status, 200, "{:?}", described.body);
+        // The caller saw b's write; a must not answer 412 from its own older state.
+        let seen = tagged.body["stream_version"]
+            .as_i64()
+            .expect("stream version");
+        let response = a
+            .client
+            .patch(format!("{}/api/v1/models/shared", a.url))
+            .bearer_auth(a.admin())
+            .header("if-match", format!("\"{seen}\""))
+            .json(&json!({"description": "after b's tag"}))
+            .send()
+            .await
+            .expect("patch");
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.expect("json");
+        assert_eq!(status, 200, "If-Match {seen} through a: {body:?}");
+        let described = crate::helpers::Reply {
+            status,
+            body,
+            headers: Default::default(),
+        };
         assert_eq!(
             described.body["tags"]["team"], "risk",
             "{:?}",
