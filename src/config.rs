@@ -20,6 +20,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 mod server;
 pub use server::{ArtifactArgs, CheckpointOpts, NatsArgs, PolicyArgs, TrackingArgs};
 
+/// Where the embedded store, artifacts and keys live unless `--data-dir` says otherwise:
+/// relative, so a trial install stays in the directory it was started from.
+pub const DEFAULT_DATA_DIR: &str = "./model-ledger-data";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "model-ledger",
@@ -164,7 +168,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "MODEL_LEDGER_DATA_DIR",
-        default_value = "./model-ledger-data"
+        default_value = DEFAULT_DATA_DIR
     )]
     pub data_dir: PathBuf,
     /// Maximum database connections in the pool.
@@ -316,7 +320,7 @@ pub enum PolicyCommand {
         #[arg(
             long,
             env = "MODEL_LEDGER_DATA_DIR",
-            default_value = "./model-ledger-data"
+            default_value = DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },
@@ -329,7 +333,7 @@ pub enum PolicyCommand {
         #[arg(
             long,
             env = "MODEL_LEDGER_DATA_DIR",
-            default_value = "./model-ledger-data"
+            default_value = DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },
@@ -341,7 +345,7 @@ pub struct TokenArgs {
     #[arg(
         long,
         env = "MODEL_LEDGER_DATA_DIR",
-        default_value = "./model-ledger-data"
+        default_value = DEFAULT_DATA_DIR
     )]
     pub data_dir: PathBuf,
     /// Subject (user or service account id).
@@ -388,7 +392,7 @@ pub enum AuditCommand {
         #[arg(
             long,
             env = "MODEL_LEDGER_DATA_DIR",
-            default_value = "./model-ledger-data"
+            default_value = DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },

@@ -31,6 +31,17 @@ pub enum MigrateStoreError {
 }
 
 pub async fn run(args: MigrateStoreArgs) -> Result<ExitCode, CliError> {
+    // Opening a missing SQLite source would create an empty one and "copy" nothing.
+    if let Some(path) = super::data_dir::sqlite_path(&args.from)
+        && !path.is_file()
+    {
+        return Err(MigrateStoreError::Refused(format!(
+            "--from names no SQLite database: {} does not exist (the trial install's file is \
+             <data dir>/model-ledger.db)",
+            super::data_dir::absolute(&path).display()
+        ))
+        .into());
+    }
     let source = store::connect(&args.from, 4).await?;
     let target = store::connect(&args.to, 4).await?;
     target.migrate().await?;

@@ -13,6 +13,7 @@
 //! `error:`.
 
 mod audit;
+mod data_dir;
 mod migrate;
 mod migrate_store;
 mod policy;
@@ -62,6 +63,9 @@ pub enum CliError {
     MigrateStore(#[from] MigrateStoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// What an offline command reads is not where it looked (see [`data_dir`]).
+    #[error(transparent)]
+    NotFound(#[from] data_dir::NotFound),
     /// An option value the library cannot take as it is (e.g. a malformed duration).
     #[error("{0}")]
     Invalid(String),
@@ -187,11 +191,13 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Opens the store an offline subcommand reads. Two connections: these commands run one query
-/// at a time, and a small pool leaves the server's connection budget alone.
-async fn open_store(args: &StoreArgs) -> Result<SharedStore, StoreError> {
+/// Opens the store an offline subcommand reads, refusing to create one that is not there. Two
+/// connections: these commands run one query at a time, and a small pool leaves the server's
+/// connection budget alone.
+async fn open_store(args: &StoreArgs) -> Result<SharedStore, CliError> {
+    data_dir::require_store(args)?;
     let (url, _) = args.resolved_url();
-    store::connect(&url, 2).await
+    Ok(store::connect(&url, 2).await?)
 }
 
 /// `--from`/`--to` as a report period.

@@ -14,8 +14,14 @@ pub async fn run(args: ServeArgs) -> Result<ExitCode, CliError> {
     let built = app::build(&args).await?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let data_dir = args.store.data_dir.display().to_string();
-    tracing::info!(%url, database = %redact(&built.database_url), "model-ledger is listening");
+    // Absolute, so the `token` hint below works from any directory.
+    let data_dir = args
+        .store
+        .data_dir
+        .canonicalize()
+        .unwrap_or_else(|_| super::data_dir::absolute(&args.store.data_dir));
+    let data_dir = data_dir.display().to_string();
+    tracing::info!(%url, database = %redact(&built.database_url), %data_dir, "model-ledger is listening");
     println!("model-ledger listening on {url}");
     println!("  store:    {}", redact(&built.database_url));
     println!("  data dir: {data_dir}");

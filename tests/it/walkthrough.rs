@@ -57,6 +57,17 @@ async fn readme_walkthrough_runs_against_the_embedded_server() {
             .spawn()
             .expect("start server"),
     );
+    let mut server = server;
+    let banner = read_banner(&mut server.0);
+    let data_dir_line = banner
+        .iter()
+        .find_map(|l| l.trim().strip_prefix("data dir: "))
+        .unwrap_or_else(|| panic!("the banner names the data directory: {banner:?}"));
+    assert_eq!(
+        std::path::Path::new(data_dir_line),
+        cwd.path().join("model-ledger-data").canonicalize().unwrap(),
+        "the banner prints the data directory as an absolute path: {banner:?}"
+    );
     let client = reqwest::Client::new();
     let mut up = false;
     for _ in 0..100 {
@@ -98,5 +109,77 @@ async fn readme_walkthrough_runs_against_the_embedded_server() {
     );
     assert!(stdout.contains("verified churn/2"), "{stdout}");
     assert!(stdout.contains("chain OK"), "{stdout}");
+
+    // The same commands from a directory that is not the server's: each stops, names where
+    // it looked and how to point it elsewhere, and leaves nothing behind.
+    let elsewhere = tempfile::tempdir().unwrap();
+    for args in [
+        &["token", "--sub", "alice", "--group", "ml-ci"][..],
+        &["audit", "verify"],
+        &["audit", "public-key"],
+    ] {
+        let out = Process::new(BIN)
+            .args(args)
+            .current_dir(elsewhere.path())
+            .env_remove("MODEL_LEDGER_DATA_DIR")
+            .env_remove("MODEL_LEDGER_DATABASE_URL")
+            .env_remove("DATABASE_URL")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must fail here: {stderr}");
+        let looked_in = elsewhere
+            .path()
+            .canonicalize()
+            .unwrap()
+            .join("model-ledger-data");
+        assert!(
+            stderr.contains(&looked_in.display().to_string())
+                && stderr.contains("--data-dir")
+                && stderr.contains("MODEL_LEDGER_DATA_DIR"),
+            "{args:?} names the directory and the options: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(elsewhere.path()).unwrap().collect();
+        assert!(left.is_empty(), "{args:?} left files behind: {left:?}");
+    }
+    // Pointed at the right directory, `token` works from anywhere.
+    let out = Process::new(BIN)
+        .args(["token", "--sub", "alice", "--data-dir", data_dir_line])
+        .current_dir(elsewhere.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     drop(server);
+}
+
+/// The server's start-up lines on stdout, up to the token hint (the last one it prints).
+fn read_banner(child: &mut std::process::Child) -> Vec<String> {
+    use std::io::BufRead as _;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Keeps draining after the banner, so the server never writes into a closed pipe.
+    std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        let mut tx = Some(tx);
+        for line in std::io::BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.is_none() {
+                continue;
+            }
+            let last = line.contains("get a token");
+            lines.push(line);
+            if last && let Some(tx) = tx.take() {
+                let _ = tx.send(std::mem::take(&mut lines));
+            }
+        }
+        if let Some(tx) = tx {
+            let _ = tx.send(lines);
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("the server prints its banner")
 }
