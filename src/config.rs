@@ -17,7 +17,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod file;
 mod server;
+pub use file::{ConfigFileError, apply_config_file};
 pub use server::{ArtifactArgs, CheckpointOpts, NatsArgs, PolicyArgs, TrackingArgs};
 
 /// Where the embedded store, artifacts and keys live unless `--data-dir` says otherwise:
@@ -624,52 +626,6 @@ pub fn parse_duration_secs(raw: &str) -> Result<u64, String> {
         ));
     }
     Ok(duration.as_secs())
-}
-
-/// Exports the TOML file's keys as `MODEL_LEDGER_*` variables unless already set, so the file
-/// ranks below flags and the environment. Must run before any thread starts.
-pub fn apply_config_file(args: &[String]) -> Result<(), String> {
-    let from_args = args
-        .iter()
-        .position(|a| a == "--config")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .or_else(|| {
-            args.iter()
-                .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
-        });
-    let Some(path) = from_args.or_else(|| std::env::var("MODEL_LEDGER_CONFIG").ok()) else {
-        return Ok(());
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read config file {path}: {e}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("config file {path}: {e}"))?;
-    for (key, value) in table {
-        let var = format!(
-            "MODEL_LEDGER_{}",
-            key.to_ascii_uppercase().replace('-', "_")
-        );
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            other => other.to_string(),
-        };
-        if std::env::var_os(&var).is_none() {
-            // SAFETY: called from `main` before the runtime or any other thread exists.
-            unsafe { std::env::set_var(&var, text) };
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
