@@ -203,6 +203,7 @@ fn api_config(args: &ServeArgs) -> Result<ApiConfig, StartError> {
         body_read_timeout: nonzero(args.body_read_timeout),
         trusted_proxies: args.trusted_proxies.clone(),
         cors_allow_origins,
+        shutdown_timeout: args.shutdown_timeout,
     })
 }
 
@@ -366,6 +367,7 @@ pub async fn serve(
 
     let publish = state.publish.clone();
     let header_read_timeout = state.config.header_read_timeout;
+    let shutdown_timeout = state.config.shutdown_timeout;
     let app = crate::api::router(state);
     let mut builder = Builder::new(TokioExecutor::new());
     // hyper applies a header-read timeout only with a timer; without one it never fires.
@@ -438,7 +440,19 @@ pub async fn serve(
     drop(closed_tx);
     let mut closed_rx = closed_rx;
     // Resolves with an error once every sender (one per connection task) is gone.
-    while closed_rx.changed().await.is_ok() {}
+    let all_closed = async { while closed_rx.changed().await.is_ok() {} };
+    // Bounded: a client that stops reading, or an upload that keeps going, must not keep the
+    // process alive after it was told to stop. Returning drops the remaining connection tasks
+    // with the runtime.
+    if tokio::time::timeout(shutdown_timeout, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} after the shutdown signal; closing them",
+            humantime::format_duration(shutdown_timeout)
+        );
+    }
     Ok(())
 }
 

@@ -285,6 +285,11 @@ pub struct ServeArgs {
         value_parser = parse_origin
     )]
     pub cors_allow_origins: Vec<String>,
+    /// Longest wait at shutdown (Ctrl-C, SIGTERM) for in-flight requests to finish; open event
+    /// streams end at once. Connections still open after it are closed. A second Ctrl-C exits
+    /// at once.
+    #[arg(long, env = "MODEL_LEDGER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
     /// How often to sign a checkpoint of the chain head when it has moved (`10m`, `1h`; `0`
     /// turns periodic checkpoints off). The key is `<data-dir>/checkpoint-ed25519.pem`.
     #[arg(long, env = "MODEL_LEDGER_CHECKPOINT_INTERVAL", default_value = "10m")]

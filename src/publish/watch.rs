@@ -100,7 +100,8 @@ pub async fn run(
     }));
     let first = resolve(&http, &config).await?;
     apply(&current, first, None);
-    tracing::info!(uri = %config.uri(), current = ?current.lock().ok().map(|c| c.version), "watching");
+    let serving = describe(current.lock().ok().and_then(|c| c.version));
+    tracing::info!(uri = %config.uri(), %serving, "watching {}: serving {serving}", config.uri());
 
     let follower = tokio::spawn(follow(messages, http, config, current.clone()));
     let app = Router::new()
@@ -224,6 +225,12 @@ async fn resolve(
     }
 }
 
+/// A served version in words for the log: `version 2`, or `no version` when the URI names
+/// none (never Rust's `Some(2)` / `None`).
+fn describe(version: Option<u64>) -> String {
+    version.map_or_else(|| "no version".to_owned(), |v| format!("version {v}"))
+}
+
 fn apply(current: &Shared, view: Option<Value>, position: Option<i64>) {
     let version = view.as_ref().and_then(|v| v["version"].as_u64());
     let source = view
@@ -232,7 +239,8 @@ fn apply(current: &Shared, view: Option<Value>, position: Option<i64>) {
     if let Ok(mut c) = current.lock() {
         if position.is_some() && c.version != version {
             c.swaps += 1;
-            tracing::info!(uri = %c.uri, from = ?c.version, to = ?version, "swapped");
+            let (from, to) = (describe(c.version), describe(version));
+            tracing::info!(uri = %c.uri, %from, %to, "{} moved from {from} to {to}", c.uri);
         }
         c.version = version;
         c.source = source;
@@ -240,5 +248,16 @@ fn apply(current: &Shared, view: Option<Value>, position: Option<i64>) {
             c.position = p;
         }
         c.resolved_at = Some(chrono::Utc::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe;
+
+    #[test]
+    fn versions_are_logged_in_words() {
+        assert_eq!(describe(Some(2)), "version 2");
+        assert_eq!(describe(None), "no version");
     }
 }

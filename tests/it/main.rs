@@ -20,6 +20,7 @@ mod one_door;
 mod policy_http;
 mod publish;
 mod reports;
+mod serve_process;
 mod store_conformance;
 mod tools;
 mod tracking;
