@@ -76,6 +76,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
+            crate::api::process_metrics::describe_all();
             let upkeep = handle.clone();
             // The recorder needs periodic upkeep to bound histogram memory.
             std::thread::spawn(move || {

@@ -15,6 +15,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod mlflow;
+pub mod process_metrics;
 pub mod tracking;
 pub mod v1;
 

@@ -17,6 +17,7 @@ mod http_hardening;
 mod mlflow_api;
 mod native_api;
 mod one_door;
+mod operations;
 mod policy_http;
 mod publish;
 mod reports;
