@@ -225,6 +225,25 @@ pub struct ServeArgs {
     /// Claim holding the caller's groups, as a dotted path (`groups`, `roles`, `realm_access.roles`).
     #[arg(long, env = "MODEL_LEDGER_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub oidc_groups_claim: String,
+    /// Audience for one issuer only, as ISSUER=AUDIENCE; replaces --oidc-audience for that
+    /// issuer. Repeat for several (also for one issuer; comma-separated in env).
+    #[arg(
+        long = "oidc-issuer-audience",
+        env = "MODEL_LEDGER_OIDC_ISSUER_AUDIENCE",
+        value_delimiter = ',',
+        value_parser = parse_issuer_pair
+    )]
+    pub oidc_issuer_audiences: Vec<(String, String)>,
+    /// Groups claim for one issuer only, as ISSUER=CLAIM (e.g.
+    /// `https://kc.example.com/realms/ml=realm_access.roles`); replaces --oidc-groups-claim for
+    /// that issuer. Repeat for several issuers (comma-separated in env).
+    #[arg(
+        long = "oidc-issuer-groups-claim",
+        env = "MODEL_LEDGER_OIDC_ISSUER_GROUPS_CLAIM",
+        value_delimiter = ',',
+        value_parser = parse_issuer_pair
+    )]
+    pub oidc_issuer_groups_claims: Vec<(String, String)>,
     /// Clock-skew leeway for `exp` and `nbf`: plain seconds (`30`) or a duration (`30s`, `1m`).
     #[arg(long, env = "MODEL_LEDGER_JWT_LEEWAY_SECS", default_value = "30", value_parser = parse_duration_secs)]
     pub jwt_leeway_secs: u64,
@@ -571,6 +590,21 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
     }
     humantime::parse_duration(raw)
         .map_err(|e| format!("invalid duration '{raw}': {e} (e.g. 90, 30s, 5m, 1h 30m, 2d)"))
+}
+
+/// Parses `ISSUER=VALUE` for the per-issuer options. Split at the first `=`: an issuer URL has
+/// no query string (OpenID Connect Discovery forbids one), so it cannot contain `=`.
+pub fn parse_issuer_pair(raw: &str) -> Result<(String, String), String> {
+    let raw = raw.trim();
+    match raw.split_once('=') {
+        Some((issuer, value)) if !issuer.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((issuer.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "invalid value '{raw}': expected ISSUER=VALUE, e.g. \
+             https://idp.example.com/realms/ml=model-ledger"
+        )),
+    }
 }
 
 /// Parses a `--trusted-proxy` range: CIDR notation, or a bare address for just that host.

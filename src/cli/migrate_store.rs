@@ -52,6 +52,14 @@ pub async fn run(args: MigrateStoreArgs) -> Result<ExitCode, CliError> {
         redact(&args.to),
         head.head_hash
     );
+    // The log names artifact files, it does not hold them; the one step people miss.
+    eprintln!(
+        "note: artifact files were not copied. Versions keep their locations, so start the new \
+         server with the same artifact store: the same --data-dir (its artifacts/ directory), \
+         or copy <data dir>/artifacts/ into the new --artifact-store; also keep \
+         <data dir>/checkpoint-ed25519.pem so earlier checkpoints still verify. See \
+         docs/operations.md#moving-a-trial-install-to-postgresql."
+    );
     Ok(ExitCode::SUCCESS)
 }
 

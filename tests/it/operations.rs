@@ -51,3 +51,23 @@ async fn metrics_have_help_process_figures_and_build_info() {
     );
     assert!(text.contains(&version), "{version} missing:\n{text}");
 }
+
+/// `docs/README.md` is the index: every document in `docs/` has its line there.
+#[test]
+fn the_docs_index_lists_every_document() {
+    let docs = crate::helpers::repo_path("docs");
+    let index = std::fs::read_to_string(docs.join("README.md")).expect("docs/README.md");
+    for entry in std::fs::read_dir(&docs).expect("docs/") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .into_owned();
+        if name.ends_with(".md") && name != "README.md" {
+            assert!(
+                index.contains(&format!("- [{name}]({name}): ")),
+                "docs/README.md has no line for {name}"
+            );
+        }
+    }
+}
