@@ -19,8 +19,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod file;
 mod server;
+mod watch;
 pub use file::{ConfigFileError, apply_config_file};
 pub use server::{ArtifactArgs, CheckpointOpts, NatsArgs, PolicyArgs, TrackingArgs};
+pub use watch::{WatchArgs, WatchNatsArgs};
 
 /// Where the embedded store, artifacts and keys live unless `--data-dir` says otherwise:
 /// relative, so a trial install stays in the directory it was started from.
@@ -76,7 +78,8 @@ pub enum Commands {
     /// Audit tools: verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Run a small downstream server that follows `models:/NAME/Production` over NATS.
+    /// Follow `models:/NAME/STAGE` or `models:/NAME@ALIAS` (over NATS, or the server's event
+    /// stream without it): download and verify each new version, run a hook, serve `/current`.
     Watch(WatchArgs),
     /// Upload a directory as a new version of NAME; prints the version number alone on stdout.
     Push(PushArgs),
@@ -86,31 +89,6 @@ pub enum Commands {
     /// Ask the server to re-hash a version's files and record the outcome; exits 0 only when
     /// every file matches its manifest.
     Verify(ArtifactVerifyArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct WatchArgs {
-    /// Model to follow.
-    #[arg(long)]
-    pub model: String,
-    /// Stage (or `@alias`) of the `models:/` URI to follow.
-    #[arg(long, default_value = "Production")]
-    pub target: String,
-    /// Base URL of the registry's HTTP API.
-    #[arg(
-        long,
-        env = "MODEL_LEDGER_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub registry_url: String,
-    /// Bearer token for the registry (needs ReadModel on the model).
-    #[arg(long, env = "MODEL_LEDGER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Address `GET /current` is served on.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub nats: NatsArgs,
 }
 
 /// How client subcommands reach the server.

@@ -26,3 +26,4 @@ mod store_conformance;
 mod tools;
 mod tracking;
 mod walkthrough;
+mod watch;
