@@ -111,7 +111,12 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // Dropping a runtime waits without limit for blocking tasks (a file read stuck on a network
+    // disk, say); once the command has its answer nothing they do matters, so the wait is
+    // bounded and a stopped server really exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(code) => code,
         Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
