@@ -76,6 +76,7 @@ pub fn metrics_handle() -> Option<PrometheusHandle> {
                 )
                 .ok()?;
             let handle = builder.install_recorder().ok()?;
+            crate::api::process_metrics::describe_all();
             let upkeep = handle.clone();
             // The recorder needs periodic upkeep to bound histogram memory.
             std::thread::spawn(move || {
@@ -132,15 +133,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         );
     }
     let auth = Authenticator::new(AuthConfig {
-        issuers: args
-            .oidc_issuers
-            .iter()
-            .map(|issuer| IssuerConfig {
-                issuer: issuer.clone(),
-                audiences: args.oidc_audiences.clone(),
-                groups_claim: args.oidc_groups_claim.clone(),
-            })
-            .collect(),
+        issuers: issuer_configs(args)?,
         dev_auth_dir: dev_auth.then(|| args.store.data_dir.clone()),
         leeway_secs: args.jwt_leeway_secs,
         jwks_refetch_min_interval: args.oidc_jwks_refetch_interval,
@@ -186,6 +179,60 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     })
 }
 
+/// Each `--oidc-issuer` with its audiences and groups claim: the per-issuer options where
+/// given, else the shared `--oidc-audience` / `--oidc-groups-claim`. A per-issuer option
+/// naming no configured issuer is refused: it would otherwise be silently ignored, and the
+/// issuer it was meant for would run with the shared settings.
+pub fn issuer_configs(args: &ServeArgs) -> Result<Vec<IssuerConfig>, StartError> {
+    let per_issuer = [
+        ("--oidc-issuer-audience", &args.oidc_issuer_audiences),
+        (
+            "--oidc-issuer-groups-claim",
+            &args.oidc_issuer_groups_claims,
+        ),
+    ];
+    for (flag, pairs) in per_issuer {
+        if let Some((issuer, _)) = pairs.iter().find(|(i, _)| !args.oidc_issuers.contains(i)) {
+            return Err(StartError::Config(format!(
+                "{flag} names the issuer '{issuer}', which is not an --oidc-issuer (configured: {}); \
+                 the issuer must be written exactly as in --oidc-issuer",
+                if args.oidc_issuers.is_empty() {
+                    "none".to_owned()
+                } else {
+                    args.oidc_issuers.join(", ")
+                }
+            )));
+        }
+    }
+    Ok(args
+        .oidc_issuers
+        .iter()
+        .map(|issuer| {
+            let audiences: Vec<String> = args
+                .oidc_issuer_audiences
+                .iter()
+                .filter(|(i, _)| i == issuer)
+                .map(|(_, aud)| aud.clone())
+                .collect();
+            let groups_claim = args
+                .oidc_issuer_groups_claims
+                .iter()
+                .rev()
+                .find(|(i, _)| i == issuer)
+                .map_or_else(|| args.oidc_groups_claim.clone(), |(_, c)| c.clone());
+            IssuerConfig {
+                issuer: issuer.clone(),
+                audiences: if audiences.is_empty() {
+                    args.oidc_audiences.clone()
+                } else {
+                    audiences
+                },
+                groups_claim,
+            }
+        })
+        .collect())
+}
+
 /// The HTTP layer's settings from `serve` options; a zero timeout turns that timeout off.
 fn api_config(args: &ServeArgs) -> Result<ApiConfig, StartError> {
     let nonzero = |d: Duration| (!d.is_zero()).then_some(d);
@@ -203,6 +250,7 @@ fn api_config(args: &ServeArgs) -> Result<ApiConfig, StartError> {
         body_read_timeout: nonzero(args.body_read_timeout),
         trusted_proxies: args.trusted_proxies.clone(),
         cors_allow_origins,
+        shutdown_timeout: args.shutdown_timeout,
     })
 }
 
@@ -366,6 +414,7 @@ pub async fn serve(
 
     let publish = state.publish.clone();
     let header_read_timeout = state.config.header_read_timeout;
+    let shutdown_timeout = state.config.shutdown_timeout;
     let app = crate::api::router(state);
     let mut builder = Builder::new(TokioExecutor::new());
     // hyper applies a header-read timeout only with a timer; without one it never fires.
@@ -438,7 +487,19 @@ pub async fn serve(
     drop(closed_tx);
     let mut closed_rx = closed_rx;
     // Resolves with an error once every sender (one per connection task) is gone.
-    while closed_rx.changed().await.is_ok() {}
+    let all_closed = async { while closed_rx.changed().await.is_ok() {} };
+    // Bounded: a client that stops reading, or an upload that keeps going, must not keep the
+    // process alive after it was told to stop. Returning drops the remaining connection tasks
+    // with the runtime.
+    if tokio::time::timeout(shutdown_timeout, all_closed)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "connections still open {} after the shutdown signal; closing them",
+            humantime::format_duration(shutdown_timeout)
+        );
+    }
     Ok(())
 }
 
@@ -463,4 +524,66 @@ pub async fn shutdown_signal() {
         _ = terminate => {},
     }
     tracing::info!("shutdown signal received; finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+    use crate::config::{Cli, Commands};
+
+    fn serve(extra: &[&str]) -> ServeArgs {
+        let mut argv = vec!["model-ledger", "serve"];
+        argv.extend_from_slice(extra);
+        match Cli::try_parse_from(argv).map(|cli| cli.command) {
+            Ok(Commands::Serve(args)) => args,
+            other => panic!("not serve: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_issuer_gets_its_own_audience_and_groups_claim() {
+        let args = serve(&[
+            "--oidc-issuer",
+            "https://kc.example.com/realms/ml",
+            "--oidc-issuer",
+            "https://login.example.com",
+            "--oidc-audience",
+            "model-ledger",
+            "--oidc-issuer-audience",
+            "https://login.example.com=api://ledger",
+            "--oidc-issuer-audience",
+            "https://login.example.com=ledger-ci",
+            "--oidc-issuer-groups-claim",
+            "https://kc.example.com/realms/ml=realm_access.roles",
+        ]);
+        let issuers = issuer_configs(&args).expect("valid");
+        assert_eq!(issuers[0].audiences, ["model-ledger"]);
+        assert_eq!(issuers[0].groups_claim, "realm_access.roles");
+        assert_eq!(issuers[1].audiences, ["api://ledger", "ledger-ci"]);
+        assert_eq!(issuers[1].groups_claim, "groups");
+    }
+
+    #[test]
+    fn a_per_issuer_option_for_an_unknown_issuer_is_refused() {
+        let args = serve(&[
+            "--oidc-issuer",
+            "https://kc.example.com/realms/ml",
+            "--oidc-issuer-groups-claim",
+            "https://kc.example.com/realms/ml/=roles",
+        ]);
+        let err = issuer_configs(&args).expect_err("typo").to_string();
+        assert!(err.contains("--oidc-issuer-groups-claim"), "{err}");
+        assert!(err.contains("https://kc.example.com/realms/ml/'"), "{err}");
+        let err = Cli::try_parse_from([
+            "model-ledger",
+            "serve",
+            "--oidc-issuer-audience",
+            "no-equals-sign",
+        ])
+        .expect_err("malformed")
+        .to_string();
+        assert!(err.contains("ISSUER=VALUE"), "{err}");
+    }
 }

@@ -17,8 +17,16 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod file;
 mod server;
+mod watch;
+pub use file::{ConfigFileError, apply_config_file};
 pub use server::{ArtifactArgs, CheckpointOpts, NatsArgs, PolicyArgs, TrackingArgs};
+pub use watch::{WatchArgs, WatchNatsArgs};
+
+/// Where the embedded store, artifacts and keys live unless `--data-dir` says otherwise:
+/// relative, so a trial install stays in the directory it was started from.
+pub const DEFAULT_DATA_DIR: &str = "./model-ledger-data";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -70,7 +78,8 @@ pub enum Commands {
     /// Audit tools: verify the hash chain.
     #[command(subcommand)]
     Audit(AuditCommand),
-    /// Run a small downstream server that follows `models:/NAME/Production` over NATS.
+    /// Follow `models:/NAME/STAGE` or `models:/NAME@ALIAS` (over NATS, or the server's event
+    /// stream without it): download and verify each new version, run a hook, serve `/current`.
     Watch(WatchArgs),
     /// Upload a directory as a new version of NAME; prints the version number alone on stdout.
     Push(PushArgs),
@@ -80,31 +89,6 @@ pub enum Commands {
     /// Ask the server to re-hash a version's files and record the outcome; exits 0 only when
     /// every file matches its manifest.
     Verify(ArtifactVerifyArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct WatchArgs {
-    /// Model to follow.
-    #[arg(long)]
-    pub model: String,
-    /// Stage (or `@alias`) of the `models:/` URI to follow.
-    #[arg(long, default_value = "Production")]
-    pub target: String,
-    /// Base URL of the registry's HTTP API.
-    #[arg(
-        long,
-        env = "MODEL_LEDGER_REGISTRY_URL",
-        default_value = "http://127.0.0.1:8080"
-    )]
-    pub registry_url: String,
-    /// Bearer token for the registry (needs ReadModel on the model).
-    #[arg(long, env = "MODEL_LEDGER_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Address `GET /current` is served on.
-    #[arg(long, default_value = "127.0.0.1:8090")]
-    pub listen: SocketAddr,
-    #[command(flatten)]
-    pub nats: NatsArgs,
 }
 
 /// How client subcommands reach the server.
@@ -164,7 +148,7 @@ pub struct StoreArgs {
     #[arg(
         long,
         env = "MODEL_LEDGER_DATA_DIR",
-        default_value = "./model-ledger-data"
+        default_value = DEFAULT_DATA_DIR
     )]
     pub data_dir: PathBuf,
     /// Maximum database connections in the pool.
@@ -219,6 +203,25 @@ pub struct ServeArgs {
     /// Claim holding the caller's groups, as a dotted path (`groups`, `roles`, `realm_access.roles`).
     #[arg(long, env = "MODEL_LEDGER_OIDC_GROUPS_CLAIM", default_value = "groups")]
     pub oidc_groups_claim: String,
+    /// Audience for one issuer only, as ISSUER=AUDIENCE; replaces --oidc-audience for that
+    /// issuer. Repeat for several (also for one issuer; comma-separated in env).
+    #[arg(
+        long = "oidc-issuer-audience",
+        env = "MODEL_LEDGER_OIDC_ISSUER_AUDIENCE",
+        value_delimiter = ',',
+        value_parser = parse_issuer_pair
+    )]
+    pub oidc_issuer_audiences: Vec<(String, String)>,
+    /// Groups claim for one issuer only, as ISSUER=CLAIM (e.g.
+    /// `https://kc.example.com/realms/ml=realm_access.roles`); replaces --oidc-groups-claim for
+    /// that issuer. Repeat for several issuers (comma-separated in env).
+    #[arg(
+        long = "oidc-issuer-groups-claim",
+        env = "MODEL_LEDGER_OIDC_ISSUER_GROUPS_CLAIM",
+        value_delimiter = ',',
+        value_parser = parse_issuer_pair
+    )]
+    pub oidc_issuer_groups_claims: Vec<(String, String)>,
     /// Clock-skew leeway for `exp` and `nbf`: plain seconds (`30`) or a duration (`30s`, `1m`).
     #[arg(long, env = "MODEL_LEDGER_JWT_LEEWAY_SECS", default_value = "30", value_parser = parse_duration_secs)]
     pub jwt_leeway_secs: u64,
@@ -279,6 +282,11 @@ pub struct ServeArgs {
         value_parser = parse_origin
     )]
     pub cors_allow_origins: Vec<String>,
+    /// Longest wait at shutdown (Ctrl-C, SIGTERM) for in-flight requests to finish; open event
+    /// streams end at once. Connections still open after it are closed. A second Ctrl-C exits
+    /// at once.
+    #[arg(long, env = "MODEL_LEDGER_SHUTDOWN_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub shutdown_timeout: std::time::Duration,
     /// How often to sign a checkpoint of the chain head when it has moved (`10m`, `1h`; `0`
     /// turns periodic checkpoints off). The key is `<data-dir>/checkpoint-ed25519.pem`.
     #[arg(long, env = "MODEL_LEDGER_CHECKPOINT_INTERVAL", default_value = "10m")]
@@ -316,7 +324,7 @@ pub enum PolicyCommand {
         #[arg(
             long,
             env = "MODEL_LEDGER_DATA_DIR",
-            default_value = "./model-ledger-data"
+            default_value = DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },
@@ -329,7 +337,7 @@ pub enum PolicyCommand {
         #[arg(
             long,
             env = "MODEL_LEDGER_DATA_DIR",
-            default_value = "./model-ledger-data"
+            default_value = DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },
@@ -341,7 +349,7 @@ pub struct TokenArgs {
     #[arg(
         long,
         env = "MODEL_LEDGER_DATA_DIR",
-        default_value = "./model-ledger-data"
+        default_value = DEFAULT_DATA_DIR
     )]
     pub data_dir: PathBuf,
     /// Subject (user or service account id).
@@ -388,7 +396,7 @@ pub enum AuditCommand {
         #[arg(
             long,
             env = "MODEL_LEDGER_DATA_DIR",
-            default_value = "./model-ledger-data"
+            default_value = DEFAULT_DATA_DIR
         )]
         data_dir: PathBuf,
     },
@@ -562,6 +570,21 @@ pub fn parse_duration(raw: &str) -> Result<std::time::Duration, String> {
         .map_err(|e| format!("invalid duration '{raw}': {e} (e.g. 90, 30s, 5m, 1h 30m, 2d)"))
 }
 
+/// Parses `ISSUER=VALUE` for the per-issuer options. Split at the first `=`: an issuer URL has
+/// no query string (OpenID Connect Discovery forbids one), so it cannot contain `=`.
+pub fn parse_issuer_pair(raw: &str) -> Result<(String, String), String> {
+    let raw = raw.trim();
+    match raw.split_once('=') {
+        Some((issuer, value)) if !issuer.trim().is_empty() && !value.trim().is_empty() => {
+            Ok((issuer.trim().to_owned(), value.trim().to_owned()))
+        }
+        _ => Err(format!(
+            "invalid value '{raw}': expected ISSUER=VALUE, e.g. \
+             https://idp.example.com/realms/ml=model-ledger"
+        )),
+    }
+}
+
 /// Parses a `--trusted-proxy` range: CIDR notation, or a bare address for just that host.
 pub fn parse_cidr(raw: &str) -> Result<ipnet::IpNet, String> {
     let raw = raw.trim();
@@ -620,52 +643,6 @@ pub fn parse_duration_secs(raw: &str) -> Result<u64, String> {
         ));
     }
     Ok(duration.as_secs())
-}
-
-/// Exports the TOML file's keys as `MODEL_LEDGER_*` variables unless already set, so the file
-/// ranks below flags and the environment. Must run before any thread starts.
-pub fn apply_config_file(args: &[String]) -> Result<(), String> {
-    let from_args = args
-        .iter()
-        .position(|a| a == "--config")
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-        .or_else(|| {
-            args.iter()
-                .find_map(|a| a.strip_prefix("--config=").map(str::to_string))
-        });
-    let Some(path) = from_args.or_else(|| std::env::var("MODEL_LEDGER_CONFIG").ok()) else {
-        return Ok(());
-    };
-    let text = std::fs::read_to_string(&path)
-        .map_err(|e| format!("cannot read config file {path}: {e}"))?;
-    let table: toml::Table = text
-        .parse()
-        .map_err(|e| format!("config file {path}: {e}"))?;
-    for (key, value) in table {
-        let var = format!(
-            "MODEL_LEDGER_{}",
-            key.to_ascii_uppercase().replace('-', "_")
-        );
-        let text = match value {
-            toml::Value::String(s) => s,
-            toml::Value::Array(items) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| v.to_string())
-                })
-                .collect::<Vec<_>>()
-                .join(","),
-            other => other.to_string(),
-        };
-        if std::env::var_os(&var).is_none() {
-            // SAFETY: called from `main` before the runtime or any other thread exists.
-            unsafe { std::env::set_var(&var, text) };
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! `/healthz` (the process answers), `/readyz` (it can serve: database reachable, outbox lag)
 //! and `/metrics` (Prometheus text). All three are unauthenticated by design, so orchestrators
-//! and scrapers need no token; they reveal only liveness, outbox counts and request metrics.
+//! and scrapers need no token; they reveal only liveness, outbox counts, request metrics per
+//! route template, process figures and the version (docs/operations.md lists it all).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -178,9 +179,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics_endpoint(State(state): State<AppState>) -> Response {
     match &state.metrics {
         Some(handle) => {
-            if let Ok((pending, _)) = state.service.outbox_lag().await {
+            // Set here as well as by the relay, so both exist without NATS too (the outbox
+            // fills either way; its lag is what an alert on a stuck relay watches).
+            if let Ok((pending, oldest)) = state.service.outbox_lag().await {
                 metrics::gauge!("model_ledger_outbox_pending").set(pending as f64);
+                let age = oldest.map_or(0.0, |t| {
+                    (chrono::Utc::now() - t).num_milliseconds().max(0) as f64 / 1000.0
+                });
+                metrics::gauge!("model_ledger_outbox_oldest_age_seconds").set(age);
             }
+            super::process_metrics::ProcessSample::read().record();
             handle.render().into_response()
         }
         None => ApiError::endpoint_not_found("metrics are disabled").into_response(),

@@ -10,10 +10,12 @@
 //! response headers a browser-facing API needs, and marks authenticated answers `no-store`.
 //! CORS is off unless origins are allow-listed.
 
+pub mod access_log;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod mlflow;
+pub mod process_metrics;
 pub mod tracking;
 pub mod v1;
 
@@ -59,6 +61,9 @@ pub struct ApiConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Origins that may call the API from a browser (`--cors-allow-origin`); empty: CORS off.
     pub cors_allow_origins: Vec<HeaderValue>,
+    /// Longest wait at shutdown for open connections (`--shutdown-timeout`). Applied by
+    /// [`crate::app::serve`].
+    pub shutdown_timeout: Duration,
 }
 
 impl ApiConfig {
@@ -95,7 +100,8 @@ impl AppState {
 }
 
 /// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
+pub fn router(mut state: AppState) -> Router {
+    state.auth = Arc::new(access_log::RecordingAuth(state.auth));
     let config = state.config.clone();
     let max_body = config.max_body_bytes;
     let mut app = Router::new()
@@ -119,7 +125,10 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             state.db_health.clone(),
             health::fail_fast,
-        ));
+        ))
+        // Outside the layers that answer on their own (503 while the database is down, 500 on
+        // a panic), so every answer gets its line.
+        .layer(middleware::from_fn(access_log::log_request));
     if let Some(cors) = cors_layer(&config) {
         app = app.layer(cors);
     }

@@ -547,6 +547,22 @@ impl ArtifactService {
         &self,
         version: &VersionState,
     ) -> Result<VerificationOutcome, ArtifactError> {
+        let outcome = self.check_files(version).await;
+        let label = match &outcome {
+            Ok(VerificationOutcome::Verified { .. }) => "verified",
+            Ok(VerificationOutcome::Failed { .. }) => "failed",
+            Err(_) => "error",
+        };
+        metrics::counter!("model_ledger_artifact_verifications_total", "outcome" => label)
+            .increment(1);
+        outcome
+    }
+
+    /// [`Self::verify`] without the metric.
+    async fn check_files(
+        &self,
+        version: &VersionState,
+    ) -> Result<VerificationOutcome, ArtifactError> {
         let unverifiable = |reason: String, expected: &str| VerificationOutcome::Failed {
             failures: vec![VerificationFailure {
                 path: String::new(),

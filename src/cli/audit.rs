@@ -44,14 +44,14 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
         AuditCommand::Verify(args) => run_verify(args).await,
         AuditCommand::Export(args) => run_export(args).await,
         AuditCommand::Checkpoint { store, checkpoint } => {
-            let key = checkpoint::load_or_create_key(&store.data_dir)?;
+            let key = existing_key(&store.data_dir)?;
             let db = open_store(&store).await?;
             let record = checkpoint::make_checkpoint(db.as_ref(), &key, &checkpoint.origin).await?;
             print!("{}", record.note);
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::PublicKey { data_dir } => {
-            let key = checkpoint::load_or_create_key(&data_dir)?;
+            let key = existing_key(&data_dir)?;
             print!("{}", checkpoint::public_key_pem(&key.verifying_key())?);
             Ok(ExitCode::SUCCESS)
         }
@@ -97,6 +97,14 @@ pub async fn run(command: AuditCommand) -> Result<ExitCode, CliError> {
             }
         }
     }
+}
+
+/// The server's checkpoint signing key. Never created here: a key made in the wrong directory
+/// would sign checkpoints that no auditor's copy of the real public key accepts.
+fn existing_key(data_dir: &std::path::Path) -> Result<ed25519_dalek::SigningKey, CliError> {
+    let path = checkpoint::key_path(data_dir);
+    super::data_dir::require_file(data_dir, &path, "the checkpoint signing key")?;
+    Ok(checkpoint::load_or_create_key(data_dir)?)
 }
 
 fn open_file(path: &std::path::Path) -> Result<std::io::BufReader<std::fs::File>, ReportError> {
@@ -188,7 +196,7 @@ async fn run_report(args: ReportArgs) -> Result<ExitCode, CliError> {
     let period = period(&args.from, &args.to)?;
     match args.kind {
         ReportKind::Promotions if args.sign => {
-            let key = checkpoint::load_or_create_key(&args.store.data_dir)?;
+            let key = existing_key(&args.store.data_dir)?;
             let report = kinds::signed_promotions(
                 db.as_ref(),
                 period,

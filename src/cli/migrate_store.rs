@@ -31,6 +31,17 @@ pub enum MigrateStoreError {
 }
 
 pub async fn run(args: MigrateStoreArgs) -> Result<ExitCode, CliError> {
+    // Opening a missing SQLite source would create an empty one and "copy" nothing.
+    if let Some(path) = super::data_dir::sqlite_path(&args.from)
+        && !path.is_file()
+    {
+        return Err(MigrateStoreError::Refused(format!(
+            "--from names no SQLite database: {} does not exist (the trial install's file is \
+             <data dir>/model-ledger.db)",
+            super::data_dir::absolute(&path).display()
+        ))
+        .into());
+    }
     let source = store::connect(&args.from, 4).await?;
     let target = store::connect(&args.to, 4).await?;
     target.migrate().await?;
@@ -40,6 +51,14 @@ pub async fn run(args: MigrateStoreArgs) -> Result<ExitCode, CliError> {
         head.count,
         redact(&args.to),
         head.head_hash
+    );
+    // The log names artifact files, it does not hold them; the one step people miss.
+    eprintln!(
+        "note: artifact files were not copied. Versions keep their locations, so start the new \
+         server with the same artifact store: the same --data-dir (its artifacts/ directory), \
+         or copy <data dir>/artifacts/ into the new --artifact-store; also keep \
+         <data dir>/checkpoint-ed25519.pem so earlier checkpoints still verify. See \
+         docs/operations.md#moving-a-trial-install-to-postgresql."
     );
     Ok(ExitCode::SUCCESS)
 }

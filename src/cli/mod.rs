@@ -13,6 +13,7 @@
 //! `error:`.
 
 mod audit;
+mod data_dir;
 mod migrate;
 mod migrate_store;
 mod policy;
@@ -62,6 +63,9 @@ pub enum CliError {
     MigrateStore(#[from] MigrateStoreError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// What an offline command reads is not where it looked (see [`data_dir`]).
+    #[error(transparent)]
+    NotFound(#[from] data_dir::NotFound),
     /// An option value the library cannot take as it is (e.g. a malformed duration).
     #[error("{0}")]
     Invalid(String),
@@ -107,7 +111,12 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command)) {
+    let outcome = runtime.block_on(dispatch(cli.command));
+    // Dropping a runtime waits without limit for blocking tasks (a file read stuck on a network
+    // disk, say); once the command has its answer nothing they do matters, so the wait is
+    // bounded and a stopped server really exits.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
+    match outcome {
         Ok(code) => code,
         Err(CliError::StdoutClosed) => ExitCode::SUCCESS,
         Err(e) => {
@@ -122,11 +131,20 @@ fn init_tracing(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour_on_stderr())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().flatten_event(true).init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// Colour codes are for people at a terminal; in a file, a pipe or a log collector they are
+/// noise. `NO_COLOR` (any non-empty value, see no-color.org) turns them off on a terminal too.
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal as _;
+    let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+    std::io::stderr().is_terminal() && !no_color
 }
 
 async fn dispatch(command: Commands) -> Result<ExitCode, CliError> {
@@ -187,11 +205,13 @@ fn redact(url: &str) -> String {
     }
 }
 
-/// Opens the store an offline subcommand reads. Two connections: these commands run one query
-/// at a time, and a small pool leaves the server's connection budget alone.
-async fn open_store(args: &StoreArgs) -> Result<SharedStore, StoreError> {
+/// Opens the store an offline subcommand reads, refusing to create one that is not there. Two
+/// connections: these commands run one query at a time, and a small pool leaves the server's
+/// connection budget alone.
+async fn open_store(args: &StoreArgs) -> Result<SharedStore, CliError> {
+    data_dir::require_store(args)?;
     let (url, _) = args.resolved_url();
-    store::connect(&url, 2).await
+    Ok(store::connect(&url, 2).await?)
 }
 
 /// `--from`/`--to` as a report period.

@@ -8,15 +8,15 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use super::data_dir::existing_policy_dir;
 use super::{CliError, open_store, period, print_json};
 use crate::config::{PolicyArgs, StoreArgs};
-use crate::policy::authorizer::resolve_policy_dir;
 use crate::reports::ReportError;
 
 /// Prints the policy count, files and digest, or the first error (file, line and Cedar's
 /// message) with exit 1.
 pub fn validate(policy: PolicyArgs, data_dir: PathBuf) -> Result<ExitCode, CliError> {
-    let dir = resolve_policy_dir(policy.policies.as_deref(), &data_dir)?;
+    let dir = existing_policy_dir(policy.policies.as_deref(), &data_dir)?;
     match crate::policy::validate_dir(&dir) {
         Ok(report) => {
             println!(
@@ -40,7 +40,7 @@ pub fn validate(policy: PolicyArgs, data_dir: PathBuf) -> Result<ExitCode, CliEr
 
 /// Runs a cases file; exits 1 when any case fails.
 pub fn test(file: PathBuf, policy: PolicyArgs, data_dir: PathBuf) -> Result<ExitCode, CliError> {
-    let dir = resolve_policy_dir(policy.policies.as_deref(), &data_dir)?;
+    let dir = existing_policy_dir(policy.policies.as_deref(), &data_dir)?;
     let report = crate::policy::run_policy_tests(&dir, &file)?;
     println!("{report}");
     Ok(if report.all_passed() {

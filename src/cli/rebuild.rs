@@ -11,6 +11,8 @@ use crate::config::StoreArgs;
 use crate::store;
 
 pub async fn run(args: StoreArgs) -> Result<ExitCode, CliError> {
+    // A repair of an existing log: on a missing SQLite file there is nothing to rebuild.
+    super::data_dir::require_store(&args)?;
     let (url, _) = args.resolved_url();
     let store = store::connect(&url, 2).await?;
     store.migrate().await?;

@@ -196,3 +196,37 @@ fn the_shipped_binary_has_no_fault_injection_flag_unless_built_for_it() {
         );
     }
 }
+
+/// A misspelt key or a section in `--config` stops every command before it does anything,
+/// naming the key and the option it was probably meant to be; a correct file still applies.
+#[test]
+fn config_file_typos_name_the_key_and_the_nearest_option() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("ledger.toml");
+    let config_arg = config.display().to_string();
+    let cases = [
+        (
+            "listen_adress = \"127.0.0.1:1\"\n",
+            ["`listen_adress`", "`listen`"],
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:1\"\n",
+            ["`[server]`", "top-level"],
+        ),
+    ];
+    for (text_of_file, expected) in cases {
+        std::fs::write(&config, text_of_file).expect("write config");
+        let out = run(&["--config", &config_arg, "serve", "--help"]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{text_of_file}: {stderr}");
+        for needle in expected {
+            assert!(stderr.contains(needle), "{text_of_file}: {stderr}");
+        }
+        assert!(stderr.contains(&config_arg), "names the file: {stderr}");
+    }
+    // A valid key is applied: it shows as the environment value in `--help`.
+    std::fs::write(&config, "oidc_groups_claim = \"realm_access.roles\"\n").expect("write");
+    let out = run(&["--config", &config_arg, "serve", "--help"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("realm_access.roles"));
+}

@@ -603,7 +603,9 @@ async fn watch_swaps_to_the_new_version_on_a_stage_change() {
         token: Some(app.token("server", &["ml-readers"])),
         model: "svc".into(),
         target: "Staging".into(),
-        nats: target.settings(),
+        nats: Some(target.settings()),
+        download_dir: None,
+        hook: None,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let watcher = tokio::spawn(model_ledger::publish::watch::run(config, listener, async {

@@ -49,11 +49,27 @@ async fn migrate_store_copies_sqlite_to_postgres_with_identical_state() {
         ])
         .output()
         .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr.contains("artifact files were not copied") && stderr.contains("--artifact-store"),
+        "migrate-store says what happens to artifact files: {stderr}"
     );
+    // A missing SQLite source is refused instead of created empty and "copied".
+    let missing = app.data_dir.path().join("no-such.db");
+    let refused = Process::new(BIN)
+        .args(["migrate-store", "--from"])
+        .arg(format!("sqlite://{}", missing.display()))
+        .args(["--to", &fresh_pg_database().await])
+        .output()
+        .unwrap();
+    let refusal = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        refusal.contains(&missing.display().to_string()),
+        "{refusal}"
+    );
+    assert!(!missing.exists(), "the missing source was created");
     let target = model_ledger::store::connect(&target_url, 2).await.unwrap();
     assert_eq!(
         target.head().await.unwrap(),
