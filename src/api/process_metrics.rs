@@ -62,6 +62,11 @@ pub const METRICS: &[(&str, &str, &str)] = &[
         "Artifact verifications, by outcome: verified, failed (a file is missing or differs) or error (the store could not be read).",
     ),
     (
+        "model_ledger_access_denials_total",
+        "counter",
+        "Refused requests, by Cedar action (every refusal, including the repeats the decision log coalesces).",
+    ),
+    (
         "model_ledger_build_info",
         "gauge",
         "Always 1; the version label is the running model-ledger version.",

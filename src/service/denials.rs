@@ -87,6 +87,10 @@ impl DenialLog {
 
     /// Records one refusal: a new row, or one more repeat of an open one.
     pub async fn record(&self, mut denial: AccessDenial) -> Result<(), StoreError> {
+        // Counted before coalescing, so the rate of refusals stays visible even when the log
+        // writes one row for many. The action label has as many values as the schema actions.
+        metrics::counter!("model_ledger_access_denials_total", "action" => denial.action.clone())
+            .increment(1);
         let reason = denial
             .decision
             .get("reason")

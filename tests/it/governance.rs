@@ -402,6 +402,25 @@ both_backends!(
                 .any(|r| r.model_name == model_ledger::service::denials::LUMPED_MODEL),
             "the probes past the limit are lumped into one row: {rows:?}"
         );
+        // Every refusal is still counted in the metrics (one process-wide registry, so at
+        // least these 500).
+        let metrics = app
+            .client
+            .get(format!("{}/metrics", app.url))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text");
+        let refused: f64 = metrics
+            .lines()
+            .find(|l| l.starts_with("model_ledger_access_denials_total{action=\"ReadModel\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no denial counter in:\n{metrics}"));
+        assert!(refused >= 500.0, "{refused}");
+
         // Other principals are still recorded on their own.
         let other = app.token("eve", &[]);
         assert!(denied(&app.get("/api/v1/models/secret", &other).await));
