@@ -158,11 +158,13 @@ impl Service {
         action: Action,
         resource: Resource<'_>,
     ) -> Result<AccessDecision, ServiceError> {
-        self.check_change(caller, action, resource, Change::default(), None)
+        self.check_change(caller, action, resource, Change::default(), None, true)
             .await
     }
 
-    /// [`Service::check`] with the stage-change context and the request id for the log.
+    /// [`Service::check`] with the stage-change context and the request id for the log. With
+    /// `record_refusal` false a refusal is returned but not logged: for a decision made on a
+    /// state that may be stale, which the command path then re-decides on the stored state.
     pub(crate) async fn check_change(
         &self,
         caller: &Caller,
@@ -170,6 +172,7 @@ impl Service {
         resource: Resource<'_>,
         change: Change<'_>,
         request_id: Option<&str>,
+        record_refusal: bool,
     ) -> Result<AccessDecision, ServiceError> {
         let (model_name, model, version) = resource.parts();
         let cacheable = action.is_read()
@@ -192,6 +195,9 @@ impl Service {
         let decision = self.decide(&question, cacheable);
         if decision.allowed {
             return Ok(decision);
+        }
+        if !record_refusal {
+            return Err(ServiceError::Denied(decision));
         }
         let denial = AccessDenial {
             id: uuid::Uuid::now_v7().to_string(),

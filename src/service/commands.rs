@@ -395,18 +395,49 @@ impl Service {
         idempotency: Option<IdempotencyHook<'_>>,
     ) -> Result<Prepared, ServiceError> {
         let name = command.model_name().as_str();
-        // A cached state may be behind another process's write. That is caught by the append
-        // for ordinary commands, but an `If-Match` is answered from the state itself, so a
-        // mismatch against the cache is confirmed with the store before it becomes a 412.
+        // A cached state may be behind another process's write. An allowed command decided on
+        // it is caught by the append's optimistic check and retried; a refusal or an error is
+        // not, so it is only final when decided on the stored state: decided on the cache, it
+        // is decided again from the store (refusals are rare, so this costs little) and only
+        // that second refusal is recorded. An `If-Match` mismatch with the cache, likewise,
+        // is confirmed with the store before it becomes a 412.
         let cached = self.states.take(name).filter(|(state, _)| {
             meta.if_match
                 .is_none_or(|expected| state.stream_version == expected)
         });
-        // `None` for a model the store does not have yet: its first snapshot is written with it.
-        let (current, snapshot_version) = match cached {
-            Some((state, snapshot_version)) => (Some(state), Some(snapshot_version)),
-            None => self.load_for_command(name).await?,
-        };
+        if let Some((state, snapshot_version)) = cached {
+            match self
+                .prepare_on(
+                    caller,
+                    meta,
+                    command,
+                    idempotency,
+                    (Some(state), Some(snapshot_version)),
+                    false,
+                )
+                .await
+            {
+                Err(ServiceError::Denied(_) | ServiceError::Domain(_)) => {}
+                done => return done,
+            }
+        }
+        let stored = self.load_for_command(name).await?;
+        self.prepare_on(caller, meta, command, idempotency, stored, true)
+            .await
+    }
+
+    /// [`Service::prepare`] on a given state: `(state, version of its stored snapshot)`, both
+    /// `None` for a model the store does not have yet (its first snapshot is written with it).
+    async fn prepare_on(
+        &self,
+        caller: &Caller,
+        meta: &RequestMeta,
+        command: &Command,
+        idempotency: Option<IdempotencyHook<'_>>,
+        (current, snapshot_version): (Option<ModelState>, Option<i64>),
+        record_refusal: bool,
+    ) -> Result<Prepared, ServiceError> {
+        let name = command.model_name().as_str();
         if let (Some(expected), Some(state)) = (meta.if_match, current.as_ref())
             && state.stream_version != expected
         {
@@ -473,6 +504,7 @@ impl Service {
                     rename: rename.as_ref().map(|(facts, _)| facts),
                 },
                 meta.request_id.as_deref(),
+                record_refusal,
             )
             .await?;
 

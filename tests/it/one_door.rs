@@ -298,5 +298,49 @@ both_backends!(
             described.body
         );
         assert_eq!(described.body["description"], "after b's tag");
+
+        // A refusal decided on a stale state is decided again on the stored one: b registers
+        // and verifies a version, and a promotes it although a's own last state knew neither.
+        let version = b
+            .upload_version_with_metrics(&b.admin(), "shared", json!({"f1": 0.9}))
+            .await;
+        let verified = b
+            .post(
+                &format!("/api/v1/models/shared/versions/{version}/verify"),
+                &b.admin(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(verified.status, 200, "{:?}", verified.body);
+        let denials_before = a
+            .store
+            .read_denials(&model_ledger::store::DenialQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("denials")
+            .len();
+        let promoted = a
+            .post(
+                &format!("/api/v1/models/shared/versions/{version}/stage"),
+                &a.release_manager(),
+                json!({"stage": "Production"}),
+            )
+            .await;
+        assert_eq!(promoted.status, 200, "{:?}", promoted.body);
+        let denials_after = a
+            .store
+            .read_denials(&model_ledger::store::DenialQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .expect("denials")
+            .len();
+        assert_eq!(
+            denials_before, denials_after,
+            "no false refusal was recorded"
+        );
     }
 );
