@@ -94,6 +94,11 @@ pub(crate) fn ok(body: Value) -> Reply {
     Ok(Json(body).into_response())
 }
 
+/// An answer serialized straight from a typed shape (see [`wire::VersionJson`]).
+pub(crate) fn ok_typed(body: &impl serde::Serialize) -> Reply {
+    Ok(Json(body).into_response())
+}
+
 pub(crate) fn empty() -> Reply {
     ok(json!({}))
 }

@@ -79,7 +79,9 @@ async fn get_version(State(state): State<AppState>, req: MlflowRequest) -> Reply
     let name = model_name(req.params.required("name")?)?;
     let version = req.params.version()?;
     let view = read_version(&state, &req, &name, version).await?;
-    ok(json!({ "model_version": wire::model_version(&view) }))
+    ok_typed(&wire::ModelVersionReply {
+        model_version: wire::VersionJson::new(&view, true),
+    })
 }
 
 async fn update_version(State(state): State<AppState>, req: MlflowRequest) -> Reply {

@@ -76,7 +76,9 @@ async fn get_model(State(state): State<AppState>, req: MlflowRequest) -> Reply {
         .service
         .get_model_with_latest(&req.caller, &name)
         .await?;
-    ok(json!({ "registered_model": stored_model_json(&found) }))
+    ok_typed(&wire::RegisteredModelReply {
+        registered_model: wire::RegisteredModelJson::new(&found.model, &found.latest),
+    })
 }
 
 async fn rename_model(State(state): State<AppState>, req: MlflowRequest) -> Reply {
@@ -145,16 +147,18 @@ async fn latest_versions(State(state): State<AppState>, req: MlflowRequest) -> R
         .service
         .get_model_with_latest(&req.caller, &name)
         .await?;
-    let versions: Vec<Value> = found
+    let versions: Vec<wire::VersionJson<'_>> = found
         .latest
         .iter()
         .filter(|v| stages.is_empty() || stages.iter().any(|s| s.as_str() == v.stage))
-        .map(wire::model_version)
+        .map(|v| wire::VersionJson::new(v, true))
         .collect();
     if versions.is_empty() {
         return empty();
     }
-    ok(json!({ "model_versions": versions }))
+    ok_typed(&wire::ModelVersionsReply {
+        model_versions: versions,
+    })
 }
 
 async fn set_model_tag(State(state): State<AppState>, req: MlflowRequest) -> Reply {
@@ -210,5 +214,7 @@ async fn get_by_alias(State(state): State<AppState>, req: MlflowRequest) -> Repl
         .ok_or_else(|| {
             MlflowError::invalid(format!("Registered model alias {raw_alias} not found."))
         })?;
-    ok(json!({ "model_version": wire::model_version(&view) }))
+    ok_typed(&wire::ModelVersionReply {
+        model_version: wire::VersionJson::new(&view, true),
+    })
 }

@@ -6,97 +6,142 @@
 //! those details testable without a server.
 
 use axum::http::{HeaderMap, header};
-use serde_json::{Map, Value, json};
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
 
 use super::ARTIFACTS_PATH;
 use crate::service::{ModelView, VersionView};
 
-fn tags(tags: &std::collections::BTreeMap<String, String>) -> Value {
-    Value::Array(
-        tags.iter()
-            .map(|(k, v)| json!({ "key": k, "value": v }))
-            .collect(),
-    )
+/// `{"key", "value"}`, MLflow's tag message.
+#[derive(Serialize)]
+struct TagJson<'a> {
+    key: &'a str,
+    value: &'a str,
 }
 
-fn version_fields(v: &VersionView, with_aliases: bool) -> Map<String, Value> {
-    let mut m = Map::new();
-    m.insert("name".into(), json!(v.name));
-    m.insert("version".into(), json!(v.version.to_string()));
-    m.insert(
-        "creation_timestamp".into(),
-        json!(v.created_at.timestamp_millis()),
-    );
-    m.insert(
-        "last_updated_timestamp".into(),
-        json!(v.updated_at.timestamp_millis()),
-    );
-    m.insert("user_id".into(), json!(v.created_by.subject));
-    m.insert("current_stage".into(), json!(v.stage));
+fn tags(tags: &BTreeMap<String, String>) -> Vec<TagJson<'_>> {
+    tags.iter()
+        .map(|(key, value)| TagJson { key, value })
+        .collect()
+}
+
+/// A `ModelVersion` message, borrowing from the view. Typed rather than built as a
+/// `serde_json::Value`: the hottest MLflow reads serialize this straight into the response,
+/// without allocating a map per field first.
+#[derive(Serialize)]
+pub struct VersionJson<'a> {
+    name: &'a str,
+    version: String,
+    creation_timestamp: i64,
+    last_updated_timestamp: i64,
+    user_id: &'a str,
+    current_stage: &'a str,
     // MLflow's server stores the proto default, so a version always carries a description.
-    m.insert("description".into(), json!(v.description));
-    m.insert("source".into(), json!(v.source));
-    if let Some(run_id) = &v.run_id {
-        m.insert("run_id".into(), json!(run_id));
-    }
-    m.insert("status".into(), json!(v.status));
-    if !v.tags.is_empty() {
-        m.insert("tags".into(), tags(&v.tags));
-    }
-    if with_aliases && !v.aliases.is_empty() {
-        m.insert("aliases".into(), json!(v.aliases));
-    }
-    m
+    description: &'a str,
+    source: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_id: Option<&'a str>,
+    status: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<TagJson<'a>>,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    aliases: &'a [String],
 }
 
-/// A `ModelVersion` message.
+impl<'a> VersionJson<'a> {
+    /// `with_aliases` is false inside a registered model's `latest_versions`, as MLflow sends it.
+    pub fn new(v: &'a VersionView, with_aliases: bool) -> Self {
+        VersionJson {
+            name: &v.name,
+            version: v.version.to_string(),
+            creation_timestamp: v.created_at.timestamp_millis(),
+            last_updated_timestamp: v.updated_at.timestamp_millis(),
+            user_id: &v.created_by.subject,
+            current_stage: &v.stage,
+            description: &v.description,
+            source: &v.source,
+            run_id: v.run_id.as_deref(),
+            status: v.status,
+            tags: tags(&v.tags),
+            aliases: if with_aliases { &v.aliases } else { &[] },
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct AliasJson<'a> {
+    alias: &'a str,
+    version: String,
+}
+
+/// A `RegisteredModel` message, borrowing from the views (see [`VersionJson`]).
+#[derive(Serialize)]
+pub struct RegisteredModelJson<'a> {
+    name: &'a str,
+    creation_timestamp: i64,
+    last_updated_timestamp: i64,
+    user_id: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    description: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    latest_versions: Vec<VersionJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tags: Vec<TagJson<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    aliases: Vec<AliasJson<'a>>,
+}
+
+impl<'a> RegisteredModelJson<'a> {
+    /// `latest` is the model's newest version per stage.
+    pub fn new(m: &'a ModelView, latest: &'a [VersionView]) -> Self {
+        RegisteredModelJson {
+            name: &m.name,
+            creation_timestamp: m.created_at.timestamp_millis(),
+            last_updated_timestamp: m.updated_at.timestamp_millis(),
+            user_id: &m.created_by.subject,
+            description: &m.description,
+            latest_versions: latest.iter().map(|v| VersionJson::new(v, false)).collect(),
+            tags: tags(&m.tags),
+            aliases: m
+                .aliases
+                .iter()
+                .map(|(alias, version)| AliasJson {
+                    alias,
+                    version: version.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// `{"model_version": …}`: the get-version and get-by-alias answers.
+#[derive(Serialize)]
+pub struct ModelVersionReply<'a> {
+    pub model_version: VersionJson<'a>,
+}
+
+/// `{"registered_model": …}`: the get-model answer.
+#[derive(Serialize)]
+pub struct RegisteredModelReply<'a> {
+    pub registered_model: RegisteredModelJson<'a>,
+}
+
+/// `{"model_versions": […]}`: the get-latest-versions answer.
+#[derive(Serialize)]
+pub struct ModelVersionsReply<'a> {
+    pub model_versions: Vec<VersionJson<'a>>,
+}
+
+/// A `ModelVersion` message as a JSON value (for answers that embed it in a larger one).
 pub fn model_version(v: &VersionView) -> Value {
-    Value::Object(version_fields(v, true))
+    serde_json::to_value(VersionJson::new(v, true)).unwrap_or_default()
 }
 
-/// A `RegisteredModel` message; `latest` is its newest version per stage.
+/// A `RegisteredModel` message as a JSON value; `latest` is its newest version per stage.
 pub fn registered_model(m: &ModelView, latest: &[VersionView]) -> Value {
-    let mut out = Map::new();
-    out.insert("name".into(), json!(m.name));
-    out.insert(
-        "creation_timestamp".into(),
-        json!(m.created_at.timestamp_millis()),
-    );
-    out.insert(
-        "last_updated_timestamp".into(),
-        json!(m.updated_at.timestamp_millis()),
-    );
-    out.insert("user_id".into(), json!(m.created_by.subject));
-    if !m.description.is_empty() {
-        out.insert("description".into(), json!(m.description));
-    }
-    if !latest.is_empty() {
-        // MLflow sends latest_versions without their aliases.
-        out.insert(
-            "latest_versions".into(),
-            Value::Array(
-                latest
-                    .iter()
-                    .map(|v| Value::Object(version_fields(v, false)))
-                    .collect(),
-            ),
-        );
-    }
-    if !m.tags.is_empty() {
-        out.insert("tags".into(), tags(&m.tags));
-    }
-    if !m.aliases.is_empty() {
-        out.insert(
-            "aliases".into(),
-            Value::Array(
-                m.aliases
-                    .iter()
-                    .map(|(alias, version)| json!({ "alias": alias, "version": version.to_string() }))
-                    .collect(),
-            ),
-        );
-    }
-    Value::Object(out)
+    serde_json::to_value(RegisteredModelJson::new(m, latest)).unwrap_or_default()
 }
 
 fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -180,6 +225,7 @@ pub fn artifact_path(v: &VersionView) -> String {
 mod tests {
     use super::*;
     use crate::service::Principal;
+    use serde_json::json;
 
     fn version() -> VersionView {
         let t = chrono::DateTime::from_timestamp_millis(1_700_000_000_123).unwrap_or_default();
