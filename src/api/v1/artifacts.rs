@@ -221,7 +221,7 @@ fn watch_for_body_timeout(
     let flag = timed_out.clone();
     let stream = body.into_data_stream().inspect_err(move |e| {
         if crate::api::error::is_body_timeout(e) {
-            flag.store(true, Ordering::Relaxed);
+            flag.fetch_or(true, Ordering::Relaxed);
         }
     });
     (stream, timed_out)
