@@ -21,8 +21,10 @@ mod file;
 mod server;
 mod watch;
 pub use file::{ConfigFileError, apply_config_file};
-pub use server::{ArtifactArgs, CheckpointOpts, NatsArgs, PolicyArgs, TrackingArgs};
-pub use watch::{WatchArgs, WatchNatsArgs};
+pub use server::{
+    ArtifactArgs, CheckpointOpts, NatsArgs, NatsConnectionArgs, PolicyArgs, TrackingArgs,
+};
+pub use watch::WatchArgs;
 
 /// Where the embedded store, artifacts and keys live unless `--data-dir` says otherwise:
 /// relative, so a trial install stays in the directory it was started from.

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use super::CliError;
 use crate::app;
-use crate::config::{WatchArgs, WatchNatsArgs};
+use crate::config::WatchArgs;
 use crate::publish::NatsSettings;
 use crate::publish::watch::{self, WatchConfig};
 
@@ -20,7 +20,7 @@ pub async fn run(args: WatchArgs) -> Result<ExitCode, CliError> {
         token: args.client.token.clone(),
         model,
         target,
-        nats: nats_settings(&args.nats),
+        nats: NatsSettings::connect_to(&args.nats),
         download_dir: args.dir.clone(),
         hook: args.hook.clone(),
     };
@@ -82,22 +82,6 @@ fn split_uri(uri: &str) -> Result<(String, String), CliError> {
         }
         _ => Err(bad()),
     }
-}
-
-/// The NATS connection a subscriber needs; `None` without a URL.
-fn nats_settings(args: &WatchNatsArgs) -> Option<NatsSettings> {
-    let url = args.nats_url.as_deref().filter(|u| !u.trim().is_empty())?;
-    let mut settings = NatsSettings::local(
-        url,
-        &args.nats_stream,
-        args.nats_subject_prefix.trim_end_matches('.'),
-    );
-    settings.creds = args.nats_creds.clone();
-    settings.token = args.nats_token.clone();
-    settings.user = args.nats_user.clone();
-    settings.password = args.nats_password.clone();
-    settings.tls_ca = args.nats_tls_ca.clone();
-    Some(settings)
 }
 
 #[cfg(test)]

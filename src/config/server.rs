@@ -9,11 +9,13 @@ use clap::Args;
 
 use super::*;
 
-/// Where committed events are published (NATS JetStream); see docs/events.md "Subscribing".
+/// How a process reaches NATS and which stream and subjects the events are on: shared by the
+/// server, which publishes there, and `watch`, which subscribes there.
 #[derive(Debug, Clone, Args)]
-pub struct NatsArgs {
+pub struct NatsConnectionArgs {
     /// NATS server URL(s), comma-separated (`nats://host:4222`; `tls://` requires TLS). Without
-    /// one, nothing is published to NATS (the HTTP event stream still works).
+    /// one, `serve` publishes nothing to NATS and `watch` follows the registry's HTTP event
+    /// stream (`GET /api/v1/events/stream`) instead.
     #[arg(long, env = "MODEL_LEDGER_NATS_URL", hide_env_values = true)]
     pub nats_url: Option<String>,
     /// NATS credentials file (`.creds`: user JWT and NKey seed, as `nsc` writes it).
@@ -31,20 +33,27 @@ pub struct NatsArgs {
     /// PEM file of CA certificates to trust for NATS TLS (implies TLS is required).
     #[arg(long, env = "MODEL_LEDGER_NATS_TLS_CA")]
     pub nats_tls_ca: Option<PathBuf>,
-    /// JetStream stream the events go to (created or updated at start-up).
+    /// JetStream stream the events are in (the server creates or updates it at start-up).
     #[arg(
         long,
         env = "MODEL_LEDGER_NATS_STREAM",
         default_value = "MODEL_LEDGER_EVENTS"
     )]
     pub nats_stream: String,
-    /// Subject prefix: events go to `<prefix>.<encoded model>.<event type>`.
+    /// Subject prefix: events are on `<prefix>.<encoded model>.<event type>`.
     #[arg(
         long,
         env = "MODEL_LEDGER_NATS_SUBJECT_PREFIX",
         default_value = "model_ledger.events"
     )]
     pub nats_subject_prefix: String,
+}
+
+/// Where committed events are published (NATS JetStream); see docs/events.md "Subscribing".
+#[derive(Debug, Clone, Args)]
+pub struct NatsArgs {
+    #[command(flatten)]
+    pub connection: NatsConnectionArgs,
     /// JetStream duplicate window: a re-publish of the same event within it is dropped.
     #[arg(long, env = "MODEL_LEDGER_NATS_DUPLICATE_WINDOW", default_value = "2m", value_parser = parse_duration)]
     pub nats_duplicate_window: std::time::Duration,

@@ -39,44 +39,5 @@ pub struct WatchArgs {
     )]
     pub listen: SocketAddr,
     #[command(flatten)]
-    pub nats: WatchNatsArgs,
-}
-
-/// How a subscriber reaches NATS: the connection and where the server publishes. Without
-/// `--nats-url`, `watch` follows the registry's HTTP event stream instead.
-#[derive(Debug, Clone, Args)]
-pub struct WatchNatsArgs {
-    /// NATS server URL(s), comma-separated. Without one, events come from the registry's
-    /// `GET /api/v1/events/stream`.
-    #[arg(long, env = "MODEL_LEDGER_NATS_URL", hide_env_values = true)]
-    pub nats_url: Option<String>,
-    /// NATS credentials file (`.creds`).
-    #[arg(long, env = "MODEL_LEDGER_NATS_CREDS")]
-    pub nats_creds: Option<PathBuf>,
-    /// Token for NATS token authentication.
-    #[arg(long, env = "MODEL_LEDGER_NATS_TOKEN", hide_env_values = true)]
-    pub nats_token: Option<String>,
-    /// User for NATS user/password authentication.
-    #[arg(long, env = "MODEL_LEDGER_NATS_USER")]
-    pub nats_user: Option<String>,
-    /// Password for NATS user/password authentication.
-    #[arg(long, env = "MODEL_LEDGER_NATS_PASSWORD", hide_env_values = true)]
-    pub nats_password: Option<String>,
-    /// PEM file of CA certificates to trust for NATS TLS.
-    #[arg(long, env = "MODEL_LEDGER_NATS_TLS_CA")]
-    pub nats_tls_ca: Option<PathBuf>,
-    /// The JetStream stream the server publishes to (its --nats-stream).
-    #[arg(
-        long,
-        env = "MODEL_LEDGER_NATS_STREAM",
-        default_value = "MODEL_LEDGER_EVENTS"
-    )]
-    pub nats_stream: String,
-    /// The server's --nats-subject-prefix.
-    #[arg(
-        long,
-        env = "MODEL_LEDGER_NATS_SUBJECT_PREFIX",
-        default_value = "model_ledger.events"
-    )]
-    pub nats_subject_prefix: String,
+    pub nats: super::server::NatsConnectionArgs,
 }

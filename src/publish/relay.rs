@@ -30,7 +30,7 @@ use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use super::cloudevent::{checkpoint_event, cloud_event};
 use super::subject::{checkpoint_subject, event_subject};
 use super::{PublishError, RelayStatus, Runtime};
-use crate::config::NatsArgs;
+use crate::config::{NatsArgs, NatsConnectionArgs};
 use crate::domain::events::EventEnvelope;
 use crate::store::{CheckpointRecord, RelayLease, SharedStore};
 
@@ -71,22 +71,33 @@ pub struct NatsSettings {
 impl NatsSettings {
     /// `None` when no NATS URL is configured.
     pub fn from_args(args: &NatsArgs) -> Option<Self> {
-        Some(NatsSettings {
-            urls: args.nats_url.clone().filter(|u| !u.trim().is_empty())?,
-            creds: args.nats_creds.clone(),
-            token: args.nats_token.clone(),
-            user: args.nats_user.clone(),
-            password: args.nats_password.clone(),
-            tls_ca: args.nats_tls_ca.clone(),
-            stream: args.nats_stream.clone(),
-            subject_prefix: args.nats_subject_prefix.trim_end_matches('.').to_string(),
-            duplicate_window: args.nats_duplicate_window,
-            max_age: args.nats_max_age,
-            max_bytes: args.nats_max_bytes,
-            source: args.event_source.clone(),
-            #[cfg(feature = "fault-injection")]
-            crash_after_publish: args.relay_crash_after_publish,
-        })
+        let mut settings = Self::connect_to(&args.connection)?;
+        settings.duplicate_window = args.nats_duplicate_window;
+        settings.max_age = args.nats_max_age;
+        settings.max_bytes = args.nats_max_bytes;
+        settings.source = args.event_source.clone();
+        #[cfg(feature = "fault-injection")]
+        {
+            settings.crash_after_publish = args.relay_crash_after_publish;
+        }
+        Some(settings)
+    }
+
+    /// The connection and stream settings alone (what a subscriber needs), with defaults for
+    /// the publishing ones; `None` when no NATS URL is configured.
+    pub fn connect_to(args: &NatsConnectionArgs) -> Option<Self> {
+        let url = args.nats_url.as_deref().filter(|u| !u.trim().is_empty())?;
+        let mut settings = Self::local(
+            url,
+            &args.nats_stream,
+            args.nats_subject_prefix.trim_end_matches('.'),
+        );
+        settings.creds = args.nats_creds.clone();
+        settings.token = args.nats_token.clone();
+        settings.user = args.nats_user.clone();
+        settings.password = args.nats_password.clone();
+        settings.tls_ca = args.nats_tls_ca.clone();
+        Some(settings)
     }
 
     /// Settings for a local server with defaults for everything else (tests, tools).
