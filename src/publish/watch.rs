@@ -220,20 +220,29 @@ async fn from_nats(
 
 /// The newest position in the model's history (0 when it has none yet), where the SSE
 /// stream starts: older events cannot change what the URI names now.
+/// A GET to the registry with the watcher's token, if it has one.
+async fn registry_get(
+    http: &reqwest::Client,
+    config: &WatchConfig,
+    url: impl reqwest::IntoUrl,
+) -> Result<reqwest::Response, WatchError> {
+    let mut request = http.get(url);
+    if let Some(token) = &config.token {
+        request = request.bearer_auth(token);
+    }
+    request
+        .send()
+        .await
+        .map_err(|e| WatchError::Registry(e.to_string()))
+}
+
 async fn newest_position(http: &reqwest::Client, config: &WatchConfig) -> Result<i64, WatchError> {
     let url = format!(
         "{}/api/v1/models/{}/history?order=desc&limit=1",
         config.registry_url.trim_end_matches('/'),
         percent_encoding::utf8_percent_encode(&config.model, percent_encoding::NON_ALPHANUMERIC)
     );
-    let mut request = http.get(url);
-    if let Some(token) = &config.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| WatchError::Registry(e.to_string()))?;
+    let response = registry_get(http, config, url).await?;
     match response.status().as_u16() {
         200 => {
             let body: Value = response
@@ -398,14 +407,7 @@ async fn resolve(
         &[("uri", config.uri())],
     )
     .map_err(|e| WatchError::Registry(format!("bad registry URL: {e}")))?;
-    let mut request = http.get(url);
-    if let Some(token) = &config.token {
-        request = request.bearer_auth(token);
-    }
-    let response = request
-        .send()
-        .await
-        .map_err(|e| WatchError::Registry(e.to_string()))?;
+    let response = registry_get(http, config, url).await?;
     match response.status().as_u16() {
         200 => response
             .json::<Value>()

@@ -312,15 +312,17 @@ both_backends!(
             )
             .await;
         assert_eq!(verified.status, 200, "{:?}", verified.body);
-        let denials_before = a
-            .store
-            .read_denials(&model_ledger::store::DenialQuery {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .expect("denials")
-            .len();
+        let denial_rows = || async {
+            a.store
+                .read_denials(&model_ledger::store::DenialQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .expect("denials")
+                .len()
+        };
+        let denials_before = denial_rows().await;
         let promoted = a
             .post(
                 &format!("/api/v1/models/shared/versions/{version}/stage"),
@@ -329,17 +331,9 @@ both_backends!(
             )
             .await;
         assert_eq!(promoted.status, 200, "{:?}", promoted.body);
-        let denials_after = a
-            .store
-            .read_denials(&model_ledger::store::DenialQuery {
-                limit: 100,
-                ..Default::default()
-            })
-            .await
-            .expect("denials")
-            .len();
         assert_eq!(
-            denials_before, denials_after,
+            denials_before,
+            denial_rows().await,
             "no false refusal was recorded"
         );
     }
