@@ -33,8 +33,15 @@ use super::{
 };
 use crate::tracking::evidence;
 
-/// How many times a command is re-decided after losing a race before the caller gets 409.
-const MAX_ATTEMPTS: u32 = 8;
+/// How long, and at least how many times, a command is re-decided after losing a race before
+/// the caller gets 409. Races are lost only to another process writing the same model (this
+/// process queues its own commands per model). A count alone is not enough: while the other
+/// process writes one command after another, its transaction holds the model's row most of the
+/// time, and a retry only wins in the gap between two of them, so under load eight quick
+/// attempts can all fall inside the other's transactions. Retrying for a bounded time with
+/// short pauses lets the retry find a gap.
+const MIN_ATTEMPTS: u32 = 8;
+const RETRY_BUDGET: Duration = Duration::from_secs(3);
 
 /// Renders an outcome into the answer stored with an idempotency key.
 pub type Render<'a> = dyn Fn(&Outcome) -> StoredResponse + Send + Sync + 'a;
@@ -293,9 +300,9 @@ impl Service {
                 body: "{}".into(),
             })),
             // Lost a race against a concurrent retry with the same key: its answer is ours.
-            Err(ServiceError::Conflict(_)) => match self.replay(&idempotency).await? {
+            Err(ServiceError::Conflict(attempts)) => match self.replay(&idempotency).await? {
                 Some(found) => Ok(found),
-                None => Err(ServiceError::Conflict(MAX_ATTEMPTS)),
+                None => Err(ServiceError::Conflict(attempts)),
             },
             Err(e) => Err(e),
         }
@@ -332,23 +339,31 @@ impl Service {
         // Held until the append is answered: the next command for this model is decided
         // against the state this one leaves.
         let _turn = self.queues.wait_turn(command.model_name().as_str()).await;
-        for attempt in 0..MAX_ATTEMPTS {
+        let started = std::time::Instant::now();
+        let mut attempt: u32 = 0;
+        loop {
             if attempt > 0 {
-                // Spread retries so a burst of writers on one model does not collide in lockstep.
-                let jitter = rand::random::<u64>() % (2 << attempt.min(6));
+                // Spread retries so a burst of writers on one model does not collide in
+                // lockstep; short pauses (at most 15 ms), so the gap after another process's
+                // commit is found quickly.
+                let jitter = rand::random::<u64>() % (2 << attempt.min(3));
                 tokio::time::sleep(Duration::from_millis(jitter)).await;
             }
+            let budget_left = attempt + 1 < MIN_ATTEMPTS || started.elapsed() < RETRY_BUDGET;
+            attempt += 1;
             match self.attempt(caller, meta, command, idempotency).await {
                 // Only another process can have advanced the stream: decide again.
-                Err(ServiceError::Store(StoreError::Conflict { .. })) => continue,
+                Err(ServiceError::Store(StoreError::Conflict { .. })) if budget_left => continue,
+                Err(ServiceError::Store(StoreError::Conflict { .. })) => {
+                    return Err(ServiceError::Conflict(attempt));
+                }
                 // A name taken between our check and our append: decide again, which now sees it.
-                Err(ServiceError::Store(StoreError::Unique(_))) if attempt + 1 < MAX_ATTEMPTS => {
+                Err(ServiceError::Store(StoreError::Unique(_))) if attempt < MIN_ATTEMPTS => {
                     continue;
                 }
                 other => return other,
             }
         }
-        Err(ServiceError::Conflict(MAX_ATTEMPTS))
     }
 
     async fn attempt(

@@ -1,12 +1,12 @@
 //! The write path and the event log: appends (alone or grouped), imports, rebuilds, and reads
 //! of the log itself.
 //!
-//! An append group is one transaction. Each command's model rows are written first, in
-//! stream-id order (two groups touching the same models then lock them in the same order and
-//! cannot deadlock); only then is the single chain head locked, the events numbered and
-//! chained, and inserted. The head is so held only for the short tail of the transaction. What
-//! a command rewrites in the projections (its plan) is computed from its decided state before
-//! the transaction begins, so no CPU work happens under any lock.
+//! An append group is one transaction. The group's model rows are written first, in a few
+//! multi-row statements for the whole group (`group_writes`, which also says how lock order
+//! and deadlocks are handled); only then is the single chain head locked, the events numbered
+//! and chained, and inserted. The head is so held only for the short tail of the transaction.
+//! What a command rewrites in the projections (its plan) is computed from its decided state
+//! before the transaction begins, so no CPU work happens under any lock.
 
 use async_trait::async_trait;
 use futures::TryStreamExt as _;
@@ -60,12 +60,7 @@ where
         plans: &[&ProjectionPlan],
     ) -> Result<Vec<Outcome>, StoreError> {
         let mut tx = D::begin_write(&self.pool).await?;
-        let mut order: Vec<usize> = (0..batches.len()).collect();
-        order.sort_by_key(|&i| batches[i].stream_id);
-        let mut written = vec![false; batches.len()];
-        for &i in &order {
-            written[i] = Self::write_command(&mut tx, batches[i], plans[i]).await?;
-        }
+        let written = Self::write_commands(&mut tx, batches, plans).await?;
         let mut outcomes = Vec::with_capacity(batches.len());
         if !written.contains(&true) {
             // Nothing to chain: leave the head alone (and unlocked).
@@ -123,67 +118,6 @@ where
                 }
             })
             .collect())
-    }
-
-    /// Writes one command's model rows: the optimistic check on the snapshot row, the
-    /// projections and the idempotency key. `Ok(false)` is a lost race (the stream moved);
-    /// nothing was written then, so the rest of a group can go on. A statement error aborts the
-    /// whole transaction.
-    async fn write_command(
-        tx: &mut Tx<'_, D>,
-        batch: &AppendBatch,
-        plan: &ProjectionPlan,
-    ) -> Result<bool, StoreError> {
-        let stream_id = batch.stream_id.to_string();
-        // The snapshot row carries the stream version. The conditional UPDATE also row-locks
-        // it, so two writers of one model queue here and the second sees the first's version;
-        // a new stream's INSERT does nothing if another created it first.
-        let claimed = if batch.expected_version == 0 {
-            sqlx::query(
-                "INSERT INTO model_state (model_id, stream_version, state, snapshot_version) \
-                 VALUES ($1, $2, $3, $2) ON CONFLICT (model_id) DO NOTHING",
-            )
-            .bind(&stream_id)
-            .bind(plan.stream_version)
-            .bind(plan.snapshot_json.as_deref())
-            .execute(&mut **tx)
-            .await?
-        } else {
-            // The snapshot itself is only rewritten when the plan carries one (every
-            // SNAPSHOT_EVERY events; see `materialize`); an unchanged TOASTed value is not
-            // copied by the UPDATE.
-            sqlx::query(
-                "UPDATE model_state SET stream_version = $2, state = COALESCE($3, state), \
-                 snapshot_version = CASE WHEN $3 IS NULL THEN snapshot_version ELSE $2 END \
-                 WHERE model_id = $1 AND stream_version = $4",
-            )
-            .bind(&stream_id)
-            .bind(plan.stream_version)
-            .bind(plan.snapshot_json.as_deref())
-            .bind(batch.expected_version)
-            .execute(&mut **tx)
-            .await?
-        };
-        if D::rows_affected(&claimed) != 1 {
-            return Ok(false);
-        }
-        Self::write_plan(tx, plan).await?;
-        if let Some(record) = &batch.idempotency {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, status, body, created_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&record.scope)
-            .bind(&record.key)
-            .bind(&record.request_hash)
-            .bind(record.status as i32)
-            .bind(&record.body)
-            .bind(micros(&chrono::Utc::now()))
-            .execute(&mut **tx)
-            .await
-            .map_err(classify_unique)?;
-        }
-        Ok(true)
     }
 
     /// Inserts stored events, each with the version it concerns (its outbox row follows by
@@ -250,136 +184,6 @@ where
             });
             qb.build().execute(&mut **tx).await?;
             start = end;
-        }
-        Ok(())
-    }
-
-    /// Writes what a plan says into the projection tables.
-    async fn write_plan(tx: &mut Tx<'_, D>, plan: &ProjectionPlan) -> Result<(), StoreError> {
-        let id = plan.model_id.as_str();
-        let Some(model) = &plan.model else {
-            for sql in [
-                "DELETE FROM registered_models WHERE model_id = $1",
-                "DELETE FROM model_tags WHERE model_id = $1",
-                "DELETE FROM model_versions WHERE model_id = $1",
-                "DELETE FROM version_tags WHERE model_id = $1",
-                "DELETE FROM aliases WHERE model_id = $1",
-            ] {
-                sqlx::query(sql).bind(id).execute(&mut **tx).await?;
-            }
-            return Ok(());
-        };
-        sqlx::query(
-            "INSERT INTO registered_models (model_id, name, description, tags, aliases, created_at_us, \
-             updated_at_us, created_by_subject, created_by_issuer, last_version, stream_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-             ON CONFLICT (model_id) DO UPDATE SET name = excluded.name, description = excluded.description, \
-             tags = excluded.tags, aliases = excluded.aliases, updated_at_us = excluded.updated_at_us, \
-             last_version = excluded.last_version, stream_version = excluded.stream_version",
-        )
-        .bind(&model.model_id)
-        .bind(&model.name)
-        .bind(&model.description)
-        .bind(&model.tags_json)
-        .bind(&model.aliases_json)
-        .bind(model.created_at_us)
-        .bind(model.updated_at_us)
-        .bind(&model.created_by_subject)
-        .bind(&model.created_by_issuer)
-        .bind(model.last_version)
-        .bind(model.stream_version)
-        .execute(&mut **tx)
-        .await
-        .map_err(classify_unique)?;
-        if let Some(tags) = &plan.model_tags {
-            sqlx::query("DELETE FROM model_tags WHERE model_id = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            for (key, value) in tags {
-                sqlx::query("INSERT INTO model_tags (model_id, key, value) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(key)
-                    .bind(value)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
-        if let Some(aliases) = &plan.aliases {
-            sqlx::query("DELETE FROM aliases WHERE model_id = $1")
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            for (alias, version) in aliases {
-                sqlx::query("INSERT INTO aliases (model_id, alias, version) VALUES ($1, $2, $3)")
-                    .bind(id)
-                    .bind(alias)
-                    .bind(*version)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
-        for version in &plan.delete_versions {
-            for sql in [
-                "DELETE FROM model_versions WHERE model_id = $1 AND version = $2",
-                "DELETE FROM version_tags WHERE model_id = $1 AND version = $2",
-            ] {
-                sqlx::query(sql)
-                    .bind(id)
-                    .bind(*version)
-                    .execute(&mut **tx)
-                    .await?;
-            }
-        }
-        for (row, tags) in &plan.upsert_versions {
-            sqlx::query(
-                "INSERT INTO model_versions (model_id, version, source, run_id, description, stage, tags, \
-                 metrics, signature, input_example, artifact, artifact_digest, verification_status, \
-                 verification, aliases, created_at_us, updated_at_us, created_by_subject, created_by_issuer) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-                 ON CONFLICT (model_id, version) DO UPDATE SET description = excluded.description, \
-                 stage = excluded.stage, tags = excluded.tags, artifact = excluded.artifact, \
-                 artifact_digest = excluded.artifact_digest, verification_status = excluded.verification_status, \
-                 verification = excluded.verification, aliases = excluded.aliases, updated_at_us = excluded.updated_at_us",
-            )
-            .bind(&row.model_id)
-            .bind(row.version)
-            .bind(&row.source)
-            .bind(&row.run_id)
-            .bind(&row.description)
-            .bind(&row.stage)
-            .bind(&row.tags_json)
-            .bind(&row.metrics_json)
-            .bind(&row.signature_json)
-            .bind(&row.input_example_json)
-            .bind(&row.artifact_json)
-            .bind(&row.artifact_digest)
-            .bind(&row.verification_status)
-            .bind(&row.verification_json)
-            .bind(&row.aliases_json)
-            .bind(row.created_at_us)
-            .bind(row.updated_at_us)
-            .bind(&row.created_by_subject)
-            .bind(&row.created_by_issuer)
-            .execute(&mut **tx)
-            .await?;
-            let Some(tags) = tags else { continue };
-            sqlx::query("DELETE FROM version_tags WHERE model_id = $1 AND version = $2")
-                .bind(id)
-                .bind(row.version)
-                .execute(&mut **tx)
-                .await?;
-            for (key, value) in tags {
-                sqlx::query(
-                    "INSERT INTO version_tags (model_id, version, key, value) VALUES ($1, $2, $3, $4)",
-                )
-                .bind(id)
-                .bind(row.version)
-                .bind(key)
-                .bind(value)
-                .execute(&mut **tx)
-                .await?;
-            }
         }
         Ok(())
     }
@@ -480,7 +284,7 @@ where
             .bind(&plan.snapshot_json)
             .execute(&mut *tx)
             .await?;
-            Self::write_plan(&mut tx, &plan).await?;
+            Self::write_plans(&mut tx, &[&plan]).await?;
         }
         tx.commit().await?;
         Ok(count)

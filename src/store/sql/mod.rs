@@ -3,7 +3,8 @@
 //! [`SqlStore<D>`] holds a connection pool of `D`'s database and implements every role trait
 //! with the same statements for PostgreSQL and SQLite; `D` is asked only where the two differ
 //! (see [`crate::store::dialect`]). Rows decode into the typed structs of [`rows`] by column
-//! name. The submodules follow the roles: [`append`] is the write path and the event log,
+//! name. The submodules follow the roles: [`append`] is the write path and the event log
+//! (with [`group_writes`], which writes a whole append group's model rows in a few statements),
 //! [`reads`] the projection reads, [`outbox`] the relay's tables, the audit records and
 //! administration.
 //!
@@ -14,6 +15,7 @@
 //! nowhere different.
 
 mod append;
+mod group_writes;
 mod outbox;
 mod reads;
 mod rows;
