@@ -22,9 +22,7 @@
 
 use std::collections::{BTreeSet, HashSet};
 
-use sqlx::{
-    ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type,
-};
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
 
 use super::{Args, Conn, Db, RowOf, SqlStore, classify_unique};
 use crate::store::dialect::Dialect;
@@ -372,9 +370,8 @@ where
             .iter()
             .filter_map(|(row, tags)| tags.as_ref().map(|t| (row, t)))
             .flat_map(|(row, tags)| {
-                tags.iter().map(move |(k, v)| {
-                    (row.model_id.as_str(), row.version, k.as_str(), v.as_str())
-                })
+                tags.iter()
+                    .map(move |(k, v)| (row.model_id.as_str(), row.version, k.as_str(), v.as_str()))
             })
             .collect();
         for run in runs(&version_tags, |(_, _, k, v)| k.len() + v.len() + 64) {
@@ -400,9 +397,8 @@ where
         model_ids: &[&str],
     ) -> Result<(), StoreError> {
         for run in runs(model_ids, |id| id.len()) {
-            let mut qb = QueryBuilder::<Db<D>>::new(format!(
-                "DELETE FROM {table} WHERE model_id IN ("
-            ));
+            let mut qb =
+                QueryBuilder::<Db<D>>::new(format!("DELETE FROM {table} WHERE model_id IN ("));
             let mut list = qb.separated(", ");
             for id in run {
                 list.push_bind(*id);
