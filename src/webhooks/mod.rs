@@ -10,6 +10,10 @@
 //!   signatures while a secret is being rotated.
 //! - [`target`]: which receiver URLs are allowed (the SSRF rules) and MLflow's wording for the
 //!   ones that are refused.
+//! - [`events`]: the event names and payloads a receiver gets, MLflow's where MLflow has them.
+//! - [`secrets`]: webhook secrets sealed at rest with AES-256-GCM under a configured key.
 
+pub mod events;
+pub mod secrets;
 pub mod signing;
 pub mod target;

@@ -75,10 +75,8 @@ pub async fn resolve_target(
     if addrs.is_empty() {
         return Err(TargetError::Unresolvable(host.to_string()));
     }
-    if !allow_private {
-        if let Some(bad) = addrs.iter().map(|a| a.ip()).find(|ip| !is_public(*ip)) {
-            return Err(TargetError::PrivateAddress(bad));
-        }
+    if !allow_private && let Some(bad) = addrs.iter().map(|a| a.ip()).find(|ip| !is_public(*ip)) {
+        return Err(TargetError::PrivateAddress(bad));
     }
     Ok(addrs)
 }
