@@ -11,9 +11,11 @@
 //! - [`target`]: which receiver URLs are allowed (the SSRF rules) and MLflow's wording for the
 //!   ones that are refused.
 //! - [`events`]: the event names and payloads a receiver gets, MLflow's where MLflow has them.
+//! - [`retry`]: which failed attempts are retried, the backoff with jitter, `Retry-After`, the window.
 //! - [`secrets`]: webhook secrets sealed at rest with AES-256-GCM under a configured key.
 
 pub mod events;
+pub mod retry;
 pub mod secrets;
 pub mod signing;
 pub mod target;
