@@ -31,3 +31,5 @@ pub mod reports;
 pub mod service;
 pub mod store;
 pub mod tracking;
+// Registry webhooks (issue #18).
+pub mod webhooks;

@@ -32,10 +32,17 @@ pub enum Action {
     ReadAudit,
     ReadTracking,
     WriteTracking,
+    // --- webhooks (issue #18) ---
+    /// Creating, updating (URL, events, secret, status), deleting and testing a webhook, and
+    /// redelivering: a webhook sends registry events, signed, to an address of the caller's
+    /// choosing, so it is admin-only by default (policies/webhooks.cedar).
+    ManageWebhooks,
+    /// Listing webhooks and their delivery history (URLs and receivers' answers; never secrets).
+    ReadWebhooks,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 18] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -52,6 +59,9 @@ impl Action {
         Action::ReadAudit,
         Action::ReadTracking,
         Action::WriteTracking,
+        // webhooks (issue #18)
+        Action::ManageWebhooks,
+        Action::ReadWebhooks,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -73,6 +83,9 @@ impl Action {
             Action::ReadAudit => "ReadAudit",
             Action::ReadTracking => "ReadTracking",
             Action::WriteTracking => "WriteTracking",
+            // webhooks (issue #18)
+            Action::ManageWebhooks => "ManageWebhooks",
+            Action::ReadWebhooks => "ReadWebhooks",
         }
     }
 
@@ -81,7 +94,7 @@ impl Action {
     pub fn is_read(self) -> bool {
         matches!(
             self,
-            Action::ReadModel | Action::ReadAudit | Action::ReadTracking
+            Action::ReadModel | Action::ReadAudit | Action::ReadTracking | Action::ReadWebhooks
         )
     }
 }

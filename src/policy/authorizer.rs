@@ -69,6 +69,11 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
         "release_managers.cedar",
         include_str!("../../policies/release_managers.cedar"),
     ),
+    // webhooks (issue #18)
+    (
+        "webhooks.cedar",
+        include_str!("../../policies/webhooks.cedar"),
+    ),
 ];
 
 /// The directory to load policies from: the one configured, else `./policies` when it exists,

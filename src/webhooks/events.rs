@@ -1,0 +1,241 @@
+//! What a committed event looks like to a webhook receiver.
+//!
+//! MLflow 3 names webhook events `<entity>.<action>` and sends
+//! `{"entity", "action", "timestamp", "data"}`. For the six events MLflow has
+//! (`registered_model.created`, `model_version.created`, `model_version_tag.set` / `.deleted`,
+//! `model_version_alias.created` / `.deleted`) we send MLflow's names and MLflow's `data` fields,
+//! so receivers written for MLflow work unchanged (versions are strings there, as in MLflow's
+//! REST API). Everything else model-ledger records (stage transitions, renames, deletions,
+//! artifact verification, model tags and descriptions) MLflow has no event for; those go out
+//! under `ledger.<entity>.<action>` names, so they can never collide with an event MLflow adds
+//! later, and their `data` is our own event payload plus the model's name.
+//!
+//! The body has exactly MLflow's four top-level keys, so receivers that validate the shape
+//! strictly keep working; anything else a receiver needs (the delivery id that makes a
+//! redelivery recognisable) travels in headers.
+
+use serde_json::{Value, json};
+
+use crate::domain::events::{EventEnvelope, EventPayload};
+
+/// The events a webhook may subscribe to, MLflow's first.
+pub const EVENT_NAMES: [&str; 18] = [
+    "registered_model.created",
+    "model_version.created",
+    "model_version_tag.set",
+    "model_version_tag.deleted",
+    "model_version_alias.created",
+    "model_version_alias.deleted",
+    "ledger.registered_model.renamed",
+    "ledger.registered_model.description_updated",
+    "ledger.registered_model_tag.set",
+    "ledger.registered_model_tag.deleted",
+    "ledger.registered_model.deleted",
+    "ledger.model_version.description_updated",
+    "ledger.model_version.stage_transitioned",
+    "ledger.model_version.deleted",
+    "ledger.model_version.artifact_verified",
+    "ledger.model_version.artifact_verification_failed",
+    // Sent only by `test_webhook`, never by a committed event.
+    "ledger.webhook.test",
+    // Reserved for MLflow clients that subscribe to prompt events; model-ledger has no prompts,
+    // so nothing is ever delivered under it, but subscribing is not an error.
+    "prompt.created",
+];
+
+/// Whether `name` is an event a webhook may subscribe to.
+pub fn is_known_event(name: &str) -> bool {
+    EVENT_NAMES.contains(&name)
+}
+
+/// One event as a receiver sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEvent {
+    pub name: &'static str,
+    pub body: Value,
+}
+
+/// The webhook event for a committed event, or `None` when the payload cannot be read (an
+/// event type from a newer build; it is then skipped, not guessed at).
+pub fn webhook_event(envelope: &EventEnvelope) -> Option<WebhookEvent> {
+    let payload = envelope.typed_payload().ok()?;
+    let model = envelope.model_name.as_str();
+    let (name, data) = match &payload {
+        EventPayload::ModelCreated {
+            name,
+            description,
+            tags,
+        } => (
+            "registered_model.created",
+            json!({"name": name.as_str(), "tags": tags_json(tags), "description": description}),
+        ),
+        EventPayload::VersionCreated {
+            version,
+            source,
+            run_id,
+            description,
+            tags,
+            ..
+        } => (
+            "model_version.created",
+            json!({
+                "name": model, "version": version.to_string(), "source": source,
+                "run_id": run_id, "tags": tags_json(tags), "description": description,
+            }),
+        ),
+        EventPayload::VersionTagSet {
+            version,
+            key,
+            value,
+        } => (
+            "model_version_tag.set",
+            json!({"name": model, "version": version.to_string(), "key": key.as_str(), "value": value}),
+        ),
+        EventPayload::VersionTagDeleted { version, key } => (
+            "model_version_tag.deleted",
+            json!({"name": model, "version": version.to_string(), "key": key.as_str()}),
+        ),
+        EventPayload::AliasSet { alias, version, .. } => (
+            "model_version_alias.created",
+            json!({"name": model, "alias": alias.as_str(), "version": version.to_string()}),
+        ),
+        EventPayload::AliasDeleted { alias, .. } => (
+            "model_version_alias.deleted",
+            json!({"name": model, "alias": alias.as_str()}),
+        ),
+        other => (ledger_name(other), ledger_data(model, &envelope.payload)),
+    };
+    let (entity, action) = name.rsplit_once('.').unwrap_or((name, ""));
+    Some(WebhookEvent {
+        name,
+        body: json!({
+            "entity": entity,
+            "action": action,
+            "timestamp": envelope.occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "data": data,
+        }),
+    })
+}
+
+fn tags_json(tags: &std::collections::BTreeMap<crate::domain::names::TagKey, String>) -> Value {
+    Value::Object(
+        tags.iter()
+            .map(|(k, v)| (k.as_str().to_string(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn ledger_name(payload: &EventPayload) -> &'static str {
+    match payload {
+        EventPayload::ModelRenamed { .. } => "ledger.registered_model.renamed",
+        EventPayload::ModelDescriptionUpdated { .. } => {
+            "ledger.registered_model.description_updated"
+        }
+        EventPayload::ModelTagSet { .. } => "ledger.registered_model_tag.set",
+        EventPayload::ModelTagDeleted { .. } => "ledger.registered_model_tag.deleted",
+        EventPayload::ModelDeleted {} => "ledger.registered_model.deleted",
+        EventPayload::VersionDescriptionUpdated { .. } => {
+            "ledger.model_version.description_updated"
+        }
+        EventPayload::StageTransitioned { .. } => "ledger.model_version.stage_transitioned",
+        EventPayload::VersionDeleted { .. } => "ledger.model_version.deleted",
+        EventPayload::ArtifactVerified { .. } => "ledger.model_version.artifact_verified",
+        EventPayload::ArtifactVerificationFailed { .. } => {
+            "ledger.model_version.artifact_verification_failed"
+        }
+        // The MLflow-named events are matched before this is called.
+        EventPayload::ModelCreated { .. }
+        | EventPayload::VersionCreated { .. }
+        | EventPayload::VersionTagSet { .. }
+        | EventPayload::VersionTagDeleted { .. }
+        | EventPayload::AliasSet { .. }
+        | EventPayload::AliasDeleted { .. } => "ledger.unknown",
+    }
+}
+
+/// Our own payload, minus the internal `type` tag, plus the model's name.
+fn ledger_data(model: &str, stored: &Value) -> Value {
+    let mut data = stored.as_object().cloned().unwrap_or_default();
+    data.remove("type");
+    data.insert("name".into(), Value::String(model.to_string()));
+    Value::Object(data)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::events::Actor;
+    use chrono::TimeZone;
+    use uuid::Uuid;
+
+    fn envelope(payload: Value) -> EventEnvelope {
+        EventEnvelope {
+            position: 1,
+            event_id: Uuid::nil(),
+            stream_id: Uuid::nil(),
+            stream_version: 1,
+            model_name: "churn".into(),
+            event_type: payload["type"].as_str().unwrap_or("").into(),
+            schema_version: 1,
+            payload,
+            occurred_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            actor: Actor::system(),
+            request_id: None,
+            correlation_id: None,
+            decision: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn mlflow_events_have_mlflows_names_and_data() {
+        let e = webhook_event(&envelope(json!({
+            "type": "VersionCreated", "version": 3, "source": "runs:/r/model", "run_id": "r",
+            "description": "d", "tags": {"k": "v"},
+        })))
+        .unwrap();
+        assert_eq!(e.name, "model_version.created");
+        assert_eq!(
+            e.body,
+            json!({
+                "entity": "model_version", "action": "created",
+                "timestamp": "2026-01-02T03:04:05.000000Z",
+                "data": {"name": "churn", "version": "3", "source": "runs:/r/model",
+                         "run_id": "r", "tags": {"k": "v"}, "description": "d"},
+            })
+        );
+        let e = webhook_event(&envelope(json!({
+            "type": "AliasSet", "alias": "champion", "version": 2,
+        })))
+        .unwrap();
+        assert_eq!(e.name, "model_version_alias.created");
+        assert_eq!(e.body["entity"], "model_version_alias");
+        assert_eq!(e.body["data"]["version"], "2");
+    }
+
+    #[test]
+    fn ledger_events_use_their_own_namespace() {
+        let e = webhook_event(&envelope(json!({
+            "type": "StageTransitioned", "version": 1, "from": "None", "to": "Production",
+            "reason": {"kind": "requested"},
+        })))
+        .unwrap();
+        assert_eq!(e.name, "ledger.model_version.stage_transitioned");
+        assert_eq!(e.body["entity"], "ledger.model_version");
+        assert_eq!(e.body["action"], "stage_transitioned");
+        assert_eq!(e.body["data"]["name"], "churn");
+        assert_eq!(e.body["data"]["to"], "Production");
+        assert!(e.body["data"].get("type").is_none());
+        assert!(is_known_event(e.name));
+    }
+
+    #[test]
+    fn an_unreadable_payload_is_skipped() {
+        assert_eq!(
+            webhook_event(&envelope(json!({"type": "FromTheFuture"}))),
+            None
+        );
+        assert!(!is_known_event("model_version.exploded"));
+    }
+}
