@@ -13,8 +13,11 @@
 //! - [`decide`]: `decide(state, command) -> events`, where every invariant is enforced.
 //! - [`chain`]: canonical event bytes and the SHA-256 hash chain.
 //! - [`uri`]: `models:/…` URIs.
+//! - [`approval`]: the transition-request rules of the approval workflow (#17).
 
 pub mod action;
+// Approval workflow (#17).
+pub mod approval;
 pub mod chain;
 pub mod command;
 pub mod decide;
