@@ -32,10 +32,14 @@ pub enum Action {
     ReadAudit,
     ReadTracking,
     WriteTracking,
+    // --- run evidence (issue #16) ---
+    /// Recording the pinned manifest of a run-based version after registration: done by the
+    /// server itself (the system principal), see policies/run_evidence.cedar.
+    PinRunArtifacts,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -52,6 +56,8 @@ impl Action {
         Action::ReadAudit,
         Action::ReadTracking,
         Action::WriteTracking,
+        // run evidence (issue #16)
+        Action::PinRunArtifacts,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -73,6 +79,7 @@ impl Action {
             Action::ReadAudit => "ReadAudit",
             Action::ReadTracking => "ReadTracking",
             Action::WriteTracking => "WriteTracking",
+            Action::PinRunArtifacts => "PinRunArtifacts",
         }
     }
 
