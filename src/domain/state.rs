@@ -50,6 +50,9 @@ pub struct VersionState {
     /// snapshots written before it existed still load.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_pin: Option<String>,
+    /// Where a run-pinned version's files are read from (the resolved run location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_location: Option<String>,
 }
 
 impl VersionState {
@@ -165,6 +168,10 @@ impl ModelState {
                         updated_at: at,
                         deleted: false,
                         run_pin: run_evidence.as_ref().and_then(|e| e.pin.clone()),
+                        run_location: run_evidence
+                            .as_ref()
+                            .filter(|e| e.pin.is_some())
+                            .map(|e| e.resolved_source.clone()),
                     },
                 );
             }

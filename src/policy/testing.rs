@@ -308,6 +308,7 @@ fn case_model(resource: &CaseResource) -> Result<Option<ModelState>, String> {
                 updated_at: at,
                 deleted: false,
                 run_pin: None,
+                run_location: None,
             },
         );
     }
