@@ -169,6 +169,34 @@ both_backends!(
             .await;
         assert_eq!(verified.body["verified"], true, "{:?}", verified.body);
 
+        // MLflow clients download through model-ledger's proxy, checked against the pins.
+        let uri = app
+            .get(
+                "/api/2.0/mlflow/model-versions/get-download-uri?name=churn&version=1",
+                &admin,
+            )
+            .await;
+        let base = uri.body["artifact_uri"].as_str().unwrap_or("").to_string();
+        assert!(
+            base.contains("/mlflow-artifacts/artifacts/models/"),
+            "{base}"
+        );
+        let fetch = |path: &'static str| {
+            let url = format!("{base}/{path}");
+            let admin = admin.clone();
+            async move {
+                let answer = reqwest::Client::new()
+                    .get(url)
+                    .bearer_auth(admin)
+                    .send()
+                    .await
+                    .expect("send");
+                let status = answer.status().as_u16();
+                (status, answer.bytes().await.ok().map(|b| b.to_vec()))
+            }
+        };
+        assert_eq!(fetch("model.pkl").await, (200, Some(vec![7u8; 300_000])));
+
         // Tamper in the upstream's store: one changed, one missing, one extra file.
         store.put("model/model.pkl", &[8u8; 300_000]);
         store.remove("model/env/conda.yaml");
@@ -198,6 +226,13 @@ both_backends!(
                 ),
                 ("model.pkl".to_string(), "content differs".to_string()),
             ]
+        );
+
+        // The tampered file no longer downloads whole.
+        let (status, body) = fetch("model.pkl").await;
+        assert!(
+            status != 200 || body.is_none(),
+            "a tampered file was served: {status}"
         );
 
         // A run the upstream does not know: 400 and no version.
