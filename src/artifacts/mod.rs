@@ -13,6 +13,7 @@ pub mod client;
 pub mod io;
 pub mod manifest;
 pub mod paths;
+pub mod run_files;
 pub mod stores;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -135,6 +136,9 @@ pub struct ArtifactService {
     models: SharedStore,
     pub limits: ArtifactLimits,
     sessions: Mutex<HashMap<Uuid, Session>>,
+    /// The tracking upstream, for versions pinned from a run's `mlflow-artifacts:` location
+    /// (issue #16): their files are read back through its artifact proxy.
+    pub run_upstream: std::sync::OnceLock<std::sync::Arc<crate::tracking::Upstream>>,
 }
 
 /// Where session uploads go inside a store: per model, per session, never reused.
@@ -153,6 +157,7 @@ impl ArtifactService {
             models,
             limits,
             sessions: Mutex::new(HashMap::new()),
+            run_upstream: std::sync::OnceLock::new(),
         }
     }
 
@@ -475,6 +480,14 @@ impl ArtifactService {
                     "'{rel}' is not a file of model version {name}/{version}"
                 ))
             })?;
+        if let Some(stream) = self.open_run_file(&manifest, &rel).await? {
+            return Ok(OpenedFile {
+                path: entry.path,
+                size: entry.size,
+                sha256: entry.sha256,
+                stream,
+            });
+        }
         let resolved = self
             .stores
             .resolve(&manifest.location)
@@ -584,6 +597,9 @@ impl ArtifactService {
             };
             return Ok(unverifiable(why, ""));
         };
+        if let Some(outcome) = self.check_run_files(manifest).await? {
+            return Ok(outcome);
+        }
         let Some(resolved) = self.stores.resolve(&manifest.location) else {
             return Ok(unverifiable(
                 format!(

@@ -39,10 +39,14 @@ pub enum Action {
     ManageWebhooks,
     /// Listing webhooks and their delivery history (URLs and receivers' answers; never secrets).
     ReadWebhooks,
+    // --- run evidence (issue #16) ---
+    /// Recording the pinned manifest of a run-based version after registration: done by the
+    /// server itself (the system principal), see policies/run_evidence.cedar.
+    PinRunArtifacts,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -62,6 +66,8 @@ impl Action {
         // webhooks (issue #18)
         Action::ManageWebhooks,
         Action::ReadWebhooks,
+        // run evidence (issue #16)
+        Action::PinRunArtifacts,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -86,6 +92,8 @@ impl Action {
             // webhooks (issue #18)
             Action::ManageWebhooks => "ManageWebhooks",
             Action::ReadWebhooks => "ReadWebhooks",
+            // run evidence (issue #16)
+            Action::PinRunArtifacts => "PinRunArtifacts",
         }
     }
 

@@ -108,6 +108,15 @@ pub enum Command {
         version: u64,
         outcome: VerificationOutcome,
     },
+    // --- run evidence (issue #16) ---
+    /// Records the manifest of a run-based version whose pin was pending. Issued only by the
+    /// server's own pinning (never from a request), as the system principal.
+    PinRunArtifacts {
+        name: ModelName,
+        version: u64,
+        artifact: ArtifactManifest,
+        attempts: u32,
+    },
 }
 
 impl Command {
@@ -129,7 +138,8 @@ impl Command {
             | Command::SetAlias { name, .. }
             | Command::DeleteAlias { name, .. }
             | Command::DeleteVersion { name, .. }
-            | Command::RecordVerification { name, .. } => name,
+            | Command::RecordVerification { name, .. }
+            | Command::PinRunArtifacts { name, .. } => name,
         }
     }
 
@@ -142,7 +152,8 @@ impl Command {
             | Command::TransitionStage { version, .. }
             | Command::SetAlias { version, .. }
             | Command::DeleteVersion { version, .. }
-            | Command::RecordVerification { version, .. } => Some(*version),
+            | Command::RecordVerification { version, .. }
+            | Command::PinRunArtifacts { version, .. } => Some(*version),
             _ => None,
         }
     }
@@ -172,6 +183,7 @@ impl Command {
             Command::DeleteAlias { .. } => Action::DeleteAlias,
             Command::DeleteVersion { .. } => Action::DeleteVersion,
             Command::RecordVerification { .. } => Action::VerifyArtifact,
+            Command::PinRunArtifacts { .. } => Action::PinRunArtifacts,
         }
     }
 }

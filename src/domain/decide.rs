@@ -305,6 +305,33 @@ pub fn decide(
                 }
             }
         }
+        // run evidence (issue #16): a pending pin is completed once, never replaced, so a
+        // pinned manifest stays what it was when first read.
+        Command::PinRunArtifacts {
+            version,
+            artifact,
+            attempts,
+            ..
+        } => {
+            let v = require_version(*version)?;
+            if v.run_pin.as_deref() != Some(crate::domain::events::RunEvidence::PENDING)
+                || v.artifact.is_some()
+            {
+                return Err(DomainError::InvalidParameter(format!(
+                    "Model Version (name={name}, version={version}) has no pending run pin"
+                )));
+            }
+            if artifact.files.is_empty() {
+                return Err(DomainError::InvalidParameter(
+                    "a run pin needs at least one file".into(),
+                ));
+            }
+            vec![EventPayload::RunArtifactsPinned {
+                version: *version,
+                artifact: artifact.clone(),
+                attempts: *attempts,
+            }]
+        }
     };
     Ok(events)
 }

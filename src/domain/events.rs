@@ -97,11 +97,22 @@ pub struct RunEvidence {
     pub resolved_source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Run pinning (issue #16): `pinned` when the run's files were hashed at registration
+    /// (the version's `artifact` is their manifest), `pending` when they could not be read yet
+    /// and are pinned later by a `RunArtifactsPinned` event. Absent in events recorded before
+    /// run pinning existed and for versions that brought their own manifest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<String>,
+    /// Why the pin is pending, when it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_error: Option<String>,
 }
 
 impl RunEvidence {
     pub const CAPTURED: &'static str = "captured";
     pub const UNAVAILABLE: &'static str = "unavailable";
+    pub const PINNED: &'static str = "pinned";
+    pub const PENDING: &'static str = "pending";
 }
 
 /// A file whose content did not match its manifest entry during verification.
@@ -218,6 +229,15 @@ pub enum EventPayload {
         version: u64,
         failures: Vec<VerificationFailure>,
     },
+    // --- run evidence (issue #16): pinning a run's artifacts after registration ---
+    /// The files of a version registered from a run, hashed after registration because the
+    /// tracking server or its store could not be read then. Written by the server itself.
+    RunArtifactsPinned {
+        version: u64,
+        artifact: ArtifactManifest,
+        /// Attempts it took (1 = the first background try).
+        attempts: u32,
+    },
 }
 
 impl EventPayload {
@@ -240,6 +260,7 @@ impl EventPayload {
             EventPayload::VersionDeleted { .. } => "VersionDeleted",
             EventPayload::ArtifactVerified { .. } => "ArtifactVerified",
             EventPayload::ArtifactVerificationFailed { .. } => "ArtifactVerificationFailed",
+            EventPayload::RunArtifactsPinned { .. } => "RunArtifactsPinned",
         }
     }
 
@@ -255,13 +276,14 @@ impl EventPayload {
             | EventPayload::AliasDeleted { version, .. }
             | EventPayload::VersionDeleted { version }
             | EventPayload::ArtifactVerified { version, .. }
-            | EventPayload::ArtifactVerificationFailed { version, .. } => Some(*version),
+            | EventPayload::ArtifactVerificationFailed { version, .. }
+            | EventPayload::RunArtifactsPinned { version, .. } => Some(*version),
             _ => None,
         }
     }
 
     /// Every event type name, for validating filters.
-    pub const TYPES: [&'static str; 16] = [
+    pub const TYPES: [&'static str; 17] = [
         "ModelCreated",
         "ModelRenamed",
         "ModelDescriptionUpdated",
@@ -278,6 +300,8 @@ impl EventPayload {
         "VersionDeleted",
         "ArtifactVerified",
         "ArtifactVerificationFailed",
+        // run evidence (issue #16)
+        "RunArtifactsPinned",
     ];
 }
 

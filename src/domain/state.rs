@@ -45,6 +45,14 @@ pub struct VersionState {
     pub created_by: Actor,
     pub updated_at: DateTime<Utc>,
     pub deleted: bool,
+    /// Run pinning (issue #16): `Some("pinned")` / `Some("pending")` for versions registered
+    /// from a run whose files model-ledger hashes itself; `None` otherwise. Defaulted so
+    /// snapshots written before it existed still load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_pin: Option<String>,
+    /// Where a run-pinned version's files are read from (the resolved run location).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_location: Option<String>,
 }
 
 impl VersionState {
@@ -136,8 +144,9 @@ impl ModelState {
                 signature,
                 input_example,
                 artifact,
-                // The evidence's metrics are already in `metrics`; the rest stays in the event.
-                run_evidence: _,
+                // The evidence's metrics are already in `metrics`; the rest stays in the event,
+                // except the pin status, which policies and the pinner read.
+                run_evidence,
             } => {
                 self.last_version = self.last_version.max(*version);
                 self.versions.insert(
@@ -158,6 +167,11 @@ impl ModelState {
                         created_by: actor.clone(),
                         updated_at: at,
                         deleted: false,
+                        run_pin: run_evidence.as_ref().and_then(|e| e.pin.clone()),
+                        run_location: run_evidence
+                            .as_ref()
+                            .filter(|e| e.pin.is_some())
+                            .map(|e| e.resolved_source.clone()),
                     },
                 );
             }
@@ -217,6 +231,15 @@ impl ModelState {
                         at,
                         failures: failures.clone(),
                     };
+                }
+            }
+            // run evidence (issue #16)
+            EventPayload::RunArtifactsPinned {
+                version, artifact, ..
+            } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.artifact = Some(artifact.clone());
+                    v.run_pin = Some(crate::domain::events::RunEvidence::PINNED.into());
                 }
             }
         }

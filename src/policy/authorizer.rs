@@ -74,6 +74,11 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
         "webhooks.cedar",
         include_str!("../../policies/webhooks.cedar"),
     ),
+    // run evidence (issue #16)
+    (
+        "run_evidence.cedar",
+        include_str!("../../policies/run_evidence.cedar"),
+    ),
 ];
 
 /// The directory to load policies from: the one configured, else `./policies` when it exists,

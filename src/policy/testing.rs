@@ -307,6 +307,8 @@ fn case_model(resource: &CaseResource) -> Result<Option<ModelState>, String> {
                 created_by: actor(&v.created_by),
                 updated_at: at,
                 deleted: false,
+                run_pin: None,
+                run_location: None,
             },
         );
     }

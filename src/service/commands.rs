@@ -181,6 +181,7 @@ impl Service {
             run_id,
             metrics,
             run_evidence,
+            artifact,
             ..
         } = &mut command
         else {
@@ -209,9 +210,13 @@ impl Service {
             // The command path records and answers the denial.
             return Ok(command);
         }
-        let found = evidence::capture(upstream, source, run_id.as_deref())
+        let mut found = evidence::capture(upstream, source, run_id.as_deref())
             .await
             .map_err(|e| DomainError::InvalidParameter(e.to_string()))?;
+        // Run pinning (issue #16): a version that brings no manifest of its own gets the run's.
+        if artifact.is_none() {
+            *artifact = super::run_pins::pin_at_registration(upstream, &mut found).await?;
+        }
         if run_id.is_none() && !found.run_id.is_empty() {
             *run_id = Some(found.run_id.clone());
         }
@@ -228,9 +233,30 @@ impl Service {
         command: Command,
     ) -> Result<Outcome, ServiceError> {
         let command = self.with_run_evidence(caller, command).await?;
-        self.run(caller, meta, &command, None)
+        let outcome = self
+            .run(caller, meta, &command, None)
             .await
-            .map(|(outcome, _)| outcome)
+            .map(|(outcome, _)| outcome)?;
+        self.queue_pending_pins(&outcome);
+        Ok(outcome)
+    }
+
+    /// Hands versions just registered with a pending run pin to the background pinner.
+    fn queue_pending_pins(&self, outcome: &Outcome) {
+        for event in &outcome.events {
+            if event.event_type != "VersionCreated" {
+                continue;
+            }
+            let Some(number) = event.payload["version"].as_u64() else {
+                continue;
+            };
+            if let Some(v) = outcome.state.live_version(number)
+                && v.run_pin.as_deref() == Some(crate::domain::events::RunEvidence::PENDING)
+                && let Some(location) = &v.run_location
+            {
+                self.queue_pin(outcome.state.name.as_str(), number, location);
+            }
+        }
     }
 
     /// Runs a deletion of a tag or alias, where deleting something already absent succeeds
@@ -295,10 +321,13 @@ impl Service {
             .run(caller, meta, &command, Some((&idempotency, render)))
             .await
         {
-            Ok((_, response)) => Ok(response.unwrap_or(StoredResponse {
-                status: 200,
-                body: "{}".into(),
-            })),
+            Ok((outcome, response)) => {
+                self.queue_pending_pins(&outcome);
+                Ok(response.unwrap_or(StoredResponse {
+                    status: 200,
+                    body: "{}".into(),
+                }))
+            }
             // Lost a race against a concurrent retry with the same key: its answer is ours.
             Err(ServiceError::Conflict(attempts)) => match self.replay(&idempotency).await? {
                 Some(found) => Ok(found),

@@ -19,6 +19,7 @@ pub mod access;
 pub mod commands;
 pub mod denials;
 pub mod queries;
+pub mod run_pins;
 
 use std::sync::Arc;
 
@@ -132,6 +133,8 @@ pub struct Service {
     denials: Arc<denials::DenialLog>,
     /// Read decisions by caller, action, resource and policy generation.
     read_decisions: Arc<access::ReadDecisions>,
+    /// Versions whose run pin is pending, for the background pinner (issue #16).
+    run_pins: Arc<run_pins::PinQueue>,
 }
 
 impl Service {
@@ -143,6 +146,7 @@ impl Service {
             reads: Arc::new(queries::ReadCache::new(&store)),
             denials: denials::DenialLog::start(store.clone()),
             read_decisions: Arc::new(access::ReadDecisions::default()),
+            run_pins: Arc::default(),
             store,
             authorizer,
             tracking: None,
@@ -161,6 +165,7 @@ impl Service {
             reads: self.reads.clone(),
             denials: self.denials.clone(),
             read_decisions: self.read_decisions.clone(),
+            run_pins: self.run_pins.clone(),
         }
     }
 }

@@ -107,6 +107,8 @@ pub async fn capture(
                 logged_model_id: logged_model.map(str::to_string),
                 resolved_source: source.to_string(),
                 error: Some(e.to_string()),
+                pin: None,
+                pin_error: None,
             })
         }
     }
@@ -165,6 +167,8 @@ async fn read(
         logged_model_id: logged_model.map(str::to_string),
         resolved_source: source.to_string(),
         error: None,
+        pin: None,
+        pin_error: None,
     };
     if let Some(run_id) = &run_id {
         let run = upstream

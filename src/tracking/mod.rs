@@ -9,6 +9,7 @@
 //! Redirects are not followed, hop-by-hop headers are dropped, and bodies stream both ways.
 
 pub mod evidence;
+pub mod pinning;
 
 use std::time::Duration;
 

@@ -27,3 +27,5 @@ mod tools;
 mod tracking;
 mod walkthrough;
 mod watch;
+// run evidence (issue #16)
+mod run_pinning;

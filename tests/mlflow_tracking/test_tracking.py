@@ -132,6 +132,12 @@ def test_quality_gate_on_evidence_then_load_by_stage_and_alias(trained):
     assert evidence["params"]["max_iter"] == "300"
     assert evidence["resolved_source"].startswith("mlflow-artifacts:/")
     assert payload["metrics"]["f1"] == pytest.approx(f1)
+    # Run pinning (#16): the run's files were hashed at registration; verifying them is what
+    # the shipped production-requires-verified-artifact rule asks for.
+    assert evidence["pin"] == "pinned"
+    assert payload["artifact"]["files"], payload
+    status, verified = curl("POST", f"/api/v1/models/{name}/versions/1/verify", ADMIN)
+    assert status == 200 and verified["verified"] is True, verified
 
     client.transition_model_version_stage(name, "1", "Staging")
     client.set_registered_model_tag(name, "gate.f1", str(round(f1 + 0.5, 4)))
@@ -166,8 +172,10 @@ def test_old_style_runs_source_without_model_id_resolves_to_the_logged_model(tra
     evidence = version_created_event(name, mv.version)["run_evidence"]
     assert evidence["logged_model_id"].startswith("m-")
     assert "/models/" in evidence["resolved_source"]
+    # Pinned (#16): downloads go through model-ledger's proxy, checked against the pins.
+    assert evidence["pin"] == "pinned"
     uri = client.get_model_version_download_uri(name, mv.version)
-    assert uri == evidence["resolved_source"]
+    assert "/mlflow-artifacts/artifacts/models/" in uri, uri
     loaded = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     assert len(loaded.predict(X.head(2))) == 2
 

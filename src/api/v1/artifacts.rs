@@ -505,7 +505,21 @@ async fn verify(
         Some(version),
     )
     .await?;
-    let v = state.artifacts.version(name.as_str(), version).await?;
+    let mut v = state.artifacts.version(name.as_str(), version).await?;
+    // A run-based version whose pin is still pending (issue #16) is pinned first, so the
+    // verification compares against the run's files as they are pinned now.
+    if v.run_pin.as_deref() == Some(crate::domain::events::RunEvidence::PENDING)
+        && let Some(location) = v.run_location.clone()
+    {
+        if let Err(e) = state
+            .service
+            .pin_pending(name.as_str(), version, &location, 0)
+            .await
+        {
+            tracing::info!(error = %e, "run pin still pending at verify");
+        }
+        v = state.artifacts.version(name.as_str(), version).await?;
+    }
     let started = std::time::Instant::now();
     let outcome = state.artifacts.verify(&v).await?;
     let bytes: u64 = v

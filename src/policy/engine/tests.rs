@@ -54,8 +54,8 @@ fn shipped_policies_validate() {
     let report = validate_dir(&shipped()).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.policy_ids.contains(&"admins-all".to_string()));
     assert_eq!(report.digest.len(), 64);
-    // 6, plus webhooks.cedar (issue #18).
-    assert_eq!(report.policy_files.len(), 7);
+    // 6, plus webhooks.cedar (issue #18) and run_evidence.cedar (issue #16).
+    assert_eq!(report.policy_files.len(), 8);
     for governed in [
         "gates-only-release-managers-and-admins",
         "rename-serving-or-used-names",
