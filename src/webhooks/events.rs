@@ -143,6 +143,7 @@ fn ledger_name(payload: &EventPayload) -> &'static str {
         EventPayload::ArtifactVerificationFailed { .. } => {
             "ledger.model_version.artifact_verification_failed"
         }
+        EventPayload::RunArtifactsPinned { .. } => "ledger.model_version.run_artifacts_pinned",
         // The MLflow-named events are matched before this is called.
         EventPayload::ModelCreated { .. }
         | EventPayload::VersionCreated { .. }
