@@ -119,6 +119,10 @@ pub struct PushArgs {
     pub name: String,
     /// Directory whose files (recursively) become the version's artifact.
     pub dir: PathBuf,
+    /// A metric of the version, as NAME=VALUE (e.g. `--metric f1=0.91`); repeatable. Quality
+    /// gates (model tags `gate.<metric>`) read them.
+    #[arg(long = "metric", value_name = "NAME=VALUE", value_parser = parse_metric)]
+    pub metrics: Vec<(String, f64)>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -583,6 +587,22 @@ pub fn parse_issuer_pair(raw: &str) -> Result<(String, String), String> {
         _ => Err(format!(
             "invalid value '{raw}': expected ISSUER=VALUE, e.g. \
              https://idp.example.com/realms/ml=model-ledger"
+        )),
+    }
+}
+
+/// Parses `NAME=VALUE` for `push --metric`. The value must be a finite number: a gate cannot be
+/// met or missed honestly by NaN or an infinity.
+pub fn parse_metric(raw: &str) -> Result<(String, f64), String> {
+    let parsed = raw
+        .split_once('=')
+        .map(|(name, value)| (name.trim(), value.trim().parse::<f64>()));
+    match parsed {
+        Some((name, Ok(value))) if !name.is_empty() && value.is_finite() => {
+            Ok((name.to_owned(), value))
+        }
+        _ => Err(format!(
+            "invalid metric '{raw}': expected NAME=NUMBER, e.g. f1=0.91"
         )),
     }
 }

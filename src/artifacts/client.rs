@@ -202,7 +202,13 @@ impl Client {
 
     /// Uploads every file under `dir` as a new version of `name` (creating the model if it
     /// does not exist) and returns the version number.
-    pub async fn push(&self, name: &str, dir: &FsPath) -> Result<u64, ClientError> {
+    /// `metrics` are recorded with the version (in the same commit), so a gate can pass at once.
+    pub async fn push(
+        &self,
+        name: &str,
+        dir: &FsPath,
+        metrics: &std::collections::BTreeMap<String, f64>,
+    ) -> Result<u64, ClientError> {
         let files = walk(dir)?;
         if files.is_empty() {
             return Err(ClientError::Usage(format!(
@@ -279,7 +285,10 @@ impl Client {
                 reqwest::Method::POST,
                 &format!("/models/{}/uploads/{id}/commit", enc(name)),
             )
-            .json(&json!({ "expected_digest": manifest::digest(&uploaded) }))
+            .json(&json!({
+                "expected_digest": manifest::digest(&uploaded),
+                "metrics": metrics,
+            }))
             .send()
             .await?;
         let version = json_or_error(resp).await?;

@@ -27,7 +27,7 @@ pub async fn run(args: PushArgs) -> Result<ExitCode, CliError> {
     }
     let client = client(&args.client)?;
     let version = client
-        .push(&args.name, &args.dir)
+        .push(&args.name, &args.dir, &args.metrics.into_iter().collect())
         .await
         .map_err(|e| client_failure(&args.client, e))?;
     println!("{version}");

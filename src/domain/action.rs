@@ -43,10 +43,13 @@ pub enum Action {
     /// Recording the pinned manifest of a run-based version after registration: done by the
     /// server itself (the system principal), see policies/run_evidence.cedar.
     PinRunArtifacts,
+    /// Recording metrics for an existing version after it was created (e.g. an evaluation job
+    /// that runs after `push`); quality gates read them. See policies/ci.cedar.
+    RecordMetrics,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -68,6 +71,7 @@ impl Action {
         Action::ReadWebhooks,
         // run evidence (issue #16)
         Action::PinRunArtifacts,
+        Action::RecordMetrics,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -94,6 +98,7 @@ impl Action {
             Action::ReadWebhooks => "ReadWebhooks",
             // run evidence (issue #16)
             Action::PinRunArtifacts => "PinRunArtifacts",
+            Action::RecordMetrics => "RecordMetrics",
         }
     }
 

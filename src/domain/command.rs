@@ -117,6 +117,13 @@ pub enum Command {
         artifact: ArtifactManifest,
         attempts: u32,
     },
+    /// Adds or replaces metrics of an existing version: the evidence a quality gate reads, for
+    /// versions whose metrics were not known when they were created.
+    RecordMetrics {
+        name: ModelName,
+        version: u64,
+        metrics: BTreeMap<String, f64>,
+    },
 }
 
 impl Command {
@@ -139,7 +146,8 @@ impl Command {
             | Command::DeleteAlias { name, .. }
             | Command::DeleteVersion { name, .. }
             | Command::RecordVerification { name, .. }
-            | Command::PinRunArtifacts { name, .. } => name,
+            | Command::PinRunArtifacts { name, .. }
+            | Command::RecordMetrics { name, .. } => name,
         }
     }
 
@@ -153,7 +161,8 @@ impl Command {
             | Command::SetAlias { version, .. }
             | Command::DeleteVersion { version, .. }
             | Command::RecordVerification { version, .. }
-            | Command::PinRunArtifacts { version, .. } => Some(*version),
+            | Command::PinRunArtifacts { version, .. }
+            | Command::RecordMetrics { version, .. } => Some(*version),
             _ => None,
         }
     }
@@ -184,6 +193,7 @@ impl Command {
             Command::DeleteVersion { .. } => Action::DeleteVersion,
             Command::RecordVerification { .. } => Action::VerifyArtifact,
             Command::PinRunArtifacts { .. } => Action::PinRunArtifacts,
+            Command::RecordMetrics { .. } => Action::RecordMetrics,
         }
     }
 }

@@ -14,6 +14,11 @@ use super::state::ModelState;
 pub const MAX_DESCRIPTION_CHARS: usize = 65_536;
 /// Sources are URIs; MLflow's columns hold 500 characters, we allow more but not unbounded.
 pub const MAX_SOURCE_CHARS: usize = 4_096;
+/// Metrics one RecordMetrics command may carry; an evaluation reports a handful, and the
+/// bound keeps one request from bloating the version's row and every later snapshot.
+pub const MAX_RECORDED_METRICS: usize = 100;
+/// MLflow's own limit for a metric key.
+pub const MAX_METRIC_NAME_CHARS: usize = 250;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
@@ -36,6 +41,16 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
         )));
     }
     Ok(())
+}
+
+/// NaN or an infinity can never meet or miss a gate honestly, so no metric may be one.
+fn check_metrics_finite(metrics: &std::collections::BTreeMap<String, f64>) -> Result<(), DomainError> {
+    match metrics.iter().find(|(_, v)| !v.is_finite()) {
+        Some((metric, _)) => Err(DomainError::InvalidParameter(format!(
+            "metric '{metric}' must be a finite number"
+        ))),
+        None => Ok(()),
+    }
 }
 
 fn check_tag_value(value: &str) -> Result<(), DomainError> {
@@ -152,11 +167,7 @@ pub fn decide(
             for value in tags.values() {
                 check_tag_value(value)?;
             }
-            if let Some((metric, _)) = metrics.iter().find(|(_, v)| !v.is_finite()) {
-                return Err(DomainError::InvalidParameter(format!(
-                    "metric '{metric}' must be a finite number"
-                )));
-            }
+            check_metrics_finite(metrics)?;
             vec![EventPayload::VersionCreated {
                 version: state.last_version + 1,
                 source: source.clone(),
@@ -330,6 +341,34 @@ pub fn decide(
                 version: *version,
                 artifact: artifact.clone(),
                 attempts: *attempts,
+            }]
+        }
+        Command::RecordMetrics {
+            version, metrics, ..
+        } => {
+            require_version(*version)?;
+            if metrics.is_empty() {
+                return Err(DomainError::InvalidParameter(
+                    "metrics must name at least one metric".into(),
+                ));
+            }
+            if metrics.len() > MAX_RECORDED_METRICS {
+                return Err(DomainError::InvalidParameter(format!(
+                    "at most {MAX_RECORDED_METRICS} metrics may be recorded at once"
+                )));
+            }
+            for metric in metrics.keys() {
+                if metric.trim().is_empty() || metric.chars().any(char::is_control) {
+                    return Err(DomainError::InvalidParameter(
+                        "a metric name must be non-empty text without control characters".into(),
+                    ));
+                }
+                check_text("metric name", metric, MAX_METRIC_NAME_CHARS)?;
+            }
+            check_metrics_finite(metrics)?;
+            vec![EventPayload::MetricsRecorded {
+                version: *version,
+                metrics: metrics.clone(),
             }]
         }
     };
@@ -696,6 +735,42 @@ mod tests {
         assert!(matches!(
             when(&empty, rollback),
             Err(DomainError::InvalidParameter(_))
+        ));
+    }
+
+    #[test]
+    fn recorded_metrics_replace_by_name_and_bad_ones_write_nothing() {
+        let state = given(&[create(), version()]);
+        let record = |pairs: &[(&str, f64)], version: u64| Command::RecordMetrics {
+            name: name(),
+            version,
+            metrics: pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        };
+        let (_, next) = when(&state, record(&[("f1", 0.7), ("auc", 0.8)], 1)).unwrap();
+        let (_, next) = when(&Some(next), record(&[("f1", 0.91)], 1)).unwrap();
+        let metrics = &next.live_version(1).unwrap().metrics;
+        assert_eq!(metrics.get("f1"), Some(&0.91));
+        assert_eq!(metrics.get("auc"), Some(&0.8));
+
+        let too_many: Vec<(String, f64)> = (0..=MAX_RECORDED_METRICS)
+            .map(|i| (format!("m{i}"), 1.0))
+            .collect();
+        let too_many: Vec<(&str, f64)> = too_many.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        for bad in [
+            record(&[], 1),
+            record(&[("f1", f64::INFINITY)], 1),
+            record(&[(" ", 1.0)], 1),
+            record(&[("f\u{0}1", 1.0)], 1),
+            record(&too_many, 1),
+        ] {
+            assert!(
+                matches!(when(&state, bad), Err(DomainError::InvalidParameter(_))),
+                "accepted a bad RecordMetrics"
+            );
+        }
+        assert!(matches!(
+            when(&state, record(&[("f1", 0.9)], 2)),
+            Err(DomainError::NotFound(_))
         ));
     }
 

@@ -238,6 +238,12 @@ pub enum EventPayload {
         /// Attempts it took (1 = the first background try).
         attempts: u32,
     },
+    /// Metrics recorded for a version after its creation; each named metric replaces the
+    /// version's earlier value, which the log keeps.
+    MetricsRecorded {
+        version: u64,
+        metrics: BTreeMap<String, f64>,
+    },
 }
 
 impl EventPayload {
@@ -261,6 +267,7 @@ impl EventPayload {
             EventPayload::ArtifactVerified { .. } => "ArtifactVerified",
             EventPayload::ArtifactVerificationFailed { .. } => "ArtifactVerificationFailed",
             EventPayload::RunArtifactsPinned { .. } => "RunArtifactsPinned",
+            EventPayload::MetricsRecorded { .. } => "MetricsRecorded",
         }
     }
 
@@ -277,13 +284,14 @@ impl EventPayload {
             | EventPayload::VersionDeleted { version }
             | EventPayload::ArtifactVerified { version, .. }
             | EventPayload::ArtifactVerificationFailed { version, .. }
-            | EventPayload::RunArtifactsPinned { version, .. } => Some(*version),
+            | EventPayload::RunArtifactsPinned { version, .. }
+            | EventPayload::MetricsRecorded { version, .. } => Some(*version),
             _ => None,
         }
     }
 
     /// Every event type name, for validating filters.
-    pub const TYPES: [&'static str; 17] = [
+    pub const TYPES: [&'static str; 18] = [
         "ModelCreated",
         "ModelRenamed",
         "ModelDescriptionUpdated",
@@ -302,6 +310,7 @@ impl EventPayload {
         "ArtifactVerificationFailed",
         // run evidence (issue #16)
         "RunArtifactsPinned",
+        "MetricsRecorded",
     ];
 }
 

@@ -242,6 +242,12 @@ impl ModelState {
                     v.run_pin = Some(crate::domain::events::RunEvidence::PINNED.into());
                 }
             }
+            EventPayload::MetricsRecorded { version, metrics } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.metrics
+                        .extend(metrics.iter().map(|(name, value)| (name.clone(), *value)));
+                }
+            }
         }
     }
 

@@ -240,14 +240,16 @@ pub(crate) fn build_entities(
                     to_decimal(*value, Rounding::Down)
                         .map(|d| (name.clone(), RestrictedExpression::new_decimal(d)))
                 });
-        let (stage, subject, issuer, verified) = match state {
+        let (stage, subject, issuer, verified, pin) = match state {
             Some(v) => (
                 v.stage.as_str(),
                 v.created_by.subject.as_str(),
                 v.created_by.issuer.as_str(),
                 v.artifact_verified(),
+                // Versions not registered from a run have nothing to pin.
+                v.run_pin.as_deref().unwrap_or("none"),
             ),
-            None => ("None", "", "", false),
+            None => ("None", "", "", false, "none"),
         };
         entities.push(
             Entity::new_with_tags(
@@ -265,6 +267,7 @@ pub(crate) fn build_entities(
                         "artifact_verified".to_string(),
                         RestrictedExpression::new_bool(verified),
                     ),
+                    ("artifact_pin".to_string(), string(pin)),
                     ("tags".to_string(), RestrictedExpression::new_set(tags)),
                 ],
                 [model_uid],

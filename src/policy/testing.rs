@@ -89,6 +89,9 @@ struct CaseVersion {
     created_by: CaseActor,
     #[serde(default)]
     artifact_verified: bool,
+    /// A run-registered version's pin status ("pending" or "pinned"); absent for others.
+    #[serde(default)]
+    artifact_pin: Option<String>,
     #[serde(default)]
     metrics: BTreeMap<String, f64>,
     #[serde(default)]
@@ -307,7 +310,7 @@ fn case_model(resource: &CaseResource) -> Result<Option<ModelState>, String> {
                 created_by: actor(&v.created_by),
                 updated_at: at,
                 deleted: false,
-                run_pin: None,
+                run_pin: v.artifact_pin.clone(),
                 run_location: None,
             },
         );

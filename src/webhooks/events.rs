@@ -144,6 +144,7 @@ fn ledger_name(payload: &EventPayload) -> &'static str {
             "ledger.model_version.artifact_verification_failed"
         }
         EventPayload::RunArtifactsPinned { .. } => "ledger.model_version.run_artifacts_pinned",
+        EventPayload::MetricsRecorded { .. } => "ledger.model_version.metrics_recorded",
         // The MLflow-named events are matched before this is called.
         EventPayload::ModelCreated { .. }
         | EventPayload::VersionCreated { .. }

@@ -29,3 +29,4 @@ mod walkthrough;
 mod watch;
 // run evidence (issue #16)
 mod run_pinning;
+mod metrics;

@@ -25,7 +25,9 @@ async fn push(app: &TestApp, weights: &str) -> u64 {
     std::fs::write(dir.path().join("model.bin"), weights).expect("write");
     let client =
         model_ledger::artifacts::client::Client::new(&app.url, Some(app.admin())).expect("client");
-    client.push("watched", dir.path()).await.expect("push")
+    client
+        .push("watched", dir.path(), &Default::default())
+        .await.expect("push")
 }
 
 async fn promote(app: &TestApp, version: u64) {

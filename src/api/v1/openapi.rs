@@ -35,6 +35,7 @@ use crate::api::AppState;
         versions::update_version,
         versions::delete_version,
         versions::set_version_tag,
+        versions::record_metrics,
         versions::delete_version_tag,
         stages::transition_stage,
         stages::rollback_stage,

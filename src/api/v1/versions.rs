@@ -42,6 +42,57 @@ pub fn routes() -> Router<AppState> {
             "/models/{name}/versions/{version}/tags/{key}",
             put(set_version_tag).delete(delete_version_tag),
         )
+        .route(
+            "/models/{name}/versions/{version}/metrics",
+            post(record_metrics),
+        )
+}
+
+/// Metrics measured after the version was created (an evaluation job after `push`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RecordMetricsBody {
+    metrics: BTreeMap<String, f64>,
+}
+
+#[utoipa::path(
+    post,
+    path = "/models/{name}/versions/{version}/metrics",
+    tag = "versions",
+    summary = "Record metrics for a version (quality gates read them)",
+    params(
+        ("name" = String, Path, description = "model name"),
+        ("version" = String, Path, description = "version number"),
+    ),
+    responses(
+        (status = 200, description = "success: the version, with its metrics"),
+        (status = "4XX", description = "a JSON error: `{\"error_code\", \"message\"}`"),
+    ),
+)]
+async fn record_metrics(
+    State(state): State<AppState>,
+    CallerAuth(caller): CallerAuth,
+    route: Route,
+    headers: HeaderMap,
+    Path((name, version)): Path<(String, String)>,
+    body: JsonBody<RecordMetricsBody>,
+) -> Result<Response, ApiError> {
+    let version = version_number(&version)?;
+    let command = Command::RecordMetrics {
+        name: model_name(name)?,
+        version,
+        metrics: body.value.metrics,
+    };
+    run(
+        &state,
+        &caller,
+        &headers,
+        &route.0,
+        &body.raw,
+        command,
+        move |o| version_response(StatusCode::OK, o, version),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
