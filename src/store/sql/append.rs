@@ -27,10 +27,6 @@ use crate::store::{
 
 type Tx<'a, D> = Transaction<'a, Db<D>>;
 
-/// Rows and bytes per INSERT statement: a group's events go in a few statements of moderate
-/// size rather than one per event or one huge one.
-const INSERT_MAX_ROWS: usize = 256;
-const INSERT_MAX_BYTES: usize = 64 * 1024;
 
 /// One command's outcome in a group.
 type Outcome = Result<Vec<EventEnvelope>, StoreError>;
@@ -142,26 +138,17 @@ where
                 decision: event.decision.as_ref().map(canonical_json_string),
             })
             .collect();
-        let size = |row: &Row<'_>| row.payload.len() + row.decision.as_ref().map_or(0, String::len);
-        let mut start = 0;
-        while start < rows.len() {
-            // At least one row per statement, then as many as fit the bounds.
-            let mut end = start + 1;
-            let mut bytes = size(&rows[start]);
-            while end < rows.len() && end - start < INSERT_MAX_ROWS {
-                let more = size(&rows[end]) + 512;
-                if bytes + more > INSERT_MAX_BYTES {
-                    break;
-                }
-                bytes += more;
-                end += 1;
-            }
+        // The bound values plus about 512 bytes of per-row overhead (ids, hashes, names).
+        let size = |row: &Row<'_>| {
+            row.payload.len() + row.decision.as_ref().map_or(0, String::len) + 512
+        };
+        for run in super::group_writes::runs(&rows, size) {
             let mut qb = QueryBuilder::<Db<D>>::new(
                 "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, \
                  event_type, schema_version, payload, occurred_at_us, actor_subject, actor_issuer, \
                  actor_display_name, request_id, correlation_id, decision, version, prev_hash, hash) ",
             );
-            qb.push_values(&rows[start..end], |mut b, row| {
+            qb.push_values(run, |mut b, row| {
                 let event = row.event;
                 b.push_bind(event.position)
                     .push_bind(event.event_id.to_string())
@@ -183,7 +170,6 @@ where
                     .push_bind(event.hash.clone());
             });
             qb.build().execute(&mut **tx).await?;
-            start = end;
         }
         Ok(())
     }

@@ -38,8 +38,9 @@ const MAX_ROWS: usize = 256;
 const MAX_BYTES: usize = 256 * 1024;
 
 /// Splits `items` into runs of at most [`MAX_ROWS`] items and about [`MAX_BYTES`] bytes (a
-/// single oversized item still gets a run of its own).
-fn runs<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
+/// single oversized item still gets a run of its own). The event inserts in append.rs use it
+/// too, so every multi-row statement the store writes has the same bounds.
+pub(super) fn runs<T>(items: &[T], size: impl Fn(&T) -> usize) -> Vec<&[T]> {
     let mut out = Vec::new();
     let mut start = 0;
     while start < items.len() {
