@@ -44,7 +44,9 @@ fn check_text(field: &str, value: &str, max: usize) -> Result<(), DomainError> {
 }
 
 /// NaN or an infinity can never meet or miss a gate honestly, so no metric may be one.
-fn check_metrics_finite(metrics: &std::collections::BTreeMap<String, f64>) -> Result<(), DomainError> {
+fn check_metrics_finite(
+    metrics: &std::collections::BTreeMap<String, f64>,
+) -> Result<(), DomainError> {
     match metrics.iter().find(|(_, v)| !v.is_finite()) {
         Some((metric, _)) => Err(DomainError::InvalidParameter(format!(
             "metric '{metric}' must be a finite number"

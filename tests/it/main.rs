@@ -28,5 +28,5 @@ mod tracking;
 mod walkthrough;
 mod watch;
 // run evidence (issue #16)
-mod run_pinning;
 mod metrics;
+mod run_pinning;

@@ -36,9 +36,10 @@ both_backends!(
             )
             .await;
         assert_eq!(verified.status, 200, "{:?}", verified.body);
+        let stage_path = format!("/api/v1/models/fraud/versions/{v}/stage");
         let promote = || {
             app.post(
-                &format!("/api/v1/models/fraud/versions/{v}/stage"),
+                &stage_path,
                 &rm,
                 json!({"stage": "Production", "archive_existing_versions": true}),
             )
@@ -67,7 +68,11 @@ both_backends!(
             )
             .await;
         assert_eq!(missing.status, 404, "{:?}", missing.body);
-        assert_eq!(app.event_count().await, events_before, "refusals write nothing");
+        assert_eq!(
+            app.event_count().await,
+            events_before,
+            "refusals write nothing"
+        );
 
         let recorded = app
             .post(&path, &ci, json!({"metrics": {"f1": 0.91, "auc": 0.95}}))
@@ -82,7 +87,11 @@ both_backends!(
         assert_eq!(event["actor"]["subject"], "ci-bot");
 
         let ok = promote().await;
-        assert_eq!(ok.status, 200, "the recorded f1 meets the gate: {:?}", ok.body);
+        assert_eq!(
+            ok.status, 200,
+            "the recorded f1 meets the gate: {:?}",
+            ok.body
+        );
         let frozen = app
             .post(&path, &admin, json!({"metrics": {"f1": 0.5}}))
             .await;

@@ -27,7 +27,8 @@ async fn push(app: &TestApp, weights: &str) -> u64 {
         model_ledger::artifacts::client::Client::new(&app.url, Some(app.admin())).expect("client");
     client
         .push("watched", dir.path(), &Default::default())
-        .await.expect("push")
+        .await
+        .expect("push")
 }
 
 async fn promote(app: &TestApp, version: u64) {

@@ -27,7 +27,6 @@ use crate::store::{
 
 type Tx<'a, D> = Transaction<'a, Db<D>>;
 
-
 /// One command's outcome in a group.
 type Outcome = Result<Vec<EventEnvelope>, StoreError>;
 
@@ -139,9 +138,8 @@ where
             })
             .collect();
         // The bound values plus about 512 bytes of per-row overhead (ids, hashes, names).
-        let size = |row: &Row<'_>| {
-            row.payload.len() + row.decision.as_ref().map_or(0, String::len) + 512
-        };
+        let size =
+            |row: &Row<'_>| row.payload.len() + row.decision.as_ref().map_or(0, String::len) + 512;
         for run in super::group_writes::runs(&rows, size) {
             let mut qb = QueryBuilder::<Db<D>>::new(
                 "INSERT INTO events (position, event_id, stream_id, stream_version, model_name, \

@@ -353,7 +353,8 @@ where
             });
             qb.push(
                 " ON CONFLICT (model_id, version) DO UPDATE SET description = excluded.description, \
-                 stage = excluded.stage, tags = excluded.tags, artifact = excluded.artifact, \
+                 stage = excluded.stage, tags = excluded.tags, metrics = excluded.metrics, \
+                 artifact = excluded.artifact, \
                  artifact_digest = excluded.artifact_digest, \
                  verification_status = excluded.verification_status, \
                  verification = excluded.verification, aliases = excluded.aliases, \
