@@ -597,6 +597,13 @@ impl ArtifactService {
             };
             return Ok(unverifiable(why, ""));
         };
+        // A manifest that disagrees with its own digest proves nothing, wherever its files are.
+        if manifest::digest(&manifest.files) != manifest.digest {
+            return Ok(unverifiable(
+                "the recorded manifest digest does not match its file list".into(),
+                &manifest.digest,
+            ));
+        }
         if let Some(outcome) = self.check_run_files(manifest).await? {
             return Ok(outcome);
         }
@@ -609,12 +616,6 @@ impl ArtifactService {
                 &manifest.digest,
             ));
         };
-        if manifest::digest(&manifest.files) != manifest.digest {
-            return Ok(unverifiable(
-                "the recorded manifest digest does not match its file list".into(),
-                &manifest.digest,
-            ));
-        }
         let store = resolved.store.store.clone();
         let checks: Vec<Result<Option<VerificationFailure>, ArtifactError>> =
             futures::stream::iter(manifest.files.clone())
