@@ -16,9 +16,6 @@ pub mod paths;
 pub mod run_files;
 pub mod stores;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
-
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -29,9 +26,9 @@ use uuid::Uuid;
 use crate::domain::command::VerificationOutcome;
 use crate::domain::events::{Actor, ArtifactManifest, ManifestFile, VerificationFailure};
 use crate::domain::state::VersionState;
-use crate::store::{SharedStore, StoreError};
+use crate::store::{FileUploadStart, NewUploadSession, SharedStore, StoreError, UploadCommitStart};
 use paths::RelPath;
-use stores::{ConfiguredStore, StoreRegistry};
+use stores::StoreRegistry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ArtifactError {
@@ -119,35 +116,42 @@ pub struct OpenedFile {
     pub stream: BoxStream<'static, Result<Bytes, std::io::Error>>,
 }
 
-/// Files uploaded so far in one session. Sessions live in memory: a restart forgets them and
-/// their objects stay unreferenced (see docs/artifacts.md).
-struct Session {
-    model: String,
-    owner: (String, String),
-    store: ConfiguredStore,
-    prefix: Path,
-    files: BTreeMap<String, ManifestFile>,
-    inflight: BTreeSet<String>,
-    committing: bool,
-}
-
 pub struct ArtifactService {
     pub stores: StoreRegistry,
     models: SharedStore,
     pub limits: ArtifactLimits,
-    sessions: Mutex<HashMap<Uuid, Session>>,
     /// The tracking upstream, for versions pinned from a run's `mlflow-artifacts:` location
     /// (issue #16): their files are read back through its artifact proxy.
     pub run_upstream: std::sync::OnceLock<std::sync::Arc<crate::tracking::Upstream>>,
 }
 
+/// A file marked as streaming in its session's row, until the upload ends. Dropped while still
+/// holding the path (the request was cancelled mid-body), it ends the upload as failed in the
+/// background, since a destructor cannot wait.
+struct StreamingMark {
+    models: SharedStore,
+    id: Uuid,
+    path: Option<String>,
+}
+
+impl Drop for StreamingMark {
+    fn drop(&mut self) {
+        let (Some(path), Ok(runtime)) = (self.path.take(), tokio::runtime::Handle::try_current())
+        else {
+            return;
+        };
+        let (models, id) = (self.models.clone(), self.id);
+        runtime.spawn(async move {
+            if let Err(e) = models.finish_file_upload(id, &path, None).await {
+                tracing::warn!(upload = %id, error = %e, "could not end a cancelled upload");
+            }
+        });
+    }
+}
+
 /// Where session uploads go inside a store: per model, per session, never reused.
 fn session_prefix(model: &str, id: Uuid) -> Path {
     Path::from_iter(["models", model, &id.to_string()])
-}
-
-fn owner_of(actor: &Actor) -> (String, String) {
-    (actor.issuer.clone(), actor.subject.clone())
 }
 
 impl ArtifactService {
@@ -156,20 +160,14 @@ impl ArtifactService {
             stores,
             models,
             limits,
-            sessions: Mutex::new(HashMap::new()),
             run_upstream: std::sync::OnceLock::new(),
         }
     }
 
-    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<Uuid, Session>> {
-        // A panic while holding this lock cannot leave a session half-updated in a way that
-        // matters more than refusing every later upload would.
-        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Opens an upload session for a new version of `model` in store `store` (default store
-    /// when `None`).
-    pub fn start_upload(
+    /// when `None`). The session is a database row (see `store::UploadSessions`), so the
+    /// session's later requests may reach any process of the deployment.
+    pub async fn start_upload(
         &self,
         model: &str,
         owner: &Actor,
@@ -181,24 +179,20 @@ impl ArtifactService {
         };
         let id = Uuid::now_v7();
         let prefix = session_prefix(model, id);
-        let info = UploadInfo {
+        self.models
+            .create_upload_session(&NewUploadSession {
+                id,
+                model: model.to_string(),
+                owner: owner.clone(),
+                store: store.name.clone(),
+                created_at: chrono::Utc::now(),
+            })
+            .await?;
+        Ok(UploadInfo {
             upload_id: id,
             store: store.name.clone(),
             location: store.location_of(&prefix),
-        };
-        self.sessions().insert(
-            id,
-            Session {
-                model: model.to_string(),
-                owner: owner_of(owner),
-                store,
-                prefix,
-                files: BTreeMap::new(),
-                inflight: BTreeSet::new(),
-                committing: false,
-            },
-        );
-        Ok(info)
+        })
     }
 
     fn session_error(id: Uuid) -> ArtifactError {
@@ -222,105 +216,117 @@ impl ArtifactService {
         S: Stream<Item = Result<Bytes, E>> + Unpin,
         E: std::fmt::Display,
     {
-        let (store, key) = {
-            let mut sessions = self.sessions();
-            let s = sessions
-                .get_mut(&id)
-                .filter(|s| s.model == model && s.owner == owner_of(owner))
-                .ok_or_else(|| Self::session_error(id))?;
-            if s.committing {
+        let store_name = match self
+            .models
+            .begin_file_upload(id, model, owner, path.as_str())
+            .await?
+        {
+            FileUploadStart::Started { store } => store,
+            FileUploadStart::NoSession => return Err(Self::session_error(id)),
+            FileUploadStart::Committing => {
                 return Err(ArtifactError::Conflict(format!(
                     "upload session {id} is being committed"
                 )));
             }
-            if !s.inflight.insert(path.as_str().to_string()) {
+            FileUploadStart::PathBusy => {
                 return Err(ArtifactError::Conflict(format!(
                     "'{path}' is already being uploaded in session {id}"
                 )));
             }
-            (s.store.store.clone(), path.under(&s.prefix))
         };
-        let written = io::write_object(&store, &key, body, self.limits.max_file_bytes).await;
-        let mismatch = match (&written, expected_sha256) {
-            (Ok(w), Some(exp)) if w.sha256 != exp.to_ascii_lowercase() => Some(w.sha256.clone()),
-            _ => None,
+        // The path must stop counting as streaming whatever happens, or the session could
+        // never be committed: also when the client goes away and this future is dropped.
+        let mut mark = StreamingMark {
+            models: self.models.clone(),
+            id,
+            path: Some(path.as_str().to_string()),
         };
-        if mismatch.is_some() {
+        let outcome = self
+            .store_session_file(id, model, &store_name, path, body, expected_sha256)
+            .await;
+        mark.path = None;
+        let finished = self
+            .models
+            .finish_file_upload(id, path.as_str(), outcome.as_ref().ok())
+            .await;
+        let file = outcome?;
+        finished?;
+        Ok(file)
+    }
+
+    async fn store_session_file<S, E>(
+        &self,
+        id: Uuid,
+        model: &str,
+        store_name: &str,
+        path: &RelPath,
+        body: S,
+        expected_sha256: Option<&str>,
+    ) -> Result<ManifestFile, ArtifactError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Unpin,
+        E: std::fmt::Display,
+    {
+        let store = self.stores.get(store_name)?.store.clone();
+        let key = path.under(&session_prefix(model, id));
+        let written = io::write_object(&store, &key, body, self.limits.max_file_bytes).await?;
+        if let Some(expected) = expected_sha256
+            && written.sha256 != expected.to_ascii_lowercase()
+        {
             let _ = store.delete(&key).await;
-        }
-        let mut sessions = self.sessions();
-        let session = sessions.get_mut(&id);
-        if let Some(s) = session {
-            s.inflight.remove(path.as_str());
-            if mismatch.is_some() {
-                s.files.remove(path.as_str());
-            }
-            if let (Ok(w), None) = (&written, &mismatch) {
-                s.files.insert(
-                    path.as_str().to_string(),
-                    ManifestFile {
-                        path: path.as_str().to_string(),
-                        size: w.size,
-                        sha256: w.sha256.clone(),
-                    },
-                );
-            }
-        }
-        if let Some(actual) = mismatch {
             return Err(ArtifactError::DigestMismatch {
                 path: path.to_string(),
-                expected: expected_sha256.unwrap_or_default().to_string(),
-                actual,
+                expected: expected.to_string(),
+                actual: written.sha256,
             });
         }
-        let w = written?;
         Ok(ManifestFile {
             path: path.to_string(),
-            size: w.size,
-            sha256: w.sha256,
+            size: written.size,
+            sha256: written.sha256,
         })
     }
 
     /// Freezes a session and returns the manifest to record. Call [`Self::finish_commit`]
     /// afterwards with whether the version was created.
-    pub fn begin_commit(
+    pub async fn begin_commit(
         &self,
         id: Uuid,
         model: &str,
         owner: &Actor,
     ) -> Result<ArtifactManifest, ArtifactError> {
-        let mut sessions = self.sessions();
-        let s = sessions
-            .get_mut(&id)
-            .filter(|s| s.model == model && s.owner == owner_of(owner))
-            .ok_or_else(|| Self::session_error(id))?;
-        if s.committing || !s.inflight.is_empty() {
-            return Err(ArtifactError::Conflict(format!(
-                "upload session {id} still has uploads in progress or is being committed"
-            )));
-        }
-        if s.files.is_empty() {
+        let (store_name, files) = match self.models.begin_upload_commit(id, model, owner).await? {
+            UploadCommitStart::Frozen { store, files } => (store, files),
+            UploadCommitStart::NoSession => return Err(Self::session_error(id)),
+            UploadCommitStart::Busy => {
+                return Err(ArtifactError::Conflict(format!(
+                    "upload session {id} still has uploads in progress or is being committed"
+                )));
+            }
+        };
+        if files.is_empty() {
+            self.models.finish_upload_commit(id, false).await?;
             return Err(ArtifactError::InvalidManifest(
                 "the upload session has no files".into(),
             ));
         }
-        s.committing = true;
-        let files: Vec<ManifestFile> = s.files.values().cloned().collect();
+        let store = match self.stores.get(&store_name) {
+            Ok(store) => store,
+            Err(e) => {
+                self.models.finish_upload_commit(id, false).await?;
+                return Err(e);
+            }
+        };
         let files = manifest::sorted(files);
         Ok(ArtifactManifest {
-            location: s.store.location_of(&s.prefix),
+            location: store.location_of(&session_prefix(model, id)),
             digest: manifest::digest(&files),
             files,
         })
     }
 
-    pub fn finish_commit(&self, id: Uuid, created: bool) {
-        let mut sessions = self.sessions();
-        if created {
-            sessions.remove(&id);
-        } else if let Some(s) = sessions.get_mut(&id) {
-            s.committing = false;
-        }
+    pub async fn finish_commit(&self, id: Uuid, created: bool) -> Result<(), ArtifactError> {
+        Ok(self.models.finish_upload_commit(id, created).await?)
     }
 
     /// Drops a session and deletes what it uploaded.
@@ -330,23 +336,18 @@ impl ArtifactService {
         model: &str,
         owner: &Actor,
     ) -> Result<(), ArtifactError> {
-        let session = {
-            let mut sessions = self.sessions();
-            match sessions.get(&id) {
-                Some(s) if s.model == model && s.owner == owner_of(owner) && !s.committing => {
-                    sessions.remove(&id)
-                }
-                _ => None,
-            }
-        }
-        .ok_or_else(|| Self::session_error(id))?;
-        for path in session.files.keys() {
-            if let Ok(rel) = RelPath::parse(path) {
-                let _ = session
-                    .store
-                    .store
-                    .delete(&rel.under(&session.prefix))
-                    .await;
+        let (store_name, paths) = self
+            .models
+            .remove_upload_session(id, model, owner)
+            .await?
+            .ok_or_else(|| Self::session_error(id))?;
+        let Ok(store) = self.stores.get(&store_name) else {
+            return Ok(());
+        };
+        let prefix = session_prefix(model, id);
+        for path in paths {
+            if let Ok(rel) = RelPath::parse(&path) {
+                let _ = store.store.delete(&rel.under(&prefix)).await;
             }
         }
         Ok(())

@@ -8,8 +8,9 @@
 //!
 //! Callers see the store through the role they need: [`EventLog`] (the write path and the log),
 //! [`RegistryReads`] (projection reads), [`Outbox`] (what the relay publishes, and its leader
-//! lease), [`Audit`] (refused requests and signed checkpoints) and [`Admin`] (migrations,
-//! health, rebuilds). [`Store`] is all of them, so one `Arc<dyn Store>` serves every role, and a
+//! lease), [`Audit`] (refused requests and signed checkpoints), [`Admin`] (migrations,
+//! health, rebuilds) and [`UploadSessions`] (artifact uploads in progress, shared by every
+//! process). [`Store`] is all of them, so one `Arc<dyn Store>` serves every role, and a
 //! function that only reads can say so by taking `&dyn RegistryReads`.
 //!
 //! Reads come from the projection tables, never from folding events, except `load_model`, which
@@ -396,10 +397,89 @@ pub trait Admin: Send + Sync + 'static {
     async fn projection_dump(&self) -> Result<Vec<String>, StoreError>;
 }
 
-/// Every role at once: what [`SharedStore`] holds.
-pub trait Store: EventLog + RegistryReads + Outbox + Audit + Admin {}
+/// A new artifact upload session (see [`UploadSessions`]).
+#[derive(Debug, Clone)]
+pub struct NewUploadSession {
+    pub id: Uuid,
+    pub model: String,
+    pub owner: Actor,
+    /// The name of the configured artifact store the files go to.
+    pub store: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
 
-impl<T: EventLog + RegistryReads + Outbox + Audit + Admin> Store for T {}
+/// Whether a file upload may begin ([`UploadSessions::begin_file_upload`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileUploadStart {
+    /// The path is now marked as streaming; the files go to this store.
+    Started { store: String },
+    /// No open session with this id, model and owner.
+    NoSession,
+    /// A commit has frozen the session.
+    Committing,
+    /// The same path is streaming in another request.
+    PathBusy,
+}
+
+/// Whether a commit may freeze a session ([`UploadSessions::begin_upload_commit`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadCommitStart {
+    /// Frozen: these are its stored files, in path order, in this store.
+    Frozen {
+        store: String,
+        files: Vec<crate::domain::events::ManifestFile>,
+    },
+    NoSession,
+    /// Uploads are still streaming, or another commit holds it.
+    Busy,
+}
+
+/// Open artifact upload sessions, shared by every process on the database, so the requests of
+/// one upload may land on any of them (a load balancer spreads connections). Working state,
+/// not history: nothing here is part of the event log.
+#[async_trait]
+pub trait UploadSessions: Send + Sync + 'static {
+    async fn create_upload_session(&self, session: &NewUploadSession) -> Result<(), StoreError>;
+    /// Marks `path` as streaming in the session, unless the session is frozen, missing (or not
+    /// this owner's, for this model), or the path is already streaming.
+    async fn begin_file_upload(
+        &self,
+        id: Uuid,
+        model: &str,
+        owner: &Actor,
+        path: &str,
+    ) -> Result<FileUploadStart, StoreError>;
+    /// Ends a streaming upload begun by `begin_file_upload`: `Some` records the stored file,
+    /// `None` (it failed) forgets the path.
+    async fn finish_file_upload(
+        &self,
+        id: Uuid,
+        path: &str,
+        stored: Option<&crate::domain::events::ManifestFile>,
+    ) -> Result<(), StoreError>;
+    /// Freezes the session for a commit if nothing is streaming.
+    async fn begin_upload_commit(
+        &self,
+        id: Uuid,
+        model: &str,
+        owner: &Actor,
+    ) -> Result<UploadCommitStart, StoreError>;
+    /// Ends a commit: a created version removes the session, a failed one unfreezes it.
+    async fn finish_upload_commit(&self, id: Uuid, created: bool) -> Result<(), StoreError>;
+    /// Removes an open (unfrozen) session and returns the paths it had stored, so their objects
+    /// can be deleted; `None` when there is no such session.
+    async fn remove_upload_session(
+        &self,
+        id: Uuid,
+        model: &str,
+        owner: &Actor,
+    ) -> Result<Option<(String, Vec<String>)>, StoreError>;
+}
+
+/// Every role at once: what [`SharedStore`] holds.
+pub trait Store: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions {}
+
+impl<T: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions> Store for T {}
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (file created if missing).
 pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, StoreError> {

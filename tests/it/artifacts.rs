@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::both_backends;
-use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_on, spawn_app_with};
 
 fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -811,3 +811,128 @@ async fn cli_push_pull_verify() {
         "a mismatching file is not left behind"
     );
 }
+
+both_backends!(
+    one_upload_spread_over_two_processes_commits_every_file,
+    |backend: Backend| async move {
+        // Behind a round-robin balancer each request of one upload may reach another process
+        // (CI once failed exactly so): the session has to be shared, not held in one memory.
+        let artifacts = tempfile::tempdir().expect("tempdir");
+        let store = format!("file://{}", artifacts.path().display());
+        let a = spawn_app_with(backend, &["--artifact-store", &store]).await;
+        let b = spawn_app_on(
+            backend,
+            Some(&a.database_url),
+            &["--artifact-store", &store],
+        )
+        .await;
+        let (ci_a, ci_b) = (a.admin(), b.admin());
+        a.create_model("spread").await;
+        let files = model_files();
+        let id = start_upload(&a, &ci_a, "spread").await;
+        for (i, (path, bytes)) in files.iter().enumerate() {
+            let (app, token) = if i % 2 == 0 { (&a, &ci_a) } else { (&b, &ci_b) };
+            let (status, body) = put_bytes(
+                app,
+                &format!("/api/v1/models/spread/uploads/{id}/files/{path}"),
+                token,
+                bytes.clone(),
+            )
+            .await;
+            assert_eq!(status, 201, "upload {path} through {}: {body:?}", app.url);
+        }
+        // Another caller of the other process still cannot see or commit the session.
+        let stranger = b.token("mallory", &["ml-admins"]);
+        let r = b
+            .post(
+                &format!("/api/v1/models/spread/uploads/{id}/commit"),
+                &stranger,
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 404, "a stranger's commit: {:?}", r.body);
+        let r = b
+            .post(
+                &format!("/api/v1/models/spread/uploads/{id}/commit"),
+                &ci_b,
+                json!({}),
+            )
+            .await;
+        assert_eq!(
+            r.status, 201,
+            "commit through the other process: {:?}",
+            r.body
+        );
+        let recorded: Vec<ManifestFile> =
+            serde_json::from_value(r.body["artifact"]["files"].clone()).expect("manifest files");
+        assert_eq!(recorded, expected_manifest(&files));
+        // Committed, the session is gone for both processes.
+        let (status, _) = put_bytes(
+            &a,
+            &format!("/api/v1/models/spread/uploads/{id}/files/late.txt"),
+            &ci_a,
+            b"late".to_vec(),
+        )
+        .await;
+        assert_eq!(status, 404);
+        let report = verify(&a, &ci_a, "spread", 1).await;
+        assert_eq!(report["verified"], true, "{report:?}");
+    }
+);
+
+both_backends!(
+    an_upload_cancelled_mid_body_does_not_block_the_commit,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let token = app.admin();
+        app.create_model("cancelled").await;
+        let id = start_upload(&app, &token, "cancelled").await;
+        let (status, _) = put_bytes(
+            &app,
+            &format!("/api/v1/models/cancelled/uploads/{id}/files/MLmodel"),
+            &token,
+            b"flavors: {}\n".to_vec(),
+        )
+        .await;
+        assert_eq!(status, 201);
+        // Announce a large body, send a little of it and hang up.
+        let addr = app.url.trim_start_matches("http://").to_string();
+        let mut conn = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let head = format!(
+            "PUT /api/v1/models/cancelled/uploads/{id}/files/data/big.bin HTTP/1.1\r\n\
+             Host: {addr}\r\nAuthorization: Bearer {token}\r\n\
+             Content-Type: application/octet-stream\r\nContent-Length: 10000000\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.expect("head");
+        conn.write_all(&[7u8; 65536]).await.expect("some body");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(conn);
+        // The dropped upload ends in the background; the commit then sees only MLmodel.
+        let mut committed = None;
+        for _ in 0..50 {
+            let r = app
+                .post(
+                    &format!("/api/v1/models/cancelled/uploads/{id}/commit"),
+                    &token,
+                    json!({}),
+                )
+                .await;
+            if r.status == 201 {
+                committed = Some(r.body);
+                break;
+            }
+            assert_eq!(r.status, 409, "{:?}", r.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let version = committed.expect("the commit went through once the cancelled upload ended");
+        let paths: Vec<&str> = version["artifact"]["files"]
+            .as_array()
+            .expect("files")
+            .iter()
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        assert_eq!(paths, vec!["MLmodel"]);
+    }
+);

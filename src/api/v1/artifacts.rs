@@ -164,11 +164,14 @@ async fn start_upload(
     let name = model_name(name)?;
     let model = authorize(&state, &caller, Action::CreateVersion, &name, None).await?;
     let model = require_model(model, &name)?;
-    let info = state.artifacts.start_upload(
-        model.name.as_str(),
-        &caller.actor,
-        body.value.artifact_store.as_deref(),
-    )?;
+    let info = state
+        .artifacts
+        .start_upload(
+            model.name.as_str(),
+            &caller.actor,
+            body.value.artifact_store.as_deref(),
+        )
+        .await?;
     Ok((StatusCode::CREATED, Json(info)).into_response())
 }
 
@@ -312,11 +315,12 @@ async fn commit_upload(
         .collect::<Result<_, ApiError>>()?;
     let manifest = state
         .artifacts
-        .begin_commit(id, name.as_str(), &caller.actor)?;
+        .begin_commit(id, name.as_str(), &caller.actor)
+        .await?;
     if let Some(expected) = &value.expected_digest
         && *expected != manifest.digest
     {
-        state.artifacts.finish_commit(id, false);
+        state.artifacts.finish_commit(id, false).await?;
         return Err(ArtifactError::ManifestMismatch(vec![format!(
             "expected manifest digest {expected}, the uploaded files give {}",
             manifest.digest
@@ -336,8 +340,11 @@ async fn commit_upload(
         run_evidence: None,
     };
     let outcome = state.service.execute(&caller, &meta, command).await;
-    state.artifacts.finish_commit(id, outcome.is_ok());
+    // Whatever the command's outcome, the session must not stay frozen; the outcome's own error
+    // is the one worth reporting.
+    let finished = state.artifacts.finish_commit(id, outcome.is_ok()).await;
     let outcome = outcome?;
+    finished?;
     let version = outcome.state.last_version;
     let view = VersionView::from_state(&outcome.state, version).ok_or_else(ApiError::internal)?;
     Ok((StatusCode::CREATED, Json(view)).into_response())
