@@ -306,14 +306,23 @@ fn build_artifacts(args: &ServeArgs, store: SharedStore) -> Result<ArtifactServi
             tracing::info!(store = %name, base = %s.base, "artifact store configured");
         }
     }
-    Ok(ArtifactService::new(
+    let mut service = ArtifactService::new(
         registry,
         store,
         ArtifactLimits {
             max_file_bytes: a.max_artifact_file_bytes,
             verify_concurrency: a.verify_concurrency.max(1),
         },
-    ))
+    );
+    service.signers = crate::artifacts::signatures::TrustedSigners::load(
+        &a.trusted_signing_keys,
+        &a.trusted_signing_cas,
+    )
+    .map_err(|e| StartError::Config(e.to_string()))?;
+    for key_id in service.signers.key_ids() {
+        tracing::info!(key_id = %key_id, "trusted model-signing key");
+    }
+    Ok(service)
 }
 
 /// The tracking upstream from `--mlflow-upstream*`, or `None` when it is not configured.

@@ -91,6 +91,9 @@ pub enum Commands {
     /// Ask the server to re-hash a version's files and record the outcome; exits 0 only when
     /// every file matches its manifest.
     Verify(ArtifactVerifyArgs),
+    /// Record an OpenSSF model signature (the file `model_signing sign` wrote) for a version
+    /// and print whether it covers exactly the version's files; exits 0 only when verified.
+    SignVerify(SignVerifyArgs),
 }
 
 /// How client subcommands reach the server.
@@ -123,6 +126,20 @@ pub struct PushArgs {
     /// gates (model tags `gate.<metric>`) read them.
     #[arg(long = "metric", value_name = "NAME=VALUE", value_parser = parse_metric)]
     pub metrics: Vec<(String, f64)>,
+    /// An OpenSSF model signature of DIR (`model_signing sign ... DIR`), recorded for the new
+    /// version once it is created; the push fails if the server does not trust its signer.
+    #[arg(long, value_name = "FILE")]
+    pub signature: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SignVerifyArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
+    pub uri: String,
+    /// The signature file (`model.sig` by default in model_signing).
+    pub signature: PathBuf,
 }
 
 #[derive(Debug, Clone, Args)]

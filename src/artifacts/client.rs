@@ -400,6 +400,26 @@ impl Client {
         Ok((name, version, files.len()))
     }
 
+    /// Sends a model signature for version `version` of `name`; the server answers what it
+    /// recorded (`status` `verified` or `mismatch`) or refuses an untrusted signature.
+    pub async fn record_signature(
+        &self,
+        name: &str,
+        version: u64,
+        bundle: Vec<u8>,
+    ) -> Result<Value, ClientError> {
+        let resp = self
+            .request(
+                reqwest::Method::POST,
+                &format!("/models/{}/versions/{version}/signatures", enc(name)),
+            )
+            .header("content-type", "application/json")
+            .body(bundle)
+            .send()
+            .await?;
+        json_or_error(resp).await
+    }
+
     /// Asks the server to re-hash the version `uri` names and record the outcome.
     pub async fn verify(&self, uri: &str) -> Result<VerifyReport, ClientError> {
         let (name, version) = self.resolve(uri).await?;

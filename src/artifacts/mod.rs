@@ -14,6 +14,7 @@ pub mod io;
 pub mod manifest;
 pub mod paths;
 pub mod run_files;
+pub mod signatures;
 pub mod stores;
 
 use bytes::Bytes;
@@ -123,6 +124,9 @@ pub struct ArtifactService {
     /// The tracking upstream, for versions pinned from a run's `mlflow-artifacts:` location
     /// (issue #16): their files are read back through its artifact proxy.
     pub run_upstream: std::sync::OnceLock<std::sync::Arc<crate::tracking::Upstream>>,
+    /// Whose model signatures count (`--trusted-signing-key`, `--trusted-signing-ca`); none
+    /// by default, so every signature is refused until trust is configured.
+    pub signers: signatures::TrustedSigners,
 }
 
 /// A file marked as streaming in its session's row, until the upload ends. Dropped while still
@@ -161,6 +165,7 @@ impl ArtifactService {
             models,
             limits,
             run_upstream: std::sync::OnceLock::new(),
+            signers: signatures::TrustedSigners::default(),
         }
     }
 

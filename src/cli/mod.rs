@@ -21,6 +21,7 @@ mod pull;
 mod push;
 mod rebuild;
 mod serve;
+mod sign_verify;
 mod token;
 mod verify;
 mod watch;
@@ -175,6 +176,7 @@ async fn dispatch(command: Commands) -> Result<ExitCode, CliError> {
         Commands::Push(args) => push::run(args).await,
         Commands::Pull(args) => pull::run(args).await,
         Commands::Verify(args) => verify::run(args).await,
+        Commands::SignVerify(args) => sign_verify::run(args).await,
     }
 }
 

@@ -117,6 +117,22 @@ pub struct ArtifactArgs {
     /// Files of one version hashed concurrently during verification.
     #[arg(long, env = "MODEL_LEDGER_VERIFY_CONCURRENCY", default_value_t = 4)]
     pub verify_concurrency: usize,
+    /// A PEM public key (EC P-256/P-384/P-521) whose OpenSSF model signatures are trusted
+    /// (`model_signing sign key`); repeatable. Signatures by other keys are refused.
+    #[arg(
+        long = "trusted-signing-key",
+        env = "MODEL_LEDGER_TRUSTED_SIGNING_KEYS",
+        value_delimiter = ','
+    )]
+    pub trusted_signing_keys: Vec<std::path::PathBuf>,
+    /// A PEM CA certificate file: model signatures whose certificate chains to it are trusted
+    /// (`model_signing sign certificate`); repeatable.
+    #[arg(
+        long = "trusted-signing-ca",
+        env = "MODEL_LEDGER_TRUSTED_SIGNING_CAS",
+        value_delimiter = ','
+    )]
+    pub trusted_signing_cas: Vec<std::path::PathBuf>,
 }
 
 /// Checkpoint signing options shared by `serve` and the audit commands.

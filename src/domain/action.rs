@@ -46,10 +46,13 @@ pub enum Action {
     /// Recording metrics for an existing version after it was created (e.g. an evaluation job
     /// that runs after `push`); quality gates read them. See policies/ci.cedar.
     RecordMetrics,
+    /// Recording an OpenSSF model signature for a version (`POST .../signatures`): only trusted
+    /// signers' signatures are recorded, bound to the version's files. See policies/ci.cedar.
+    RecordSignature,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -72,6 +75,7 @@ impl Action {
         // run evidence (issue #16)
         Action::PinRunArtifacts,
         Action::RecordMetrics,
+        Action::RecordSignature,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -99,6 +103,7 @@ impl Action {
             // run evidence (issue #16)
             Action::PinRunArtifacts => "PinRunArtifacts",
             Action::RecordMetrics => "RecordMetrics",
+            Action::RecordSignature => "RecordSignature",
         }
     }
 

@@ -124,6 +124,13 @@ pub enum Command {
         version: u64,
         metrics: BTreeMap<String, f64>,
     },
+    /// Records a model signature whose signer was established as trusted; `decide` binds it
+    /// to the version's manifest (see `domain::signing`).
+    RecordSignature {
+        name: ModelName,
+        version: u64,
+        claim: crate::domain::signing::SignatureClaim,
+    },
 }
 
 impl Command {
@@ -147,7 +154,8 @@ impl Command {
             | Command::DeleteVersion { name, .. }
             | Command::RecordVerification { name, .. }
             | Command::PinRunArtifacts { name, .. }
-            | Command::RecordMetrics { name, .. } => name,
+            | Command::RecordMetrics { name, .. }
+            | Command::RecordSignature { name, .. } => name,
         }
     }
 
@@ -162,7 +170,8 @@ impl Command {
             | Command::DeleteVersion { version, .. }
             | Command::RecordVerification { version, .. }
             | Command::PinRunArtifacts { version, .. }
-            | Command::RecordMetrics { version, .. } => Some(*version),
+            | Command::RecordMetrics { version, .. }
+            | Command::RecordSignature { version, .. } => Some(*version),
             _ => None,
         }
     }
@@ -194,6 +203,7 @@ impl Command {
             Command::RecordVerification { .. } => Action::VerifyArtifact,
             Command::PinRunArtifacts { .. } => Action::PinRunArtifacts,
             Command::RecordMetrics { .. } => Action::RecordMetrics,
+            Command::RecordSignature { .. } => Action::RecordSignature,
         }
     }
 }

@@ -8,6 +8,7 @@
 use super::command::{Command, VerificationOutcome};
 use super::events::{EventPayload, TransitionReason};
 use super::names::{MAX_TAG_VALUE_CHARS, Stage};
+use super::signing::SignatureStatus;
 use super::state::ModelState;
 
 /// Descriptions are free text but bounded, so one request cannot bloat every later snapshot.
@@ -371,6 +372,34 @@ pub fn decide(
             vec![EventPayload::MetricsRecorded {
                 version: *version,
                 metrics: metrics.clone(),
+            }]
+        }
+        Command::RecordSignature { version, claim, .. } => {
+            let v = require_version(*version)?;
+            let Some(manifest) = &v.artifact else {
+                return Err(DomainError::InvalidParameter(format!(
+                    "version {version} has no recorded files yet (its run pin is pending, or it \
+                     was registered without a manifest), so a signature cannot be compared"
+                )));
+            };
+            let mut differences = crate::domain::signing::bind(claim, manifest);
+            let status = if differences.is_empty() {
+                SignatureStatus::Verified
+            } else {
+                SignatureStatus::Mismatch
+            };
+            let more = differences
+                .len()
+                .saturating_sub(crate::domain::signing::MAX_RECORDED_DIFFERENCES);
+            differences.truncate(crate::domain::signing::MAX_RECORDED_DIFFERENCES);
+            vec![EventPayload::SignatureRecorded {
+                version: *version,
+                status: status.as_str().to_string(),
+                signer: claim.signer.clone(),
+                statement_digest: claim.statement_digest.clone(),
+                manifest_digest: manifest.digest.clone(),
+                differences,
+                more_differences: more as u64,
             }]
         }
     };

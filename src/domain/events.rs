@@ -244,6 +244,27 @@ pub enum EventPayload {
         version: u64,
         metrics: BTreeMap<String, f64>,
     },
+    /// An OpenSSF model signature by a trusted signer, compared with the version's manifest:
+    /// `status` is `verified` (the same files) or `mismatch` (see `differences`).
+    SignatureRecorded {
+        version: u64,
+        status: String,
+        signer: crate::domain::signing::SignerIdentity,
+        /// SHA-256 of the signed in-toto statement.
+        statement_digest: String,
+        /// The manifest digest the signature was compared with.
+        manifest_digest: String,
+        /// What differs (at most `MAX_RECORDED_DIFFERENCES` lines; `more_differences` counts
+        /// the rest).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        differences: Vec<String>,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        more_differences: u64,
+    },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl EventPayload {
@@ -268,6 +289,7 @@ impl EventPayload {
             EventPayload::ArtifactVerificationFailed { .. } => "ArtifactVerificationFailed",
             EventPayload::RunArtifactsPinned { .. } => "RunArtifactsPinned",
             EventPayload::MetricsRecorded { .. } => "MetricsRecorded",
+            EventPayload::SignatureRecorded { .. } => "SignatureRecorded",
         }
     }
 
@@ -285,13 +307,14 @@ impl EventPayload {
             | EventPayload::ArtifactVerified { version, .. }
             | EventPayload::ArtifactVerificationFailed { version, .. }
             | EventPayload::RunArtifactsPinned { version, .. }
-            | EventPayload::MetricsRecorded { version, .. } => Some(*version),
+            | EventPayload::MetricsRecorded { version, .. }
+            | EventPayload::SignatureRecorded { version, .. } => Some(*version),
             _ => None,
         }
     }
 
     /// Every event type name, for validating filters.
-    pub const TYPES: [&'static str; 18] = [
+    pub const TYPES: [&'static str; 19] = [
         "ModelCreated",
         "ModelRenamed",
         "ModelDescriptionUpdated",
@@ -311,6 +334,7 @@ impl EventPayload {
         // run evidence (issue #16)
         "RunArtifactsPinned",
         "MetricsRecorded",
+        "SignatureRecorded",
     ];
 }
 

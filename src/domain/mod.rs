@@ -14,6 +14,7 @@
 //! - [`chain`]: canonical event bytes and the SHA-256 hash chain.
 //! - [`uri`]: `models:/…` URIs.
 //! - [`approval`]: the transition-request rules of the approval workflow (#17).
+//! - [`signing`]: how a trusted model signature is bound to a version's files (#16).
 
 pub mod action;
 // Approval workflow (#17).
@@ -23,6 +24,8 @@ pub mod command;
 pub mod decide;
 pub mod events;
 pub mod names;
+// Model signatures as evidence (#16).
+pub mod signing;
 pub mod state;
 pub mod uri;
 

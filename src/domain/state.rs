@@ -53,6 +53,19 @@ pub struct VersionState {
     /// Where a run-pinned version's files are read from (the resolved run location).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub run_location: Option<String>,
+    /// The latest model signature recorded for the version (issue #16); `None`: unsigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing: Option<SigningState>,
+}
+
+/// The latest recorded model signature of a version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SigningState {
+    /// `verified` or `mismatch`.
+    pub status: String,
+    pub signer: crate::domain::signing::SignerIdentity,
+    pub statement_digest: String,
+    pub at: DateTime<Utc>,
 }
 
 impl VersionState {
@@ -172,6 +185,7 @@ impl ModelState {
                             .as_ref()
                             .filter(|e| e.pin.is_some())
                             .map(|e| e.resolved_source.clone()),
+                        signing: None,
                     },
                 );
             }
@@ -246,6 +260,22 @@ impl ModelState {
                 if let Some(v) = self.live_version_mut(*version, at) {
                     v.metrics
                         .extend(metrics.iter().map(|(name, value)| (name.clone(), *value)));
+                }
+            }
+            EventPayload::SignatureRecorded {
+                version,
+                status,
+                signer,
+                statement_digest,
+                ..
+            } => {
+                if let Some(v) = self.live_version_mut(*version, at) {
+                    v.signing = Some(SigningState {
+                        status: status.clone(),
+                        signer: signer.clone(),
+                        statement_digest: statement_digest.clone(),
+                        at,
+                    });
                 }
             }
         }

@@ -240,6 +240,13 @@ pub(crate) fn build_entities(
                     to_decimal(*value, Rounding::Down)
                         .map(|d| (name.clone(), RestrictedExpression::new_decimal(d)))
                 });
+        let signing = state.and_then(|v| v.signing.as_ref());
+        let signed_by_san = RestrictedExpression::new_set(
+            signing
+                .into_iter()
+                .flat_map(|s| s.signer.san.iter())
+                .map(|san| string(san)),
+        );
         let (stage, subject, issuer, verified, pin) = match state {
             Some(v) => (
                 v.stage.as_str(),
@@ -268,6 +275,23 @@ pub(crate) fn build_entities(
                         RestrictedExpression::new_bool(verified),
                     ),
                     ("artifact_pin".to_string(), string(pin)),
+                    (
+                        "signature".to_string(),
+                        string(signing.map(|s| s.status.as_str()).unwrap_or("unsigned")),
+                    ),
+                    (
+                        "signed_by_key".to_string(),
+                        string(signing.map(|s| s.signer.key_id.as_str()).unwrap_or("")),
+                    ),
+                    ("signed_by_san".to_string(), signed_by_san),
+                    (
+                        "signed_by_issuer".to_string(),
+                        string(
+                            signing
+                                .and_then(|s| s.signer.issuer.as_deref())
+                                .unwrap_or(""),
+                        ),
+                    ),
                     ("tags".to_string(), RestrictedExpression::new_set(tags)),
                 ],
                 [model_uid],

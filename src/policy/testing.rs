@@ -96,6 +96,28 @@ struct CaseVersion {
     metrics: BTreeMap<String, f64>,
     #[serde(default)]
     tags: BTreeMap<String, String>,
+    /// The version's recorded model signature; absent: unsigned.
+    #[serde(default)]
+    signing: Option<CaseSigning>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaseSigning {
+    /// "verified" or "mismatch".
+    status: String,
+    #[serde(default = "key_method")]
+    method: String,
+    #[serde(default)]
+    key_id: String,
+    #[serde(default)]
+    san: Vec<String>,
+    #[serde(default)]
+    issuer: Option<String>,
+}
+
+fn key_method() -> String {
+    "key".into()
 }
 
 fn one() -> u64 {
@@ -312,6 +334,21 @@ fn case_model(resource: &CaseResource) -> Result<Option<ModelState>, String> {
                 deleted: false,
                 run_pin: v.artifact_pin.clone(),
                 run_location: None,
+                signing: v
+                    .signing
+                    .as_ref()
+                    .map(|s| crate::domain::state::SigningState {
+                        status: s.status.clone(),
+                        signer: crate::domain::signing::SignerIdentity {
+                            method: s.method.clone(),
+                            key_id: s.key_id.clone(),
+                            subject: None,
+                            san: s.san.clone(),
+                            issuer: s.issuer.clone(),
+                        },
+                        statement_digest: String::new(),
+                        at,
+                    }),
             },
         );
     }

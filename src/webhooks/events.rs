@@ -145,6 +145,7 @@ fn ledger_name(payload: &EventPayload) -> &'static str {
         }
         EventPayload::RunArtifactsPinned { .. } => "ledger.model_version.run_artifacts_pinned",
         EventPayload::MetricsRecorded { .. } => "ledger.model_version.metrics_recorded",
+        EventPayload::SignatureRecorded { .. } => "ledger.model_version.signature_recorded",
         // The MLflow-named events are matched before this is called.
         EventPayload::ModelCreated { .. }
         | EventPayload::VersionCreated { .. }

@@ -30,3 +30,4 @@ mod watch;
 // run evidence (issue #16)
 mod metrics;
 mod run_pinning;
+mod signatures;

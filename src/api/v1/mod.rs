@@ -11,6 +11,7 @@ pub mod events;
 pub mod models;
 pub mod openapi;
 pub mod resolve;
+pub mod signatures;
 pub mod stages;
 pub mod versions;
 
@@ -38,6 +39,7 @@ pub fn routes() -> Router<AppState> {
         .merge(events::routes())
         .merge(event_stream::routes())
         .merge(artifacts::routes())
+        .merge(signatures::routes())
         .merge(audit::routes())
         .merge(openapi::routes())
 }

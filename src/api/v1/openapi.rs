@@ -11,7 +11,9 @@ use axum::Router;
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use super::{aliases, artifacts, audit, event_stream, events, models, resolve, stages, versions};
+use super::{
+    aliases, artifacts, audit, event_stream, events, models, resolve, signatures, stages, versions,
+};
 use crate::api::AppState;
 
 #[derive(OpenApi)]
@@ -36,6 +38,7 @@ use crate::api::AppState;
         versions::delete_version,
         versions::set_version_tag,
         versions::record_metrics,
+        signatures::record_signature,
         versions::delete_version_tag,
         stages::transition_stage,
         stages::rollback_stage,
