@@ -97,6 +97,8 @@ export MODEL_LEDGER_RELEASE_TOKEN="$(token tracking-release ml-release-managers)
 export MODEL_LEDGER_CI_TOKEN="$(token tracking-ci ml-ci)"
 export MODEL_LEDGER_URL="$url"
 export MODEL_LEDGER_UPSTREAM_URL="$mlflow_url"
+# The upstream's artifact store on disk, where the tampering test changes a pinned file.
+export MODEL_LEDGER_UPSTREAM_ARTIFACTS="$work/artifacts"
 export MLFLOW_HTTP_REQUEST_MAX_RETRIES=0
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=true

@@ -9,6 +9,7 @@ the MLflow server.
 
 import json
 import os
+import pathlib
 import subprocess
 import uuid
 import warnings
@@ -159,6 +160,42 @@ def test_quality_gate_on_evidence_then_load_by_stage_and_alias(trained):
         predictions = loaded.predict(X.head(5))
         assert len(predictions) == 5
         assert set(np.asarray(predictions).tolist()) <= {0, 1, 2}
+
+
+def test_tampering_in_the_upstream_store_is_named_and_blocks_production():
+    """Someone with write access to the tracking server's artifact store changes a pinned file."""
+    run_id, _, _ = train(unique("tamper"))
+    name = unique("tampered")
+    client = MlflowClient(tracking_uri=URL)
+    client.create_registered_model(name)
+    mlflow.register_model(f"runs:/{run_id}/model", name)
+    evidence = version_created_event(name, 1)["run_evidence"]
+    assert evidence["pin"] == "pinned"
+    status, verified = curl("POST", f"/api/v1/models/{name}/versions/1/verify", ADMIN)
+    assert status == 200 and verified["verified"] is True, verified
+    client.transition_model_version_stage(name, "1", "Staging")
+
+    # The upstream serves mlflow-artifacts:/<path> from its --artifacts-destination directory.
+    relative = evidence["resolved_source"].removeprefix("mlflow-artifacts:").lstrip("/")
+    root = pathlib.Path(os.environ["MODEL_LEDGER_UPSTREAM_ARTIFACTS"]) / relative
+    # The serialized estimator (model.skops in MLflow 3.17, model.pkl in older lines).
+    weights = sorted(p for p in root.glob("model.*") if p.is_file())
+    assert weights, sorted(str(p) for p in root.rglob("*"))
+    target = weights[0]
+    target.write_bytes(target.read_bytes() + b"tampered")
+    changed = target.relative_to(root).as_posix()
+
+    status, report = curl("POST", f"/api/v1/models/{name}/versions/1/verify", ADMIN)
+    assert report["verified"] is False, report
+    assert changed in [f["path"] for f in report["failures"]], report
+    with pytest.raises(MlflowException) as denied:
+        as_user(RELEASE).transition_model_version_stage(name, "1", "Production")
+    assert denied.value.error_code == "PERMISSION_DENIED"
+    assert "verified" in str(denied.value)
+    os.environ["MLFLOW_TRACKING_TOKEN"] = ADMIN
+    # The download through model-ledger's proxy is checked against the pins while it streams.
+    with pytest.raises(Exception):
+        mlflow.pyfunc.load_model(f"models:/{name}/1")
 
 
 def test_old_style_runs_source_without_model_id_resolves_to_the_logged_model(trained):
