@@ -93,7 +93,10 @@ pub struct AppState {
 impl AppState {
     /// Turns on tracking pass-through and run evidence for this state.
     pub fn with_tracking(mut self, upstream: Arc<Upstream>) -> Self {
-        self.service = Arc::new(self.service.with_tracking(upstream.clone()));
+        self.service = Arc::new(
+            self.service
+                .with_tracking(upstream.clone(), Some(self.artifacts.stores.clone())),
+        );
         // Run-pinned versions (issue #16) read their files back through the upstream.
         let _ = self.artifacts.run_upstream.set(upstream.clone());
         crate::service::run_pins::spawn_pinner(self.service.clone());

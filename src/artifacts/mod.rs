@@ -129,6 +129,66 @@ pub struct ArtifactService {
     pub signers: signatures::TrustedSigners,
 }
 
+/// Most files one location may hold to be registered or pinned from a store: the manifest's
+/// limit, checked after listing so a huge prefix is refused before anything is hashed.
+pub const MAX_LOCATION_FILES: usize = 10_000;
+
+/// Lists every file under `location` (which must lie in a configured store) and hashes each,
+/// `concurrency` at a time: the sorted manifest files of what is there now. Used to register
+/// files already in a store and to pin a run's files where the run's store is configured.
+pub async fn hash_location(
+    stores: &StoreRegistry,
+    location: &str,
+    concurrency: usize,
+) -> Result<Vec<ManifestFile>, ArtifactError> {
+    let resolved = stores
+        .resolve(location)
+        .ok_or_else(|| ArtifactError::OutsideStores(location.to_string()))?;
+    let store = resolved.store.store.clone();
+    let listed: Vec<object_store::ObjectMeta> =
+        store.list(Some(&resolved.prefix)).try_collect().await?;
+    let prefix_parts = resolved.prefix.parts().count();
+    if listed.len() > MAX_LOCATION_FILES {
+        return Err(ArtifactError::InvalidManifest(format!(
+            "'{location}' holds more than {MAX_LOCATION_FILES} files"
+        )));
+    }
+    let mut names = Vec::with_capacity(listed.len());
+    for meta in &listed {
+        let rel: Vec<String> = meta
+            .location
+            .parts()
+            .skip(prefix_parts)
+            .map(|p| p.as_ref().to_string())
+            .collect();
+        names.push((RelPath::parse(&rel.join("/"))?, meta.location.clone()));
+    }
+    let hashed: Vec<Result<ManifestFile, ArtifactError>> = futures::stream::iter(names)
+        .map(|(rel, key)| {
+            let store = store.clone();
+            async move {
+                let w = io::hash_object(&store, &key).await?.ok_or_else(|| {
+                    ArtifactError::NotFound(format!("'{rel}' vanished while hashing"))
+                })?;
+                Ok(ManifestFile {
+                    path: rel.to_string(),
+                    size: w.size,
+                    sha256: w.sha256,
+                })
+            }
+        })
+        .buffer_unordered(concurrency.max(1))
+        .collect()
+        .await;
+    let files = manifest::sorted(hashed.into_iter().collect::<Result<Vec<_>, _>>()?);
+    if files.is_empty() {
+        return Err(ArtifactError::NotFound(format!(
+            "no files under '{location}'"
+        )));
+    }
+    Ok(files)
+}
+
 /// A file marked as streaming in its session's row, until the upload ends. Dropped while still
 /// holding the path (the request was cancelled mid-body), it ends the upload as failed in the
 /// background, since a destructor cannot wait.
@@ -381,47 +441,7 @@ impl ArtifactService {
                 "digest must be 64 lowercase hex digits".into(),
             ));
         }
-        let resolved = self
-            .stores
-            .resolve(location)
-            .ok_or_else(|| ArtifactError::OutsideStores(location.to_string()))?;
-        let store = resolved.store.store.clone();
-        let listed: Vec<object_store::ObjectMeta> =
-            store.list(Some(&resolved.prefix)).try_collect().await?;
-        let prefix_parts = resolved.prefix.parts().count();
-        let mut names = Vec::with_capacity(listed.len());
-        for meta in &listed {
-            let rel: Vec<String> = meta
-                .location
-                .parts()
-                .skip(prefix_parts)
-                .map(|p| p.as_ref().to_string())
-                .collect();
-            names.push((RelPath::parse(&rel.join("/"))?, meta.location.clone()));
-        }
-        let hashed: Vec<Result<ManifestFile, ArtifactError>> = futures::stream::iter(names)
-            .map(|(rel, key)| {
-                let store = store.clone();
-                async move {
-                    let w = io::hash_object(&store, &key).await?.ok_or_else(|| {
-                        ArtifactError::NotFound(format!("'{rel}' vanished while hashing"))
-                    })?;
-                    Ok(ManifestFile {
-                        path: rel.to_string(),
-                        size: w.size,
-                        sha256: w.sha256,
-                    })
-                }
-            })
-            .buffer_unordered(self.limits.verify_concurrency.max(1))
-            .collect()
-            .await;
-        let files = manifest::sorted(hashed.into_iter().collect::<Result<Vec<_>, _>>()?);
-        if files.is_empty() {
-            return Err(ArtifactError::NotFound(format!(
-                "no files under '{location}'"
-            )));
-        }
+        let files = hash_location(&self.stores, location, self.limits.verify_concurrency).await?;
         let digest = manifest::digest(&files);
         if let Some(expected) = &expected_files {
             let diffs = manifest::differences(expected, &files);

@@ -215,7 +215,12 @@ impl Service {
             .map_err(|e| DomainError::InvalidParameter(e.to_string()))?;
         // Run pinning (issue #16): a version that brings no manifest of its own gets the run's.
         if artifact.is_none() {
-            *artifact = super::run_pins::pin_at_registration(upstream, &mut found).await?;
+            *artifact = super::run_pins::pin_at_registration(
+                upstream,
+                self.run_stores.as_ref(),
+                &mut found,
+            )
+            .await?;
         }
         if run_id.is_none() && !found.run_id.is_empty() {
             *run_id = Some(found.run_id.clone());

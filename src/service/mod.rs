@@ -135,6 +135,9 @@ pub struct Service {
     read_decisions: Arc<access::ReadDecisions>,
     /// Versions whose run pin is pending, for the background pinner (issue #16).
     run_pins: Arc<run_pins::PinQueue>,
+    /// The configured artifact stores, for runs whose files live in one of them directly
+    /// (the tracking server does not proxy artifacts): pinned by reading the store itself.
+    run_stores: Option<crate::artifacts::stores::StoreRegistry>,
 }
 
 impl Service {
@@ -147,14 +150,20 @@ impl Service {
             denials: denials::DenialLog::start(store.clone()),
             read_decisions: Arc::new(access::ReadDecisions::default()),
             run_pins: Arc::default(),
+            run_stores: None,
             store,
             authorizer,
             tracking: None,
         }
     }
 
-    /// The same service with run evidence read from an MLflow tracking server.
-    pub fn with_tracking(&self, upstream: Arc<Upstream>) -> Self {
+    /// The same service with run evidence read from an MLflow tracking server, and the run
+    /// files that lie in a configured store read from `stores`.
+    pub fn with_tracking(
+        &self,
+        upstream: Arc<Upstream>,
+        stores: Option<crate::artifacts::stores::StoreRegistry>,
+    ) -> Self {
         Service {
             store: self.store.clone(),
             authorizer: self.authorizer.clone(),
@@ -166,6 +175,7 @@ impl Service {
             denials: self.denials.clone(),
             read_decisions: self.read_decisions.clone(),
             run_pins: self.run_pins.clone(),
+            run_stores: stores,
         }
     }
 }

@@ -15,6 +15,8 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use super::{RequestMeta, Service, ServiceError};
+use crate::artifacts::ArtifactError;
+use crate::artifacts::stores::StoreRegistry;
 use crate::domain::command::Command;
 use crate::domain::decide::DomainError;
 use crate::domain::events::{Actor, ArtifactManifest, RunEvidence};
@@ -54,11 +56,52 @@ fn system_caller() -> Caller {
     }
 }
 
+/// Whether the run's files at `location` can be read: through the upstream's artifact proxy
+/// (`mlflow-artifacts:`) or directly from a configured artifact store that holds the location
+/// (`s3://`, `gs://`, `az://`, `file://` with the store's credentials).
+fn pinnable(location: &str, stores: Option<&StoreRegistry>) -> bool {
+    pinning::proxy_path(location).is_some() || stores.is_some_and(|s| s.resolve(location).is_some())
+}
+
+/// Hashes every file under a run's location, wherever [`pinnable`] found it.
+async fn pin_location(
+    upstream: &Upstream,
+    stores: Option<&StoreRegistry>,
+    location: &str,
+) -> Result<ArtifactManifest, PinError> {
+    if pinning::proxy_path(location).is_some() {
+        return upstream.pin_proxied(location).await;
+    }
+    let Some(stores) = stores.filter(|s| s.resolve(location).is_some()) else {
+        return Err(PinError::Unreadable(
+            location.to_string(),
+            "neither the tracking server's artifact proxy nor a configured artifact store".into(),
+        ));
+    };
+    let files = crate::artifacts::hash_location(stores, location, pinning::CONCURRENCY)
+        .await
+        .map_err(|e| match e {
+            ArtifactError::InvalidManifest(_) => PinError::TooMany(location.to_string()),
+            ArtifactError::InvalidPath(m) | ArtifactError::OutsideStores(m) => {
+                PinError::Unreadable(location.to_string(), m)
+            }
+            ArtifactError::NotFound(_) => PinError::Empty(location.to_string()),
+            other => PinError::Transfer(location.to_string(), other.to_string()),
+        })?;
+    Ok(ArtifactManifest {
+        location: location.to_string(),
+        digest: crate::artifacts::manifest::digest(&files),
+        files,
+    })
+}
+
 /// Pins the run's files for a version about to be registered. Returns the manifest when the
 /// files were read; marks the evidence `pending` when they could not be read now; refuses
-/// locations that can never be pinned. Sources outside the proxy are left as they were.
+/// locations that can never be pinned. Sources that are neither proxied nor in a configured
+/// store are left as they were (no manifest: such a version cannot be verified).
 pub(crate) async fn pin_at_registration(
     upstream: &Upstream,
+    stores: Option<&StoreRegistry>,
     evidence: &mut RunEvidence,
 ) -> Result<Option<ArtifactManifest>, DomainError> {
     let location = evidence.resolved_source.clone();
@@ -67,10 +110,10 @@ pub(crate) async fn pin_at_registration(
         evidence.pin_error = evidence.error.clone();
         return Ok(None);
     }
-    if pinning::proxy_path(&location).is_none() {
+    if !pinnable(&location, stores) {
         return Ok(None);
     }
-    match upstream.pin_proxied(&location).await {
+    match pin_location(upstream, stores, &location).await {
         Ok(manifest) => {
             evidence.pin = Some(RunEvidence::PINNED.into());
             Ok(Some(manifest))
@@ -151,7 +194,7 @@ impl Service {
         // A version registered while the upstream was down still names its source
         // (`runs:/…`); it is resolved to the run's location now.
         let mut location = location.to_string();
-        if pinning::proxy_path(&location).is_none() {
+        if !pinnable(&location, self.run_stores.as_ref()) {
             let found = crate::tracking::evidence::capture(&upstream, &location, None)
                 .await
                 .map_err(|e| PinAttempt::Final(e.to_string()))?;
@@ -160,7 +203,7 @@ impl Service {
             }
             location = found.resolved_source;
         }
-        let manifest = match upstream.pin_proxied(&location).await {
+        let manifest = match pin_location(&upstream, self.run_stores.as_ref(), &location).await {
             Ok(m) => m,
             Err(e @ (PinError::TooMany(_) | PinError::Unreadable(..))) => {
                 return Err(PinAttempt::Final(e.to_string()));

@@ -29,14 +29,14 @@ pub const MAX_RUN_FILES: usize = 10_000;
 /// Deepest directory nesting walked.
 const MAX_DEPTH: usize = 32;
 /// Files hashed at once.
-const CONCURRENCY: usize = 4;
+pub(crate) const CONCURRENCY: usize = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PinError {
     /// The upstream could not be reached or failed: worth retrying later.
     #[error(transparent)]
     Upstream(#[from] TrackingError),
-    #[error("reading '{0}' from the MLflow tracking upstream failed: {1}")]
+    #[error("reading the run file(s) at '{0}' failed: {1}")]
     Transfer(String, String),
     #[error("no files under '{0}'")]
     Empty(String),

@@ -23,6 +23,9 @@ const ROOT: &str = "1/r1/artifacts";
 struct RunStore {
     files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     down: Arc<AtomicBool>,
+    /// The run's `artifact_uri` when it is not the upstream's proxy (a tracking server with
+    /// `--no-serve-artifacts` hands clients the store's own URL).
+    artifact_uri: Arc<Mutex<Option<String>>>,
 }
 
 impl RunStore {
@@ -55,8 +58,14 @@ async fn answer(store: RunStore, request: Request) -> Response {
             )
                 .into_response();
         }
+        let artifact_uri = store
+            .artifact_uri
+            .lock()
+            .ok()
+            .and_then(|u| u.clone())
+            .unwrap_or_else(|| format!("mlflow-artifacts:/{ROOT}"));
         return axum::Json(json!({ "run": {
-            "info": { "run_id": "r1", "experiment_id": "1", "artifact_uri": format!("mlflow-artifacts:/{ROOT}") },
+            "info": { "run_id": "r1", "experiment_id": "1", "artifact_uri": artifact_uri },
             "data": { "metrics": [{ "key": "f1", "value": 0.93 }] }
         }}))
         .into_response();
@@ -284,5 +293,70 @@ both_backends!(
             })
             .unwrap_or(Value::Null);
         assert_eq!(pin["actor"]["issuer"], "model-ledger:system", "{pin:?}");
+    }
+);
+
+both_backends!(
+    run_files_in_a_configured_store_are_pinned_from_the_store_itself,
+    |backend: Backend| async move {
+        // The tracking server does not proxy artifacts: the run lives at file://… in a store
+        // model-ledger is configured with, so model-ledger reads and hashes it there.
+        let mlruns = tempfile::tempdir().expect("tempdir");
+        let run_dir = mlruns.path().join("1/r1/artifacts/model");
+        std::fs::create_dir_all(run_dir.join("env")).expect("mkdir");
+        std::fs::write(run_dir.join("MLmodel"), b"flavors: {}\n").expect("write");
+        std::fs::write(run_dir.join("model.pkl"), [9u8; 200_000]).expect("write");
+        std::fs::write(run_dir.join("env/conda.yaml"), b"name: x\n").expect("write");
+        let store = RunStore::default();
+        let root = format!("file://{}", mlruns.path().display());
+        if let Ok(mut uri) = store.artifact_uri.lock() {
+            *uri = Some(format!("{root}/1/r1/artifacts"));
+        }
+        let url = upstream(store.clone()).await;
+        let stores = format!("mlruns={root}");
+        let app = spawn_app_with(
+            backend,
+            &["--mlflow-upstream", &url, "--artifact-stores", &stores],
+        )
+        .await;
+        let admin = app.admin();
+        app.post(
+            "/api/2.0/mlflow/registered-models/create",
+            &admin,
+            json!({ "name": "churn" }),
+        )
+        .await;
+        let created = register(&app, &admin).await;
+        assert_eq!(created.status, 200, "{:?}", created.body);
+        assert_eq!(pin_event(&app, &admin, 1).await["pin"], "pinned");
+        let version = app.get("/api/v1/models/churn/versions/1", &admin).await;
+        assert_eq!(
+            version.body["artifact"]["location"],
+            format!("{root}/1/r1/artifacts/model")
+        );
+        assert_eq!(
+            version.body["artifact"]["files"].as_array().map(Vec::len),
+            Some(3),
+            "{:?}",
+            version.body
+        );
+        let verified = app
+            .post("/api/v1/models/churn/versions/1/verify", &admin, json!({}))
+            .await;
+        assert_eq!(verified.body["verified"], true, "{:?}", verified.body);
+
+        // Changed in the store behind the tracking server's back: named, and not verified.
+        std::fs::write(run_dir.join("model.pkl"), [1u8; 200_000]).expect("write");
+        let failed = app
+            .post("/api/v1/models/churn/versions/1/verify", &admin, json!({}))
+            .await;
+        assert_eq!(failed.body["verified"], false, "{:?}", failed.body);
+        let named: Vec<&str> = failed.body["failures"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|f| f["path"].as_str())
+            .collect();
+        assert_eq!(named, ["model.pkl"], "{:?}", failed.body);
     }
 );
