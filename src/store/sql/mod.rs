@@ -19,6 +19,7 @@ mod group_writes;
 mod outbox;
 mod reads;
 mod rows;
+mod webhooks;
 
 use std::sync::Arc;
 
