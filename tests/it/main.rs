@@ -30,3 +30,5 @@ mod watch;
 // run evidence (issue #16)
 mod metrics;
 mod run_pinning;
+// registry webhooks (issue #18)
+mod webhooks;
