@@ -528,6 +528,9 @@ pub struct AttemptRecord {
 /// log is the only source of what is delivered.
 #[async_trait]
 pub trait Webhooks: Send + Sync + 'static {
+    /// Stores a new webhook. When it is the only active one, the fan-out cursor first moves to
+    /// the log's head (in the same transaction): nobody needed the events it passes over, and
+    /// the fan-out never reads the history that piled up while no webhook was active.
     async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
     /// The webhook with this id, unless it was deleted.
     async fn get_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
@@ -537,12 +540,14 @@ pub trait Webhooks: Send + Sync + 'static {
         offset: i64,
         limit: i64,
     ) -> Result<Vec<WebhookRecord>, StoreError>;
-    /// Rewrites a live webhook; `false` when there is none with this id.
+    /// Rewrites a live webhook (moving the cursor like [`Webhooks::insert_webhook`] when it
+    /// becomes the only active one); `false` when there is none with this id.
     async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError>;
     /// Marks a live webhook deleted and fails its pending deliveries; `false` when there is none.
     async fn delete_webhook(&self, id: &str, at_us: i64) -> Result<bool, StoreError>;
-    /// The position up to which events have been fanned out.
-    async fn webhook_cursor(&self) -> Result<i64, StoreError>;
+    /// The position up to which events have been fanned out, and whether any webhook is active
+    /// (with none, the fan-out has nothing to do and writes nothing).
+    async fn webhook_cursor(&self) -> Result<(i64, bool), StoreError>;
     /// In one transaction: moves the cursor from `expected` to `advance_to` and queues one
     /// delivery per event for every webhook that is active, subscribed to its name and existed
     /// when it happened. `None` (nothing written) when the cursor was no longer at `expected`:

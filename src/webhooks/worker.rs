@@ -125,7 +125,12 @@ impl Worker {
 
     /// Fans out one batch of events; `Ok(true)` when more may follow.
     async fn fan_out_once(&self) -> Result<bool, StoreError> {
-        let cursor = self.store.webhook_cursor().await?;
+        let (cursor, any_active) = self.store.webhook_cursor().await?;
+        if !any_active {
+            // Nothing to deliver, so nothing to write: a registry without webhooks pays one
+            // read per commit. The cursor catches up when a webhook becomes active.
+            return Ok(false);
+        }
         let events = self
             .store
             .read_events(&EventQuery {

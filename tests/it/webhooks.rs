@@ -47,6 +47,15 @@ struct Receiver {
 }
 
 async fn receiver_on(listener: tokio::net::TcpListener, fail_first: usize) -> Receiver {
+    receiver_hanging_on(listener, fail_first, None).await
+}
+
+/// [`receiver_on`], answering each request only after `hang` (a receiver that hangs).
+async fn receiver_hanging_on(
+    listener: tokio::net::TcpListener,
+    fail_first: usize,
+    hang: Option<Duration>,
+) -> Receiver {
     let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
     let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
     let seen = Arc::new(AtomicUsize::new(0));
@@ -61,6 +70,9 @@ async fn receiver_on(listener: tokio::net::TcpListener, fail_first: usize) -> Re
                 async move {
                     let n = seen.fetch_add(1, Ordering::SeqCst);
                     hits.lock().expect("lock").push(Hit { headers, body });
+                    if let Some(hang) = hang {
+                        tokio::time::sleep(hang).await;
+                    }
                     if n < fail_first {
                         (StatusCode::INTERNAL_SERVER_ERROR, "not yet")
                     } else {
@@ -611,5 +623,76 @@ both_backends!(
         for hit in &hits {
             assert_signed(hit);
         }
+    }
+);
+
+both_backends!(
+    a_hanging_receiver_does_not_delay_the_others,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let stuck = receiver_hanging_on(listener, 0, Some(Duration::from_secs(30))).await;
+        let healthy = receiver(0).await;
+        create_hook(&app, "stuck", &stuck.url, json!(["model_version.created"])).await;
+        create_hook(
+            &app,
+            "healthy",
+            &healthy.url,
+            json!(["model_version.created"]),
+        )
+        .await;
+        app.create_model("busy").await;
+        app.create_model("other").await;
+        let started = std::time::Instant::now();
+        for name in ["busy", "other", "busy", "other"] {
+            app.create_version(name).await;
+        }
+        eventually("the healthy receiver's 4 deliveries", || {
+            healthy.hits().len() >= 4
+        })
+        .await;
+        // The stuck receiver's attempts time out only after --webhook-timeout (3 s).
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "the healthy receiver waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(healthy.hits().len(), 4);
+        // One attempt in flight per model at the stuck receiver, nothing more.
+        assert_eq!(stuck.hits().len(), 2, "one in flight per model");
+    }
+);
+
+both_backends!(
+    a_server_without_active_webhooks_skips_the_old_log,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        app.create_model("before").await;
+        app.create_version("before").await;
+        let (cursor, active) = app.store.webhook_cursor().await.expect("cursor");
+        assert!(!active);
+        assert_eq!(cursor, 0, "nothing is written while no webhook is active");
+        let rx = receiver(0).await;
+        create_hook(&app, "late", &rx.url, json!(["model_version.created"])).await;
+        let (cursor, active) = app.store.webhook_cursor().await.expect("cursor");
+        assert!(active);
+        assert_eq!(
+            cursor,
+            app.event_count().await,
+            "the new webhook starts at the head"
+        );
+        app.create_version("before").await;
+        eventually("the new version's delivery", || !rx.hits().is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hits = rx.hits();
+        assert_eq!(
+            hits.len(),
+            1,
+            "only what happened after the webhook was created"
+        );
+        let body: Value = serde_json::from_str(&hits[0].body).expect("json");
+        assert_eq!(body["data"]["version"], "2");
     }
 );

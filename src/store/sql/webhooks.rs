@@ -135,6 +135,27 @@ fn events_json(events: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(events).map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))
 }
 
+/// Moves the fan-out cursor to the log's head if no webhook is active yet (see
+/// [`Webhooks::insert_webhook`]; run before the webhook is written, so a webhook that already
+/// was active, and may still need events behind the cursor, never moves it). Events up to the head are all committed (positions are
+/// taken under the chain head's lock, in commit order), so none that an active webhook needs
+/// is passed over.
+async fn skip_idle_history<D>(tx: &mut sqlx::Transaction<'static, Db<D>>) -> Result<(), StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+{
+    sqlx::query(
+        "UPDATE webhook_cursor SET position = (SELECT COALESCE(MAX(position), 0) FROM events) \
+         WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM webhooks \
+         WHERE status = 'ACTIVE' AND deleted_at_us IS NULL)",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 #[async_trait]
 impl<D> Webhooks for SqlStore<D>
 where
@@ -154,6 +175,10 @@ where
     for<'q> Option<&'q str>: Encode<'q, Db<D>>,
 {
     async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        if webhook.status == WebhookStatus::Active {
+            skip_idle_history::<D>(&mut tx).await?;
+        }
         sqlx::query(
             "INSERT INTO webhooks (id, name, description, url, events, secret_sealed, status, \
              created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -167,8 +192,9 @@ where
         .bind(webhook.status.as_str())
         .bind(webhook.created_at_us)
         .bind(webhook.updated_at_us)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -199,6 +225,10 @@ where
     }
 
     async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        if webhook.status == WebhookStatus::Active {
+            skip_idle_history::<D>(&mut tx).await?;
+        }
         let done = sqlx::query(
             "UPDATE webhooks SET name = $2, description = $3, url = $4, events = $5, \
              secret_sealed = $6, status = $7, updated_at_us = $8 \
@@ -212,8 +242,9 @@ where
         .bind(webhook.secret_sealed.as_deref())
         .bind(webhook.status.as_str())
         .bind(webhook.updated_at_us)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        tx.commit().await?;
         Ok(D::rows_affected(&done) > 0)
     }
 
@@ -244,12 +275,14 @@ where
         Ok(true)
     }
 
-    async fn webhook_cursor(&self) -> Result<i64, StoreError> {
-        let (position,): (i64,) =
-            sqlx::query_as("SELECT position FROM webhook_cursor WHERE id = 1")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(position)
+    async fn webhook_cursor(&self) -> Result<(i64, bool), StoreError> {
+        let (position, active): (i64, i64) = sqlx::query_as(
+            "SELECT position, (SELECT COUNT(*) FROM webhooks \
+             WHERE status = 'ACTIVE' AND deleted_at_us IS NULL) FROM webhook_cursor WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((position, active > 0))
     }
 
     async fn fan_out_webhook_events(
