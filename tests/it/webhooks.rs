@@ -696,3 +696,50 @@ both_backends!(
         assert_eq!(body["data"]["version"], "2");
     }
 );
+
+both_backends!(
+    a_restarted_server_resumes_pending_deliveries,
+    |backend: Backend| async move {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let mut first = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let hook = create_hook(&first, "resume", &url, json!(["model_version.created"])).await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        first.create_model("r").await;
+        for _ in 0..3 {
+            first.create_version("r").await;
+        }
+        for _ in 0..100 {
+            let d = deliveries(&first, &id).await;
+            if d.len() == 3 && d.iter().any(|d| d["attempts"].as_i64() >= Some(1)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(deliveries(&first, &id).await.len(), 3);
+        // Stop the server (keeping its data directory: the SQLite file lives there) while the
+        // receiver is still down, then start another one on the same database.
+        let database_url = first.database_url.clone();
+        let _kept = std::mem::replace(&mut first.data_dir, tempfile::tempdir().expect("tempdir"));
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind the receiver's port");
+        let rx = receiver_on(listener, 0).await;
+        let second = spawn_app_on(backend, Some(&database_url), DELIVERY_FLAGS).await;
+        eventually_deliveries(&second, &id, 3, "SUCCEEDED").await;
+        let versions: Vec<String> = rx
+            .hits()
+            .iter()
+            .map(|h| {
+                let b: Value = serde_json::from_str(&h.body).expect("json");
+                b["data"]["version"].as_str().expect("v").to_string()
+            })
+            .collect();
+        assert_eq!(versions, ["1", "2", "3"], "resumed in order, each once");
+    }
+);
