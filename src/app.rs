@@ -159,12 +159,22 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     }
     let artifacts = build_artifacts(args, store.clone())?;
     let store_for_relay = store.clone();
-    let mut state = app_state(store, Arc::new(auth), authorizer, api_config(args)?);
+    let webhooks = Arc::new(webhook_settings(args)?);
+    let mut state = app_state_with(
+        store,
+        Arc::new(auth),
+        authorizer,
+        api_config(args)?,
+        webhooks.clone(),
+    );
     let probe = crate::service::DatabaseProbe::new(&database_url, store_for_relay.clone())?;
     let db_health = Arc::new(crate::api::health::DbHealth::new(Some(probe)));
     db_health.spawn_watch();
     state.db_health = db_health;
     start_publishing(&args.nats, store_for_relay.clone(), &state);
+    // Stops with the relay when `serve` shuts down.
+    crate::webhooks::worker::spawn(store_for_relay.clone(), webhooks, state.publish.stopped())
+        .map_err(StartError::Config)?;
     state.artifacts = Arc::new(artifacts);
     if let Some(upstream) = tracking_upstream(&args.tracking)? {
         tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
@@ -379,14 +389,58 @@ fn spawn_policy_reload(engine: PolicyEngine) {
     let _ = engine;
 }
 
+/// Webhook settings from `serve` options (docs/webhooks.md).
+fn webhook_settings(args: &ServeArgs) -> Result<crate::webhooks::WebhookSettings, StartError> {
+    let w = &args.webhooks;
+    let keys = crate::webhooks::load_keys(w.webhook_secret_key.as_deref(), &args.store.data_dir)
+        .map_err(StartError::Config)?;
+    let mut settings = crate::webhooks::WebhookSettings::new(keys);
+    settings.allow_private_ips = w.webhook_allow_private_ips;
+    settings.connect_timeout = w.webhook_connect_timeout;
+    settings.timeout = w.webhook_timeout;
+    settings.retry = crate::webhooks::retry::RetryPolicy {
+        base: w.webhook_retry_base,
+        max_delay: w.webhook_retry_max_delay,
+        window: w.webhook_retry_window,
+    };
+    settings.concurrency = w.webhook_concurrency.max(1);
+    if settings.allow_private_ips {
+        tracing::warn!(
+            "--webhook-allow-private-ips: webhooks may send to loopback and private networks"
+        );
+    }
+    Ok(settings)
+}
+
 pub fn app_state(
     store: SharedStore,
     auth: Arc<dyn Authenticate>,
     authorizer: Arc<dyn Authorizer>,
     config: ApiConfig,
 ) -> AppState {
+    app_state_with(
+        store,
+        auth,
+        authorizer,
+        config,
+        Arc::new(crate::webhooks::WebhookSettings::ephemeral()),
+    )
+}
+
+/// [`app_state`] with the configured webhook settings.
+pub fn app_state_with(
+    store: SharedStore,
+    auth: Arc<dyn Authenticate>,
+    authorizer: Arc<dyn Authorizer>,
+    config: ApiConfig,
+    webhooks: Arc<crate::webhooks::WebhookSettings>,
+) -> AppState {
     AppState {
-        service: Arc::new(Service::new(store.clone(), authorizer)),
+        service: Arc::new(Service::with_webhook_settings(
+            store.clone(),
+            authorizer,
+            webhooks,
+        )),
         auth,
         config: Arc::new(config),
         metrics: metrics_handle(),

@@ -322,6 +322,42 @@ pub struct ServeArgs {
     pub artifacts: ArtifactArgs,
     #[command(flatten)]
     pub tracking: TrackingArgs,
+    #[command(flatten)]
+    pub webhooks: WebhookArgs,
+}
+
+/// Registry webhooks (issue #18; docs/webhooks.md).
+#[derive(Debug, Clone, Args)]
+pub struct WebhookArgs {
+    /// The key webhook secrets are sealed with at rest (AES-256-GCM): 32 bytes as 64 hex
+    /// characters or base64. Several, comma-separated, while replacing a key: the first seals,
+    /// every one opens. Default: a key generated on first start into
+    /// `<data-dir>/webhook-secret.key`. Every server on one database needs the same key.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_SECRET_KEY", hide_env_values = true)]
+    pub webhook_secret_key: Option<String>,
+    /// Allow webhook receivers on loopback, private, link-local and other non-public addresses
+    /// (MLflow's MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS). Off: such URLs are refused when created and
+    /// when delivered to.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_ALLOW_PRIVATE_IPS")]
+    pub webhook_allow_private_ips: bool,
+    /// Longest wait to connect to a webhook receiver.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_CONNECT_TIMEOUT", default_value = "5s", value_parser = parse_duration)]
+    pub webhook_connect_timeout: std::time::Duration,
+    /// Longest wait for one delivery attempt as a whole (connect, send, the receiver's answer).
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub webhook_timeout: std::time::Duration,
+    /// The first retry's wait after a failed attempt; it doubles per attempt, with jitter.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_RETRY_BASE", default_value = "1s", value_parser = parse_duration)]
+    pub webhook_retry_base: std::time::Duration,
+    /// The longest wait between two attempts (also caps a receiver's Retry-After).
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_RETRY_MAX_DELAY", default_value = "5m", value_parser = parse_duration)]
+    pub webhook_retry_max_delay: std::time::Duration,
+    /// How long after its first attempt a delivery is retried before it is marked failed.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_RETRY_WINDOW", default_value = "24h", value_parser = parse_duration)]
+    pub webhook_retry_window: std::time::Duration,
+    /// Webhook deliveries in flight at once in this process.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_CONCURRENCY", default_value_t = 64)]
+    pub webhook_concurrency: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -20,6 +20,7 @@ pub mod commands;
 pub mod denials;
 pub mod queries;
 pub mod run_pins;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -56,8 +57,21 @@ pub struct RequestMeta {
 /// match on MLflow's sentences), so the service says what is missing, not how to say it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    Model { name: String },
-    Version { name: String, version: u64 },
+    Model {
+        name: String,
+    },
+    Version {
+        name: String,
+        version: u64,
+    },
+    /// MLflow's wording is the only one: "Webhook with ID x not found".
+    Webhook {
+        id: String,
+    },
+    Delivery {
+        webhook_id: String,
+        id: String,
+    },
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +83,8 @@ pub enum ServiceError {
     #[error("{}", match .0 {
         Missing::Model { name } => format!("Registered model '{name}' does not exist"),
         Missing::Version { name, version } => format!("Model Version (name={name}, version={version}) not found"),
+        Missing::Webhook { id } => format!("Webhook with ID {id} not found"),
+        Missing::Delivery { webhook_id, id } => format!("Webhook with ID {webhook_id} has no delivery with ID {id}"),
     })]
     NotFound(Missing),
     #[error("model '{name}' is at stream version {actual}, not {expected} (If-Match)")]
@@ -138,11 +154,28 @@ pub struct Service {
     /// The configured artifact stores, for runs whose files live in one of them directly
     /// (the tracking server does not proxy artifacts): pinned by reading the store itself.
     run_stores: Option<crate::artifacts::stores::StoreRegistry>,
+    /// How webhook secrets are sealed and webhooks are checked and sent (issue #18).
+    webhooks: Arc<crate::webhooks::WebhookSettings>,
 }
 
 impl Service {
     pub fn new(store: SharedStore, authorizer: Arc<dyn Authorizer>) -> Self {
+        Self::with_webhook_settings(
+            store,
+            authorizer,
+            Arc::new(crate::webhooks::WebhookSettings::ephemeral()),
+        )
+    }
+
+    /// [`Service::new`] with the configured webhook settings (`serve` builds it this way; the
+    /// plain constructor seals webhook secrets under a key that dies with the process).
+    pub fn with_webhook_settings(
+        store: SharedStore,
+        authorizer: Arc<dyn Authorizer>,
+        webhooks: Arc<crate::webhooks::WebhookSettings>,
+    ) -> Self {
         Service {
+            webhooks,
             appender: Arc::new(GroupCommitter::for_store(store.clone())),
             states: Arc::new(StateCache::default()),
             queues: Arc::new(commands::ModelQueues::default()),
@@ -176,6 +209,7 @@ impl Service {
             read_decisions: self.read_decisions.clone(),
             run_pins: self.run_pins.clone(),
             run_stores: stores,
+            webhooks: self.webhooks.clone(),
         }
     }
 }

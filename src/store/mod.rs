@@ -9,8 +9,9 @@
 //! Callers see the store through the role they need: [`EventLog`] (the write path and the log),
 //! [`RegistryReads`] (projection reads), [`Outbox`] (what the relay publishes, and its leader
 //! lease), [`Audit`] (refused requests and signed checkpoints), [`Admin`] (migrations,
-//! health, rebuilds) and [`UploadSessions`] (artifact uploads in progress, shared by every
-//! process). [`Store`] is all of them, so one `Arc<dyn Store>` serves every role, and a
+//! health, rebuilds), [`UploadSessions`] (artifact uploads in progress, shared by every
+//! process) and [`Webhooks`] (webhook subscriptions, their delivery queue and the
+//! fan-out cursor). [`Store`] is all of them, so one `Arc<dyn Store>` serves every role, and a
 //! function that only reads can say so by taking `&dyn RegistryReads`.
 //!
 //! Reads come from the projection tables, never from folding events, except `load_model`, which
@@ -476,10 +477,214 @@ pub trait UploadSessions: Send + Sync + 'static {
     ) -> Result<Option<(String, Vec<String>)>, StoreError>;
 }
 
-/// Every role at once: what [`SharedStore`] holds.
-pub trait Store: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions {}
 
-impl<T: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions> Store for T {}
+/// Whether a webhook fires (MLflow's `WebhookStatus`; deletion is a separate mark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookStatus {
+    Active,
+    Disabled,
+}
+
+impl WebhookStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookStatus::Active => "ACTIVE",
+            WebhookStatus::Disabled => "DISABLED",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "ACTIVE" => Some(WebhookStatus::Active),
+            "DISABLED" => Some(WebhookStatus::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// A webhook subscription as stored. The secret stays sealed here; only the delivery worker
+/// opens it, to sign.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookRecord {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub url: String,
+    /// Event names (`model_version.created`, `ledger.…`), in the order given.
+    pub events: Vec<String>,
+    pub secret_sealed: Option<String>,
+    pub status: WebhookStatus,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+}
+
+/// One committed event as the webhook fan-out offers it (see [`Webhooks::fan_out_webhook_events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookEventRow {
+    pub position: i64,
+    pub event_name: String,
+    /// Deliveries with the same key go out in position order, per webhook (the model's stream).
+    pub order_key: String,
+    pub occurred_at_us: i64,
+    /// The body, exactly as it will be signed and sent.
+    pub payload: String,
+}
+
+/// Where a delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Pending => "pending",
+            DeliveryStatus::Succeeded => "succeeded",
+            DeliveryStatus::Failed => "failed",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(DeliveryStatus::Pending),
+            "succeeded" => Some(DeliveryStatus::Succeeded),
+            "failed" => Some(DeliveryStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One delivery as the history shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryRecord {
+    pub id: String,
+    pub webhook_id: String,
+    pub position: i64,
+    pub event_name: String,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    pub next_attempt_at_us: i64,
+    pub first_attempt_at_us: Option<i64>,
+    pub last_response_code: Option<i32>,
+    pub last_latency_ms: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+}
+
+/// A leased delivery with what sending it needs: the webhook's current URL, secret and status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryJob {
+    pub id: String,
+    pub webhook_id: String,
+    pub position: i64,
+    pub event_name: String,
+    pub payload: String,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    pub first_attempt_at_us: Option<i64>,
+    pub url: String,
+    pub secret_sealed: Option<String>,
+    /// `None` when the webhook was deleted.
+    pub webhook_status: Option<WebhookStatus>,
+}
+
+/// How one attempt ended, to be recorded by [`Webhooks::finish_webhook_delivery`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptRecord {
+    /// `Pending` means "try again at `next_attempt_at_us`".
+    pub status: DeliveryStatus,
+    pub next_attempt_at_us: i64,
+    pub attempted_at_us: i64,
+    pub response_code: Option<i32>,
+    pub latency_ms: Option<i64>,
+    pub error: Option<String>,
+}
+
+/// Webhook subscriptions and their durable delivery queue, shared by every process on the
+/// database. Working state, not history: nothing here is part of the event log, and the event
+/// log is the only source of what is delivered.
+#[async_trait]
+pub trait Webhooks: Send + Sync + 'static {
+    /// Stores a new webhook. When it is the only active one, the fan-out cursor first moves to
+    /// the log's head (in the same transaction): nobody needed the events it passes over, and
+    /// the fan-out never reads the history that piled up while no webhook was active.
+    async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError>;
+    /// The webhook with this id, unless it was deleted.
+    async fn get_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError>;
+    /// Live webhooks, newest first, `limit` from `offset`.
+    async fn list_webhooks(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookRecord>, StoreError>;
+    /// Rewrites a live webhook (moving the cursor like [`Webhooks::insert_webhook`] when it
+    /// becomes the only active one); `false` when there is none with this id.
+    async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError>;
+    /// Marks a live webhook deleted and fails its pending deliveries; `false` when there is none.
+    async fn delete_webhook(&self, id: &str, at_us: i64) -> Result<bool, StoreError>;
+    /// The position up to which events have been fanned out, and whether any webhook is active
+    /// (with none, the fan-out has nothing to do and writes nothing).
+    async fn webhook_cursor(&self) -> Result<(i64, bool), StoreError>;
+    /// In one transaction: moves the cursor from `expected` to `advance_to` and queues one
+    /// delivery per event for every webhook that is active, subscribed to its name and existed
+    /// when it happened. `None` (nothing written) when the cursor was no longer at `expected`:
+    /// another process fanned these events out first. Otherwise the number of deliveries queued.
+    async fn fan_out_webhook_events(
+        &self,
+        expected: i64,
+        advance_to: i64,
+        events: &[WebhookEventRow],
+        now_us: i64,
+    ) -> Result<Option<u64>, StoreError>;
+    /// Leases up to `limit` due deliveries to `owner` until `lease_until_us`: pending, due, not
+    /// leased by anyone else (or their lease expired), each the oldest pending delivery of its
+    /// webhook and order key, and not of a webhook in `busy_webhooks`.
+    async fn lease_webhook_deliveries(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+        limit: i64,
+        busy_webhooks: &[String],
+    ) -> Result<Vec<DeliveryJob>, StoreError>;
+    /// Records an attempt made under `owner`'s lease and releases it; `false` when the lease had
+    /// been lost (expired and taken over), in which case nothing is written.
+    async fn finish_webhook_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<bool, StoreError>;
+    /// A webhook's deliveries, newest first.
+    async fn list_webhook_deliveries(
+        &self,
+        webhook_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError>;
+    /// Queues a delivery again (same delivery id, due now, its attempt budget restarted);
+    /// `None` when the webhook has no such delivery.
+    async fn redeliver_webhook_delivery(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now_us: i64,
+    ) -> Result<Option<DeliveryRecord>, StoreError>;
+    /// When the earliest pending delivery is due, if any (how long the worker may sleep).
+    async fn next_webhook_delivery_due(&self) -> Result<Option<i64>, StoreError>;
+}
+
+/// Every role at once: what [`SharedStore`] holds.
+pub trait Store:
+    EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions + Webhooks
+{
+}
+
+impl<T: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions + Webhooks> Store for T {}
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (file created if missing).
 pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, StoreError> {

@@ -117,6 +117,45 @@ pub fn webhook_event(envelope: &EventEnvelope) -> Option<WebhookEvent> {
     })
 }
 
+/// The body `test_webhook` sends for `name`: the event's shape with example data, so a
+/// receiver can be checked before any real event happens. `None` for an unknown name.
+pub fn test_event(name: &str, at: chrono::DateTime<chrono::Utc>) -> Option<WebhookEvent> {
+    let name = *EVENT_NAMES.iter().find(|n| **n == name)?;
+    let data = match name {
+        "registered_model.created" => json!({
+            "name": "example_model", "tags": {"example_key": "example_value"},
+            "description": "An example registered model",
+        }),
+        "model_version.created" => json!({
+            "name": "example_model", "version": "1", "source": "models:/123",
+            "run_id": "abcd1234abcd5678", "tags": {"example_key": "example_value"},
+            "description": "An example model version",
+        }),
+        "model_version_tag.set" => json!({
+            "name": "example_model", "version": "1", "key": "example_key", "value": "example_value",
+        }),
+        "model_version_tag.deleted" => {
+            json!({"name": "example_model", "version": "1", "key": "example_key"})
+        }
+        "model_version_alias.created" => {
+            json!({"name": "example_model", "alias": "example_alias", "version": "1"})
+        }
+        "model_version_alias.deleted" => json!({"name": "example_model", "alias": "example_alias"}),
+        "prompt.created" => json!({"name": "example_prompt", "tags": {}, "description": null}),
+        _ => json!({"name": "example_model", "test": true}),
+    };
+    let (entity, action) = name.rsplit_once('.').unwrap_or((name, ""));
+    Some(WebhookEvent {
+        name,
+        body: json!({
+            "entity": entity,
+            "action": action,
+            "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "data": data,
+        }),
+    })
+}
+
 fn tags_json(tags: &std::collections::BTreeMap<crate::domain::names::TagKey, String>) -> Value {
     Value::Object(
         tags.iter()

@@ -102,7 +102,7 @@ impl SecretBox {
     }
 }
 
-fn decode_key(text: &str) -> Result<Vec<u8>, SecretError> {
+pub(crate) fn decode_key(text: &str) -> Result<Vec<u8>, SecretError> {
     let text = text.trim();
     let bytes = if text.len() == 64 && text.bytes().all(|b| b.is_ascii_hexdigit()) {
         hex::decode(text).map_err(|_| SecretError::BadKey)?

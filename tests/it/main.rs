@@ -31,3 +31,5 @@ mod watch;
 mod metrics;
 mod run_pinning;
 mod signatures;
+// registry webhooks (issue #18)
+mod webhooks;

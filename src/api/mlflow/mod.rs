@@ -13,6 +13,7 @@ pub mod filter;
 pub mod model_versions;
 pub mod registered_models;
 pub mod request;
+pub mod webhooks;
 pub mod wire;
 
 use axum::extract::{OriginalUri, Request, State};
@@ -51,6 +52,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(registered_models::routes())
         .merge(model_versions::routes())
+        .merge(webhooks::routes())
         .fallback(unknown_endpoint)
 }
 

@@ -99,6 +99,9 @@ impl From<ServiceError> for MlflowError {
             ServiceError::NotFound(Missing::Version { name, version }) => MlflowError::not_found(
                 format!("Model Version (name={name}, version={version}) not found"),
             ),
+            e @ ServiceError::NotFound(Missing::Webhook { .. } | Missing::Delivery { .. }) => {
+                MlflowError::not_found(e.to_string())
+            }
             other => MlflowError(other.into()),
         }
     }

@@ -20,6 +20,7 @@ mod outbox;
 mod reads;
 mod rows;
 mod uploads;
+mod webhooks;
 
 use std::sync::Arc;
 

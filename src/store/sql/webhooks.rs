@@ -1,0 +1,522 @@
+//! Webhook subscriptions, the fan-out cursor and the delivery queue (see [`Webhooks`]).
+//!
+//! Delivery is derived from the event log, never from the request that wrote an event: a
+//! worker reads the events after `webhook_cursor` and, in one transaction, moves the cursor and
+//! queues one `webhook_deliveries` row per matching subscription. The cursor moves with a
+//! compare-and-set (`UPDATE … WHERE position = expected`), so when two processes fan out the
+//! same events the second finds the cursor moved and writes nothing: every event is fanned out
+//! exactly once, and none is skipped, because the cursor never passes an event whose rows were
+//! not written in the same commit.
+//!
+//! Sending is leased row by row. A lease is a single `UPDATE … WHERE` that re-checks on the row
+//! itself that it is still pending, due and unleased: in PostgreSQL the second of two racing
+//! updates waits for the first and re-evaluates those conditions on the row the first wrote (so
+//! it skips it), and SQLite runs one write at a time. A lease expires, so the deliveries of a
+//! process that died are taken over, under the same delivery id. Only the oldest pending
+//! delivery of each (webhook, model) is ever leased, which keeps a receiver's events of one
+//! model in commit order even across retries.
+
+use async_trait::async_trait;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
+
+use super::{Args, Conn, Db, RowOf, SqlStore};
+use crate::store::dialect::Dialect;
+use crate::store::{
+    AttemptRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, StoreError, WebhookEventRow,
+    WebhookRecord, WebhookStatus, Webhooks,
+};
+
+const WEBHOOK_COLUMNS: &str =
+    "id, name, description, url, events, secret_sealed, status, created_at_us, updated_at_us";
+
+#[derive(sqlx::FromRow)]
+struct WebhookRow {
+    id: String,
+    name: String,
+    description: Option<String>,
+    url: String,
+    events: String,
+    secret_sealed: Option<String>,
+    status: String,
+    created_at_us: i64,
+    updated_at_us: i64,
+}
+
+impl WebhookRow {
+    fn into_record(self) -> Result<WebhookRecord, StoreError> {
+        let events: Vec<String> = serde_json::from_str(&self.events)
+            .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", self.id)))?;
+        let status = WebhookStatus::parse(&self.status).ok_or_else(|| {
+            StoreError::Corrupt(format!("webhook {} status '{}'", self.id, self.status))
+        })?;
+        Ok(WebhookRecord {
+            id: self.id,
+            name: self.name,
+            description: self.description,
+            url: self.url,
+            events,
+            secret_sealed: self.secret_sealed,
+            status,
+            created_at_us: self.created_at_us,
+            updated_at_us: self.updated_at_us,
+        })
+    }
+}
+
+const DELIVERY_COLUMNS: &str = "id, webhook_id, position, event_name, status, attempts, next_attempt_at_us, first_attempt_at_us, last_response_code, last_latency_ms, last_error, created_at_us, updated_at_us";
+
+#[derive(sqlx::FromRow)]
+struct DeliveryRow {
+    id: String,
+    webhook_id: String,
+    position: i64,
+    event_name: String,
+    status: String,
+    attempts: i64,
+    next_attempt_at_us: i64,
+    first_attempt_at_us: Option<i64>,
+    last_response_code: Option<i32>,
+    last_latency_ms: Option<i64>,
+    last_error: Option<String>,
+    created_at_us: i64,
+    updated_at_us: i64,
+}
+
+impl DeliveryRow {
+    fn into_record(self) -> Result<DeliveryRecord, StoreError> {
+        let status = DeliveryStatus::parse(&self.status).ok_or_else(|| {
+            StoreError::Corrupt(format!("delivery {} status '{}'", self.id, self.status))
+        })?;
+        Ok(DeliveryRecord {
+            id: self.id,
+            webhook_id: self.webhook_id,
+            position: self.position,
+            event_name: self.event_name,
+            status,
+            attempts: self.attempts,
+            next_attempt_at_us: self.next_attempt_at_us,
+            first_attempt_at_us: self.first_attempt_at_us,
+            last_response_code: self.last_response_code,
+            last_latency_ms: self.last_latency_ms,
+            last_error: self.last_error,
+            created_at_us: self.created_at_us,
+            updated_at_us: self.updated_at_us,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    webhook_id: String,
+    position: i64,
+    event_name: String,
+    payload: String,
+    attempts: i64,
+    first_attempt_at_us: Option<i64>,
+    url: String,
+    secret_sealed: Option<String>,
+    status: String,
+    deleted_at_us: Option<i64>,
+}
+
+/// The subscriptions the fan-out matches against.
+#[derive(sqlx::FromRow)]
+struct Subscription {
+    id: String,
+    events: String,
+    created_at_us: i64,
+}
+
+/// Rows per multi-row INSERT: 9 binds each, far below either database's bind limit.
+const INSERT_CHUNK: usize = 200;
+
+fn events_json(events: &[String]) -> Result<String, StoreError> {
+    serde_json::to_string(events).map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))
+}
+
+/// Moves the fan-out cursor to the log's head if no webhook is active yet (see
+/// [`Webhooks::insert_webhook`]; run before the webhook is written, so a webhook that already
+/// was active, and may still need events behind the cursor, never moves it). Events up to the head are all committed (positions are
+/// taken under the chain head's lock, in commit order), so none that an active webhook needs
+/// is passed over.
+async fn skip_idle_history<D>(tx: &mut sqlx::Transaction<'static, Db<D>>) -> Result<(), StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+{
+    sqlx::query(
+        "UPDATE webhook_cursor SET position = (SELECT COALESCE(MAX(position), 0) FROM events) \
+         WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM webhooks \
+         WHERE status = 'ACTIVE' AND deleted_at_us IS NULL)",
+    )
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl<D> Webhooks for SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    usize: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> i32: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> &'q str: Encode<'q, Db<D>>,
+    str: Type<Db<D>>,
+    for<'q> Option<i64>: Encode<'q, Db<D>>,
+    for<'q> Option<i32>: Encode<'q, Db<D>>,
+    for<'q> Option<String>: Encode<'q, Db<D>>,
+    for<'q> Option<&'q str>: Encode<'q, Db<D>>,
+{
+    async fn insert_webhook(&self, webhook: &WebhookRecord) -> Result<(), StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        if webhook.status == WebhookStatus::Active {
+            skip_idle_history::<D>(&mut tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO webhooks (id, name, description, url, events, secret_sealed, status, \
+             created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&webhook.id)
+        .bind(&webhook.name)
+        .bind(webhook.description.as_deref())
+        .bind(&webhook.url)
+        .bind(events_json(&webhook.events)?)
+        .bind(webhook.secret_sealed.as_deref())
+        .bind(webhook.status.as_str())
+        .bind(webhook.created_at_us)
+        .bind(webhook.updated_at_us)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_webhook(&self, id: &str) -> Result<Option<WebhookRecord>, StoreError> {
+        let row: Option<WebhookRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE id = $1 AND deleted_at_us IS NULL"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(WebhookRow::into_record).transpose()
+    }
+
+    async fn list_webhooks(
+        &self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<WebhookRecord>, StoreError> {
+        let rows: Vec<WebhookRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE deleted_at_us IS NULL \
+             ORDER BY created_at_us DESC, id DESC LIMIT $1 OFFSET $2"
+        )))
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(WebhookRow::into_record).collect()
+    }
+
+    async fn update_webhook(&self, webhook: &WebhookRecord) -> Result<bool, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        if webhook.status == WebhookStatus::Active {
+            skip_idle_history::<D>(&mut tx).await?;
+        }
+        let done = sqlx::query(
+            "UPDATE webhooks SET name = $2, description = $3, url = $4, events = $5, \
+             secret_sealed = $6, status = $7, updated_at_us = $8 \
+             WHERE id = $1 AND deleted_at_us IS NULL",
+        )
+        .bind(&webhook.id)
+        .bind(&webhook.name)
+        .bind(webhook.description.as_deref())
+        .bind(&webhook.url)
+        .bind(events_json(&webhook.events)?)
+        .bind(webhook.secret_sealed.as_deref())
+        .bind(webhook.status.as_str())
+        .bind(webhook.updated_at_us)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn delete_webhook(&self, id: &str, at_us: i64) -> Result<bool, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let done = sqlx::query(
+            "UPDATE webhooks SET deleted_at_us = $2, updated_at_us = $2 \
+             WHERE id = $1 AND deleted_at_us IS NULL",
+        )
+        .bind(id)
+        .bind(at_us)
+        .execute(&mut *tx)
+        .await?;
+        if D::rows_affected(&done) == 0 {
+            return Ok(false);
+        }
+        // What was still queued will not be sent; the history says why.
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'failed', last_error = 'the webhook was deleted', \
+             lease_owner = NULL, lease_until_us = NULL, updated_at_us = $2 \
+             WHERE webhook_id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(at_us)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn webhook_cursor(&self) -> Result<(i64, bool), StoreError> {
+        let (position, active): (i64, i64) = sqlx::query_as(
+            "SELECT position, (SELECT COUNT(*) FROM webhooks \
+             WHERE status = 'ACTIVE' AND deleted_at_us IS NULL) FROM webhook_cursor WHERE id = 1",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((position, active > 0))
+    }
+
+    async fn fan_out_webhook_events(
+        &self,
+        expected: i64,
+        advance_to: i64,
+        events: &[WebhookEventRow],
+        now_us: i64,
+    ) -> Result<Option<u64>, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        // The compare-and-set: in PostgreSQL a second process waits here for the first's
+        // commit, then finds the position changed and moves nothing.
+        let moved =
+            sqlx::query("UPDATE webhook_cursor SET position = $2 WHERE id = 1 AND position = $1")
+                .bind(expected)
+                .bind(advance_to)
+                .execute(&mut *tx)
+                .await?;
+        if D::rows_affected(&moved) == 0 {
+            return Ok(None);
+        }
+        let subscriptions: Vec<Subscription> = sqlx::query_as(
+            "SELECT id, events, created_at_us FROM webhooks \
+             WHERE status = 'ACTIVE' AND deleted_at_us IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        let subscriptions = subscriptions
+            .into_iter()
+            .map(|s| {
+                let names: Vec<String> = serde_json::from_str(&s.events)
+                    .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", s.id)))?;
+                Ok((s.id, names, s.created_at_us))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut rows: Vec<(String, &WebhookEventRow)> = Vec::new();
+        for event in events {
+            for (id, names, created_at_us) in &subscriptions {
+                // A webhook receives what happened after it was created, even when the
+                // fan-out runs late (a server that was down catches up).
+                if *created_at_us <= event.occurred_at_us && names.contains(&event.event_name) {
+                    rows.push((id.clone(), event));
+                }
+            }
+        }
+        for chunk in rows.chunks(INSERT_CHUNK) {
+            let mut qb = QueryBuilder::<Db<D>>::new(
+                "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
+                 payload, status, next_attempt_at_us, created_at_us, updated_at_us) ",
+            );
+            qb.push_values(chunk, |mut b, (webhook_id, event)| {
+                b.push_bind(uuid::Uuid::now_v7().to_string())
+                    .push_bind(webhook_id.clone())
+                    .push_bind(event.position)
+                    .push_bind(event.event_name.clone())
+                    .push_bind(event.order_key.clone())
+                    .push_bind(event.payload.clone())
+                    .push("'pending'")
+                    .push_bind(now_us)
+                    .push_bind(now_us)
+                    .push_bind(now_us);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(rows.len() as u64))
+    }
+
+    async fn lease_webhook_deliveries(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+        limit: i64,
+        busy_webhooks: &[String],
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        if limit <= 0 {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Db<D>>::new("UPDATE webhook_deliveries SET lease_owner = ");
+        qb.push_bind(owner.to_string());
+        qb.push(", lease_until_us = ");
+        qb.push_bind(lease_until_us);
+        // Re-checked on the row itself (see the module docs): what makes a lease exclusive.
+        qb.push(" WHERE status = 'pending' AND next_attempt_at_us <= ");
+        qb.push_bind(now_us);
+        qb.push(" AND (lease_until_us IS NULL OR lease_until_us < ");
+        qb.push_bind(now_us);
+        qb.push(
+            ") AND id IN (SELECT d.id FROM webhook_deliveries d \
+             WHERE d.status = 'pending' AND d.next_attempt_at_us <= ",
+        );
+        qb.push_bind(now_us);
+        qb.push(" AND (d.lease_until_us IS NULL OR d.lease_until_us < ");
+        qb.push_bind(now_us);
+        qb.push(
+            ") AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+             WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key \
+             AND e.status = 'pending' AND e.position < d.position)",
+        );
+        if !busy_webhooks.is_empty() {
+            qb.push(" AND d.webhook_id NOT IN (");
+            let mut sep = qb.separated(", ");
+            for id in busy_webhooks {
+                sep.push_bind(id.clone());
+            }
+            sep.push_unseparated(")");
+        }
+        qb.push(" ORDER BY d.next_attempt_at_us, d.position LIMIT ");
+        qb.push_bind(limit);
+        qb.push(") RETURNING id");
+        let leased: Vec<(String,)> = qb.build_query_as().fetch_all(&self.pool).await?;
+        if leased.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            "SELECT d.id, d.webhook_id, d.position, d.event_name, d.payload, d.attempts, \
+             d.first_attempt_at_us, w.url, w.secret_sealed, w.status, w.deleted_at_us \
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             WHERE d.lease_owner = ",
+        );
+        qb.push_bind(owner.to_string());
+        qb.push(" AND d.id IN (");
+        let mut sep = qb.separated(", ");
+        for (id,) in &leased {
+            sep.push_bind(id.clone());
+        }
+        sep.push_unseparated(") ORDER BY d.position");
+        let rows: Vec<JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|r| {
+                let webhook_status = match r.deleted_at_us {
+                    Some(_) => None,
+                    None => Some(WebhookStatus::parse(&r.status).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "webhook {} status '{}'",
+                            r.webhook_id, r.status
+                        ))
+                    })?),
+                };
+                Ok(DeliveryJob {
+                    id: r.id,
+                    webhook_id: r.webhook_id,
+                    position: r.position,
+                    event_name: r.event_name,
+                    payload: r.payload,
+                    attempts: r.attempts,
+                    first_attempt_at_us: r.first_attempt_at_us,
+                    url: r.url,
+                    secret_sealed: r.secret_sealed,
+                    webhook_status,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_webhook_delivery(
+        &self,
+        id: &str,
+        owner: &str,
+        attempt: &AttemptRecord,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE webhook_deliveries SET status = $3, attempts = attempts + 1, \
+             next_attempt_at_us = $4, first_attempt_at_us = COALESCE(first_attempt_at_us, $5), \
+             last_response_code = $6, last_latency_ms = $7, last_error = $8, \
+             lease_owner = NULL, lease_until_us = NULL, updated_at_us = $5 \
+             WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(attempt.status.as_str())
+        .bind(attempt.next_attempt_at_us)
+        .bind(attempt.attempted_at_us)
+        .bind(attempt.response_code)
+        .bind(attempt.latency_ms)
+        .bind(attempt.error.as_deref())
+        .execute(&self.pool)
+        .await?;
+        Ok(D::rows_affected(&done) > 0)
+    }
+
+    async fn list_webhook_deliveries(
+        &self,
+        webhook_id: &str,
+        offset: i64,
+        limit: i64,
+    ) -> Result<Vec<DeliveryRecord>, StoreError> {
+        let rows: Vec<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE webhook_id = $1 \
+             ORDER BY created_at_us DESC, id DESC LIMIT $2 OFFSET $3"
+        )))
+        .bind(webhook_id)
+        .bind(limit)
+        .bind(offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(DeliveryRow::into_record).collect()
+    }
+
+    async fn redeliver_webhook_delivery(
+        &self,
+        webhook_id: &str,
+        delivery_id: &str,
+        now_us: i64,
+    ) -> Result<Option<DeliveryRecord>, StoreError> {
+        // A delivery in flight keeps its lease; it is queued again once that attempt is over
+        // only if it then fails, so a redelivery never runs beside the attempt it repeats.
+        sqlx::query(
+            "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at_us = $3, \
+             first_attempt_at_us = NULL, updated_at_us = $3 \
+             WHERE id = $2 AND webhook_id = $1 AND (status <> 'pending' OR lease_owner IS NULL)",
+        )
+        .bind(webhook_id)
+        .bind(delivery_id)
+        .bind(now_us)
+        .execute(&self.pool)
+        .await?;
+        let row: Option<DeliveryRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries WHERE id = $2 AND webhook_id = $1"
+        )))
+        .bind(webhook_id)
+        .bind(delivery_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(DeliveryRow::into_record).transpose()
+    }
+
+    async fn next_webhook_delivery_due(&self) -> Result<Option<i64>, StoreError> {
+        let (due,): (Option<i64>,) = sqlx::query_as(
+            "SELECT MIN(next_attempt_at_us) FROM webhook_deliveries WHERE status = 'pending'",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due)
+    }
+}

@@ -1,0 +1,745 @@
+//! Registry webhooks (issue #18): the MLflow 3 REST API and durable, signed delivery to a real
+//! HTTP receiver (axum on 127.0.0.1, so the servers run with --webhook-allow-private-ips).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::{Value, json};
+
+use crate::both_backends;
+use crate::helpers::{Backend, TestApp, spawn_app_on, spawn_app_with};
+
+const HOOKS: &str = "/api/2.0/mlflow/webhooks";
+const KEY: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const SECRET: &str = "s3cret-for-the-receiver";
+
+/// Fast retries so a test sees several attempts in a second or two.
+const DELIVERY_FLAGS: &[&str] = &[
+    "--webhook-allow-private-ips",
+    "--webhook-secret-key",
+    KEY,
+    "--webhook-retry-base",
+    "100ms",
+    "--webhook-retry-max-delay",
+    "300ms",
+    "--webhook-timeout",
+    "3s",
+];
+
+fn mv_created() -> Value {
+    json!([{"entity": "MODEL_VERSION", "action": "CREATED"}])
+}
+
+/// What the receiver got: headers and the exact body.
+#[derive(Clone)]
+struct Hit {
+    headers: HeaderMap,
+    body: String,
+}
+
+/// A webhook receiver that answers 500 to its first `fail_first` requests, then 200.
+struct Receiver {
+    url: String,
+    hits: Arc<Mutex<Vec<Hit>>>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn receiver_on(listener: tokio::net::TcpListener, fail_first: usize) -> Receiver {
+    receiver_hanging_on(listener, fail_first, None).await
+}
+
+/// [`receiver_on`], answering each request only after `hang` (a receiver that hangs).
+async fn receiver_hanging_on(
+    listener: tokio::net::TcpListener,
+    fail_first: usize,
+    hang: Option<Duration>,
+) -> Receiver {
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let hits = hits.clone();
+            move |headers: HeaderMap, body: String| {
+                let hits = hits.clone();
+                let seen = seen.clone();
+                async move {
+                    let n = seen.fetch_add(1, Ordering::SeqCst);
+                    hits.lock().expect("lock").push(Hit { headers, body });
+                    if let Some(hang) = hang {
+                        tokio::time::sleep(hang).await;
+                    }
+                    if n < fail_first {
+                        (StatusCode::INTERNAL_SERVER_ERROR, "not yet")
+                    } else {
+                        (StatusCode::OK, "thanks")
+                    }
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    Receiver {
+        url,
+        hits,
+        _stop: tx,
+    }
+}
+
+async fn receiver(fail_first: usize) -> Receiver {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    receiver_on(listener, fail_first).await
+}
+
+impl Receiver {
+    fn hits(&self) -> Vec<Hit> {
+        self.hits.lock().expect("lock").clone()
+    }
+}
+
+async fn create_hook(app: &TestApp, name: &str, url: &str, events: Value) -> Value {
+    let r = app
+        .post(
+            HOOKS,
+            &app.admin(),
+            json!({"name": name, "url": url, "events": events, "secret": SECRET}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["webhook"].clone()
+}
+
+/// Polls until `check` holds (or fails the test after 20 s).
+async fn eventually<F: Fn() -> bool>(what: &str, check: F) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
+    let r = app
+        .get(&format!("{HOOKS}/{id}/deliveries"), &app.admin())
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    r.body["deliveries"].as_array().cloned().unwrap_or_default()
+}
+
+/// Checks both header sets and the signature a receiver would verify.
+fn assert_signed(hit: &Hit) {
+    let h = |n: &str| {
+        hit.headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("header {n} missing"))
+            .to_string()
+    };
+    let id = h("x-mlflow-delivery-id");
+    let ts: i64 = h("x-mlflow-timestamp").parse().expect("unix seconds");
+    assert_eq!(h("webhook-id"), id);
+    assert_eq!(h("webhook-timestamp"), ts.to_string());
+    assert_eq!(h("webhook-signature"), h("x-mlflow-signature"));
+    assert!(model_ledger::webhooks::signing::verify(
+        SECRET.as_bytes(),
+        &h("x-mlflow-signature"),
+        &id,
+        ts,
+        hit.body.as_bytes(),
+    ));
+    assert!(!model_ledger::webhooks::signing::verify(
+        b"another secret",
+        &h("x-mlflow-signature"),
+        &id,
+        ts,
+        hit.body.as_bytes(),
+    ));
+}
+
+both_backends!(
+    crud_pagination_validation_and_access,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, &["--webhook-secret-key", KEY]).await;
+        let admin = app.admin();
+
+        let created = app
+            .post(
+                HOOKS,
+                &admin,
+                json!({"name": "test_webhook", "url": "https://example.com/webhook",
+                   "events": mv_created(), "description": "d", "secret": SECRET}),
+            )
+            .await;
+        assert_eq!(created.status, 200, "{:?}", created.body);
+        let hook = &created.body["webhook"];
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        assert_eq!(hook["name"], "test_webhook");
+        assert_eq!(hook["url"], "https://example.com/webhook");
+        assert_eq!(hook["events"], mv_created());
+        assert_eq!(hook["status"], "ACTIVE");
+        assert_eq!(hook["description"], "d");
+        assert!(hook["creation_timestamp"].as_i64().expect("ms") > 1_600_000_000_000);
+
+        // The secret is never answered, by any endpoint.
+        let got = app.get(&format!("{HOOKS}/{id}"), &admin).await;
+        assert_eq!(got.status, 200);
+        assert_eq!(got.body["webhook"], *hook);
+        let listed = app.get(HOOKS, &admin).await;
+        for text in [
+            created.body.to_string(),
+            got.body.to_string(),
+            listed.body.to_string(),
+        ] {
+            assert!(!text.contains(SECRET) && !text.contains("secret"), "{text}");
+        }
+        // ... and is not stored in plain text either.
+        let stored = app
+            .store
+            .get_webhook(&id)
+            .await
+            .expect("read")
+            .expect("row");
+        let sealed = stored.secret_sealed.expect("sealed");
+        assert!(!sealed.contains(SECRET));
+
+        // Pagination: newest first, disjoint pages, a token while more follow.
+        for i in 0..4 {
+            let r = app
+                .post(
+                    HOOKS,
+                    &admin,
+                    json!({"name": format!("webhook{i}"), "url": format!("https://example.com/{i}"),
+                       "events": ["model_version.created", "registered_model.created"]}),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{:?}", r.body);
+        }
+        let first = app.get(&format!("{HOOKS}?max_results=2"), &admin).await;
+        assert_eq!(first.body["webhooks"].as_array().map(Vec::len), Some(2));
+        assert_eq!(first.body["webhooks"][0]["name"], "webhook3");
+        let token = first.body["next_page_token"].as_str().expect("token");
+        let second = app
+            .get(
+                &format!(
+                    "{HOOKS}?max_results=2&page_token={}",
+                    crate::helpers::enc(token)
+                ),
+                &admin,
+            )
+            .await;
+        assert_eq!(second.body["webhooks"][0]["name"], "webhook1");
+        let third = app
+            .get(
+                &format!(
+                    "{HOOKS}?max_results=2&page_token={}",
+                    crate::helpers::enc(second.body["next_page_token"].as_str().expect("token"))
+                ),
+                &admin,
+            )
+            .await;
+        assert_eq!(third.body["webhooks"].as_array().map(Vec::len), Some(1));
+        assert!(third.body.get("next_page_token").is_none());
+
+        // Partial and full updates; the update time moves forward.
+        let r = app
+            .patch(&format!("{HOOKS}/{id}"), &admin, json!({"name": "renamed"}))
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["webhook"]["url"], "https://example.com/webhook");
+        assert_eq!(r.body["webhook"]["events"], mv_created());
+        assert_eq!(r.body["webhook"]["description"], "d");
+        let r2 = app
+            .patch(
+                &format!("{HOOKS}/{id}"),
+                &admin,
+                json!({"url": "https://example.com/updated", "status": "DISABLED",
+                   "events": [{"entity": "MODEL_VERSION", "action": "CREATED"},
+                              {"entity": "REGISTERED_MODEL", "action": "CREATED"}]}),
+            )
+            .await;
+        assert_eq!(r2.status, 200, "{:?}", r2.body);
+        assert_eq!(r2.body["webhook"]["status"], "DISABLED");
+        assert_eq!(
+            r2.body["webhook"]["events"][1]["entity"],
+            "REGISTERED_MODEL"
+        );
+        assert!(
+            r2.body["webhook"]["last_updated_timestamp"].as_i64()
+                > r.body["webhook"]["last_updated_timestamp"].as_i64()
+        );
+
+        // Validation, in MLflow's words.
+        for (body, expect) in [
+            (
+                json!({"url": "   "}),
+                "Webhook URL cannot be empty or just whitespace",
+            ),
+            (
+                json!({"url": "ftp://example.com"}),
+                "Invalid webhook URL scheme",
+            ),
+            (json!({"url": "http://[invalid"}), "Invalid webhook URL"),
+            (json!({"url": "http://127.0.0.1:9/x"}), "non-public address"),
+            (json!({"url": "https://u:p@example.com/"}), "credentials"),
+            (
+                json!({"events": [{"entity": "MODEL_VERSION", "action": "EXPLODED"}]}),
+                "Invalid webhook event",
+            ),
+            (json!({"events": 3}), "events"),
+            (json!({"status": "SLEEPING"}), "Invalid webhook status"),
+            (json!({"name": "-bad"}), "Invalid webhook name"),
+        ] {
+            let r = app
+                .patch(&format!("{HOOKS}/{id}"), &admin, body.clone())
+                .await;
+            assert_eq!(r.status, 400, "{body}: {:?}", r.body);
+            assert_eq!(r.code(), "INVALID_PARAMETER_VALUE", "{body}");
+            let message = r.body["message"].as_str().unwrap_or("");
+            assert!(message.contains(expect), "{body}: {message}");
+        }
+        let r = app
+            .post(HOOKS, &admin, json!({"name": "x", "events": mv_created()}))
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(
+            r.body["message"].as_str().unwrap_or("").contains("'url'"),
+            "{:?}",
+            r.body
+        );
+        let r = app
+            .post(
+                HOOKS,
+                &admin,
+                json!({"name": "x", "url": "https://example.com/", "events": []}),
+            )
+            .await;
+        assert_eq!(r.status, 400);
+        assert!(
+            r.body["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("cannot be empty")
+        );
+
+        // Not found, in MLflow's words, for every verb.
+        for r in [
+            app.get(&format!("{HOOKS}/nonexistent"), &admin).await,
+            app.patch(
+                &format!("{HOOKS}/nonexistent"),
+                &admin,
+                json!({"name": "n"}),
+            )
+            .await,
+            app.delete(&format!("{HOOKS}/nonexistent"), &admin).await,
+            app.post(&format!("{HOOKS}/nonexistent/test"), &admin, json!({}))
+                .await,
+        ] {
+            assert_eq!(r.status, 404, "{:?}", r.body);
+            assert_eq!(r.code(), "RESOURCE_DOES_NOT_EXIST");
+            assert_eq!(r.body["message"], "Webhook with ID nonexistent not found");
+        }
+
+        // Readers and release managers may neither look nor change; each refusal is recorded.
+        let reader = app.token("rita", &["ml-readers"]);
+        for r in [
+            app.get(HOOKS, &reader).await,
+            app.get(&format!("{HOOKS}/{id}"), &reader).await,
+            app.post(
+                HOOKS,
+                &app.release_manager(),
+                json!({"name": "x", "url": "https://example.com/", "events": mv_created()}),
+            )
+            .await,
+            app.delete(&format!("{HOOKS}/{id}"), &reader).await,
+        ] {
+            assert_eq!(r.status, 403, "{:?}", r.body);
+            assert_eq!(r.code(), "PERMISSION_DENIED");
+        }
+        let mut denied = Vec::new();
+        for _ in 0..50 {
+            denied = app
+                .store
+                .read_denials(&model_ledger::store::DenialQuery {
+                    limit: 100,
+                    ..Default::default()
+                })
+                .await
+                .expect("denials");
+            if denied.iter().any(|d| d.action == "ManageWebhooks")
+                && denied.iter().any(|d| d.action == "ReadWebhooks")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            denied.iter().any(|d| d.action == "ManageWebhooks"),
+            "{denied:?}"
+        );
+        assert!(
+            denied.iter().any(|d| d.action == "ReadWebhooks"),
+            "{denied:?}"
+        );
+
+        // Delete: gone from get and list.
+        let r = app.delete(&format!("{HOOKS}/{id}"), &admin).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body, json!({}));
+        assert_eq!(app.get(&format!("{HOOKS}/{id}"), &admin).await.status, 404);
+        let all = app.get(HOOKS, &admin).await;
+        assert!(
+            all.body["webhooks"]
+                .as_array()
+                .expect("list")
+                .iter()
+                .all(|w| w["webhook_id"] != id.as_str())
+        );
+    }
+);
+
+both_backends!(
+    events_are_delivered_signed_in_order,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let rx = receiver(0).await;
+        let hook = create_hook(
+            &app,
+            "ordered",
+            &rx.url,
+            json!([
+                "registered_model.created",
+                "model_version.created",
+                "ledger.model_version.stage_transitioned"
+            ]),
+        )
+        .await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        app.create_model("churn").await;
+        for _ in 0..3 {
+            app.create_version("churn").await;
+        }
+        eventually("4 deliveries", || rx.hits().len() >= 4).await;
+        let hits = rx.hits();
+        assert_eq!(hits.len(), 4, "each event once");
+        for hit in &hits {
+            assert_signed(hit);
+        }
+        let bodies: Vec<Value> = hits
+            .iter()
+            .map(|h| serde_json::from_str(&h.body).expect("json"))
+            .collect();
+        assert_eq!(bodies[0]["entity"], "registered_model");
+        assert_eq!(bodies[0]["data"]["name"], "churn");
+        let versions: Vec<&str> = bodies[1..]
+            .iter()
+            .map(|b| b["data"]["version"].as_str().expect("version"))
+            .collect();
+        assert_eq!(
+            versions,
+            ["1", "2", "3"],
+            "one model's events in commit order"
+        );
+        for b in &bodies {
+            let keys: Vec<&String> = b.as_object().expect("object").keys().collect();
+            assert_eq!(keys.len(), 4, "MLflow's four keys: {b}");
+        }
+        eventually_deliveries(&app, &id, 4, "SUCCEEDED").await;
+        let history = deliveries(&app, &id).await;
+        assert!(
+            history
+                .iter()
+                .all(|d| d["attempts"] == 1 && d["last_response_code"] == 200)
+        );
+
+        // test_webhook: sent now, signed, reported.
+        let r = app
+            .post(
+                &format!("{HOOKS}/{id}/test"),
+                &app.admin(),
+                json!({"event": {"entity": "MODEL_VERSION", "action": "CREATED"}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        assert_eq!(r.body["result"]["success"], true);
+        assert_eq!(r.body["result"]["response_status"], 200);
+        assert_eq!(r.body["result"]["response_body"], "thanks");
+        let last = rx.hits().pop().expect("the test delivery");
+        assert_signed(&last);
+
+        // Redelivery: the same delivery id again.
+        let first = history.last().expect("oldest")["delivery_id"]
+            .as_str()
+            .expect("id")
+            .to_string();
+        let r = app
+            .post(
+                &format!("{HOOKS}/{id}/deliveries/{first}/redeliver"),
+                &app.admin(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        eventually("the redelivery", || {
+            rx.hits()
+                .iter()
+                .filter(|h| h.headers["webhook-id"] == first.as_str())
+                .count()
+                == 2
+        })
+        .await;
+        let r = app
+            .post(
+                &format!("{HOOKS}/{id}/deliveries/nope/redeliver"),
+                &app.admin(),
+                json!({}),
+            )
+            .await;
+        assert_eq!(r.status, 404);
+    }
+);
+
+async fn eventually_deliveries(app: &TestApp, id: &str, n: usize, status: &str) {
+    for _ in 0..200 {
+        let d = deliveries(app, id).await;
+        if d.len() == n && d.iter().all(|d| d["status"] == status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "deliveries never reached {n} x {status}: {:?}",
+        deliveries(app, id).await
+    );
+}
+
+both_backends!(
+    a_failing_receiver_is_retried_until_it_answers,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let rx = receiver(2).await;
+        let hook = create_hook(&app, "flaky", &rx.url, json!(["registered_model.created"])).await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        app.create_model("flaky-model").await;
+        eventually_deliveries(&app, &id, 1, "SUCCEEDED").await;
+        let d = &deliveries(&app, &id).await[0];
+        assert_eq!(d["attempts"], 3, "{d}");
+        assert_eq!(d["last_response_code"], 200);
+        let hits = rx.hits();
+        assert_eq!(hits.len(), 3);
+        let ids: std::collections::HashSet<_> = hits
+            .iter()
+            .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
+            .collect();
+        assert_eq!(ids.len(), 1, "retries keep the delivery id");
+    }
+);
+
+both_backends!(
+    a_receiver_that_was_down_gets_everything,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        // Reserve a port, then leave it closed: connections are refused until the receiver starts.
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let hook = create_hook(&app, "down", &url, json!(["model_version.created"])).await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        app.create_model("m").await;
+        for _ in 0..5 {
+            app.create_version("m").await;
+        }
+        // Attempts fail while it is down.
+        for _ in 0..100 {
+            let d = deliveries(&app, &id).await;
+            if d.iter().any(|d| d["attempts"].as_i64() >= Some(2)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let d = deliveries(&app, &id).await;
+        assert_eq!(d.len(), 5);
+        assert!(d.iter().all(|d| d["status"] == "PENDING"), "{d:?}");
+        assert!(
+            d.iter().any(|d| d["last_error"].as_str().is_some()),
+            "{d:?}"
+        );
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind the receiver's port");
+        let rx = receiver_on(listener, 0).await;
+        eventually_deliveries(&app, &id, 5, "SUCCEEDED").await;
+        let versions: Vec<String> = rx
+            .hits()
+            .iter()
+            .map(|h| {
+                let b: Value = serde_json::from_str(&h.body).expect("json");
+                b["data"]["version"].as_str().expect("v").to_string()
+            })
+            .collect();
+        assert_eq!(versions, ["1", "2", "3", "4", "5"], "in order, each once");
+    }
+);
+
+both_backends!(
+    two_servers_on_one_database_deliver_each_event_once,
+    |backend: Backend| async move {
+        let one = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let two = spawn_app_on(backend, Some(&one.database_url), DELIVERY_FLAGS).await;
+        let rx = receiver(0).await;
+        let hook = create_hook(&one, "shared", &rx.url, json!(["model_version.created"])).await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        one.create_model("a").await;
+        two.create_model("b").await;
+        for i in 0..10 {
+            let app = if i % 2 == 0 { &one } else { &two };
+            app.create_version(if i % 3 == 0 { "a" } else { "b" }).await;
+        }
+        eventually_deliveries(&one, &id, 10, "SUCCEEDED").await;
+        // Let any duplicate that is coming arrive before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let hits = rx.hits();
+        let ids: std::collections::HashSet<_> = hits
+            .iter()
+            .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
+            .collect();
+        assert_eq!(hits.len(), 10, "each event delivered once");
+        assert_eq!(ids.len(), 10);
+        for hit in &hits {
+            assert_signed(hit);
+        }
+    }
+);
+
+both_backends!(
+    a_hanging_receiver_does_not_delay_the_others,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let stuck = receiver_hanging_on(listener, 0, Some(Duration::from_secs(30))).await;
+        let healthy = receiver(0).await;
+        create_hook(&app, "stuck", &stuck.url, json!(["model_version.created"])).await;
+        create_hook(
+            &app,
+            "healthy",
+            &healthy.url,
+            json!(["model_version.created"]),
+        )
+        .await;
+        app.create_model("busy").await;
+        app.create_model("other").await;
+        let started = std::time::Instant::now();
+        for name in ["busy", "other", "busy", "other"] {
+            app.create_version(name).await;
+        }
+        eventually("the healthy receiver's 4 deliveries", || {
+            healthy.hits().len() >= 4
+        })
+        .await;
+        // The stuck receiver's attempts time out only after --webhook-timeout (3 s).
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "the healthy receiver waited {:?}",
+            started.elapsed()
+        );
+        assert_eq!(healthy.hits().len(), 4);
+        // One attempt in flight per model at the stuck receiver, nothing more.
+        assert_eq!(stuck.hits().len(), 2, "one in flight per model");
+    }
+);
+
+both_backends!(
+    a_server_without_active_webhooks_skips_the_old_log,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        app.create_model("before").await;
+        app.create_version("before").await;
+        let (cursor, active) = app.store.webhook_cursor().await.expect("cursor");
+        assert!(!active);
+        assert_eq!(cursor, 0, "nothing is written while no webhook is active");
+        let rx = receiver(0).await;
+        create_hook(&app, "late", &rx.url, json!(["model_version.created"])).await;
+        let (cursor, active) = app.store.webhook_cursor().await.expect("cursor");
+        assert!(active);
+        assert_eq!(
+            cursor,
+            app.event_count().await,
+            "the new webhook starts at the head"
+        );
+        app.create_version("before").await;
+        eventually("the new version's delivery", || !rx.hits().is_empty()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let hits = rx.hits();
+        assert_eq!(
+            hits.len(),
+            1,
+            "only what happened after the webhook was created"
+        );
+        let body: Value = serde_json::from_str(&hits[0].body).expect("json");
+        assert_eq!(body["data"]["version"], "2");
+    }
+);
+
+both_backends!(
+    a_restarted_server_resumes_pending_deliveries,
+    |backend: Backend| async move {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr").port()
+        };
+        let url = format!("http://127.0.0.1:{port}/hook");
+        let mut first = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let hook = create_hook(&first, "resume", &url, json!(["model_version.created"])).await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        first.create_model("r").await;
+        for _ in 0..3 {
+            first.create_version("r").await;
+        }
+        for _ in 0..100 {
+            let d = deliveries(&first, &id).await;
+            if d.len() == 3 && d.iter().any(|d| d["attempts"].as_i64() >= Some(1)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(deliveries(&first, &id).await.len(), 3);
+        // Stop the server (keeping its data directory: the SQLite file lives there) while the
+        // receiver is still down, then start another one on the same database.
+        let database_url = first.database_url.clone();
+        let _kept = std::mem::replace(&mut first.data_dir, tempfile::tempdir().expect("tempdir"));
+        drop(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .expect("rebind the receiver's port");
+        let rx = receiver_on(listener, 0).await;
+        let second = spawn_app_on(backend, Some(&database_url), DELIVERY_FLAGS).await;
+        eventually_deliveries(&second, &id, 3, "SUCCEEDED").await;
+        let versions: Vec<String> = rx
+            .hits()
+            .iter()
+            .map(|h| {
+                let b: Value = serde_json::from_str(&h.body).expect("json");
+                b["data"]["version"].as_str().expect("v").to_string()
+            })
+            .collect();
+        assert_eq!(versions, ["1", "2", "3"], "resumed in order, each once");
+    }
+);
