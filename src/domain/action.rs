@@ -46,10 +46,23 @@ pub enum Action {
     /// Recording metrics for an existing version after it was created (e.g. an evaluation job
     /// that runs after `push`); quality gates read them. See policies/ci.cedar.
     RecordMetrics,
+    // --- approval workflow (issue #17); see policies/approvals.cedar ---
+    /// Asking for a version to move to a stage (a transition request).
+    RequestTransition,
+    /// Approving a transition request; the approval that completes it also needs
+    /// `TransitionStage` for the same move.
+    ApproveTransition,
+    RejectTransition,
+    /// Withdrawing one's own request.
+    CancelTransition,
+    /// Closing an expired or void request: done by the server itself (the system principal).
+    ExpireRequest,
+    /// Adding, editing or deleting a comment on a version.
+    Comment,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 26] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -72,6 +85,13 @@ impl Action {
         // run evidence (issue #16)
         Action::PinRunArtifacts,
         Action::RecordMetrics,
+        // approval workflow (issue #17)
+        Action::RequestTransition,
+        Action::ApproveTransition,
+        Action::RejectTransition,
+        Action::CancelTransition,
+        Action::ExpireRequest,
+        Action::Comment,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -99,6 +119,13 @@ impl Action {
             // run evidence (issue #16)
             Action::PinRunArtifacts => "PinRunArtifacts",
             Action::RecordMetrics => "RecordMetrics",
+            // approval workflow (issue #17)
+            Action::RequestTransition => "RequestTransition",
+            Action::ApproveTransition => "ApproveTransition",
+            Action::RejectTransition => "RejectTransition",
+            Action::CancelTransition => "CancelTransition",
+            Action::ExpireRequest => "ExpireRequest",
+            Action::Comment => "Comment",
         }
     }
 

@@ -135,6 +135,8 @@ pub struct Service {
     read_decisions: Arc<access::ReadDecisions>,
     /// Versions whose run pin is pending, for the background pinner (issue #16).
     run_pins: Arc<run_pins::PinQueue>,
+    /// How long a transition request stays open (`--request-lifetime`, issue #17).
+    pub request_lifetime: chrono::Duration,
 }
 
 impl Service {
@@ -147,6 +149,7 @@ impl Service {
             denials: denials::DenialLog::start(store.clone()),
             read_decisions: Arc::new(access::ReadDecisions::default()),
             run_pins: Arc::default(),
+            request_lifetime: crate::domain::approval::DEFAULT_REQUEST_LIFETIME,
             store,
             authorizer,
             tracking: None,
@@ -166,6 +169,7 @@ impl Service {
             denials: self.denials.clone(),
             read_decisions: self.read_decisions.clone(),
             run_pins: self.run_pins.clone(),
+            request_lifetime: self.request_lifetime,
         }
     }
 }
