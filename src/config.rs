@@ -297,6 +297,13 @@ pub struct ServeArgs {
     /// turns periodic checkpoints off). The key is `<data-dir>/checkpoint-ed25519.pem`.
     #[arg(long, env = "MODEL_LEDGER_CHECKPOINT_INTERVAL", default_value = "10m")]
     pub checkpoint_interval: String,
+    /// How long a transition request stays open before the server records it as expired
+    /// (`7d`, `12h`; docs/approvals.md).
+    #[arg(long, env = "MODEL_LEDGER_REQUEST_LIFETIME", default_value = "7d", value_parser = parse_duration)]
+    pub request_lifetime: std::time::Duration,
+    /// How often the server looks for expired transition requests (`0` turns the sweep off).
+    #[arg(long, env = "MODEL_LEDGER_REQUEST_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub request_sweep_interval: std::time::Duration,
     #[command(flatten)]
     pub checkpoint: CheckpointOpts,
     #[command(flatten)]

@@ -558,7 +558,7 @@ impl Service {
             actor: caller.actor.clone(),
             now,
             new_id: Uuid::now_v7().to_string(),
-            request_lifetime: self.request_lifetime,
+            request_lifetime: self.request_lifetime(),
             approval_completes,
         };
         let mut payloads = decide_in(current.as_ref(), command, &ctx)?;
@@ -853,20 +853,7 @@ impl WorkflowFacts {
             });
         } else if let Some(request) = command.request_id().and_then(|id| state.requests.get(id)) {
             facts.version = Some(request.version);
-            facts.request = Some(RequestFacts {
-                id: request.id.clone(),
-                requester_subject: request.requester.subject.clone(),
-                requester_issuer: request.requester.issuer.clone(),
-                to_stage: request.to_stage,
-                age_seconds: (now - request.opened_at).num_seconds().max(0),
-                approvals_so_far: i64::try_from(request.approvals.len()).unwrap_or(i64::MAX),
-                approvers: request
-                    .approvals
-                    .iter()
-                    .map(|a| crate::domain::approval::principal_key(&a.by))
-                    .collect(),
-                executes: false,
-            });
+            facts.request = Some(super::approvals::request_facts(request, now, false));
         } else if let Some(comment) = command.comment_id().and_then(|id| state.comments.get(id)) {
             facts.version = Some(comment.version);
         }

@@ -9,6 +9,8 @@
 //! - [`queries`]: every read (get, search, resolve, latest versions, history, events, audit),
 //!   each authorized before anything about the model is revealed, with the read cache behind
 //!   them so every API gets the same fast answers.
+//! - [`approvals`]: transition requests and comments as the APIs read them (with the caller's
+//!   `available_actions`), the inbox, and the sweep that records expired requests.
 //! - [`access`]: the single `check(caller, action, resource)` both paths start with; it decides
 //!   with the policy engine and records what it refused.
 //!
@@ -16,6 +18,8 @@
 //! access check or write around the event log.
 
 pub mod access;
+// Approval workflow (#17).
+pub mod approvals;
 pub mod commands;
 pub mod denials;
 pub mod queries;
@@ -135,8 +139,9 @@ pub struct Service {
     read_decisions: Arc<access::ReadDecisions>,
     /// Versions whose run pin is pending, for the background pinner (issue #16).
     run_pins: Arc<run_pins::PinQueue>,
-    /// How long a transition request stays open (`--request-lifetime`, issue #17).
-    pub request_lifetime: chrono::Duration,
+    /// How long a transition request stays open, in seconds (`--request-lifetime`, issue
+    /// #17); an atomic so the configured value can be set on the shared service.
+    request_lifetime: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Service {
@@ -149,7 +154,9 @@ impl Service {
             denials: denials::DenialLog::start(store.clone()),
             read_decisions: Arc::new(access::ReadDecisions::default()),
             run_pins: Arc::default(),
-            request_lifetime: crate::domain::approval::DEFAULT_REQUEST_LIFETIME,
+            request_lifetime: Arc::new(std::sync::atomic::AtomicI64::new(
+                crate::domain::approval::DEFAULT_REQUEST_LIFETIME.num_seconds(),
+            )),
             store,
             authorizer,
             tracking: None,
@@ -169,7 +176,7 @@ impl Service {
             denials: self.denials.clone(),
             read_decisions: self.read_decisions.clone(),
             run_pins: self.run_pins.clone(),
-            request_lifetime: self.request_lifetime,
+            request_lifetime: self.request_lifetime.clone(),
         }
     }
 }

@@ -11,7 +11,9 @@ use axum::Router;
 use axum::routing::get;
 use utoipa::OpenApi;
 
-use super::{aliases, artifacts, audit, event_stream, events, models, resolve, stages, versions};
+use super::{
+    aliases, artifacts, audit, event_stream, events, models, requests, resolve, stages, versions,
+};
 use crate::api::AppState;
 
 #[derive(OpenApi)]
@@ -39,6 +41,17 @@ use crate::api::AppState;
         versions::delete_version_tag,
         stages::transition_stage,
         stages::rollback_stage,
+        requests::inbox,
+        requests::create_request,
+        requests::list_requests,
+        requests::get_request,
+        requests::approve_request,
+        requests::reject_request,
+        requests::cancel_request,
+        requests::create_comment,
+        requests::list_comments,
+        requests::edit_comment,
+        requests::delete_comment,
         aliases::set_alias,
         aliases::get_alias,
         aliases::delete_alias,
