@@ -392,3 +392,60 @@ both_backends!(
         assert_eq!(approve.status, 409, "{:?}", approve.body);
     }
 );
+
+both_backends!(
+    the_databricks_transition_request_api_speaks_activities,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        app.create_model("dbx").await;
+        let v = verified_version(&app, "dbx").await.to_string();
+        let mlflow = |path: &str| format!("/api/2.0/mlflow/{path}");
+        let created = app
+            .post(
+                &mlflow("transition-requests/create"),
+                &ci(&app),
+                json!({"name": "dbx", "version": v, "stage": "Staging", "comment": "ready"}),
+            )
+            .await;
+        assert_eq!(created.status, 200, "{:?}", created.body);
+        assert_eq!(created.body["request"]["to_stage"], "Staging");
+        let rm = app.release_manager();
+        let listed = app
+            .get(
+                &mlflow(&format!("transition-requests/list?name=dbx&version={v}")),
+                &rm,
+            )
+            .await;
+        let activity = &listed.body["requests"][0];
+        assert_eq!(activity["activity_type"], "REQUESTED_TRANSITION");
+        assert_eq!(activity["user_id"], "ci-bot");
+        assert_eq!(
+            activity["available_actions"],
+            json!(["APPROVE_TRANSITION_REQUEST", "REJECT_TRANSITION_REQUEST"])
+        );
+        let approved = app
+            .post(
+                &mlflow("transition-requests/approve"),
+                &rm,
+                json!({"name": "dbx", "version": v, "stage": "Staging",
+                       "archive_existing_versions": false}),
+            )
+            .await;
+        assert_eq!(approved.status, 200, "{:?}", approved.body);
+        assert_eq!(
+            approved.body["activity"]["activity_type"],
+            "APPROVED_REQUEST"
+        );
+        let version: u64 = v.parse().expect("number");
+        assert_eq!(stage_of(&app, "dbx", version).await, "Staging");
+        let none_open = app
+            .post(
+                &mlflow("transition-requests/approve"),
+                &rm,
+                json!({"name": "dbx", "version": v, "stage": "Staging",
+                       "archive_existing_versions": false}),
+            )
+            .await;
+        assert_eq!(none_open.status, 404, "{:?}", none_open.body);
+    }
+);

@@ -13,6 +13,8 @@ pub mod filter;
 pub mod model_versions;
 pub mod registered_models;
 pub mod request;
+// Approval workflow (#17): Databricks' transition requests and comments.
+pub mod transition_requests;
 pub mod wire;
 
 use axum::extract::{OriginalUri, Request, State};
@@ -51,6 +53,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .merge(registered_models::routes())
         .merge(model_versions::routes())
+        .merge(transition_requests::routes())
         .fallback(unknown_endpoint)
 }
 
