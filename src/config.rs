@@ -91,6 +91,57 @@ pub enum Commands {
     /// Ask the server to re-hash a version's files and record the outcome; exits 0 only when
     /// every file matches its manifest.
     Verify(ArtifactVerifyArgs),
+    /// Ask for a version to move to a stage (a transition request, docs/approvals.md); prints
+    /// the request id alone on stdout.
+    Request(RequestArgs),
+    /// Approve the open request to move a version to a stage; the approval that completes it
+    /// executes the transition.
+    Approve(DecideRequestArgs),
+    /// Reject the open request to move a version to a stage.
+    Reject(DecideRequestArgs),
+    /// The caller's inbox: open transition requests they may act on, oldest first.
+    Requests(InboxArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
+    pub uri: String,
+    /// The stage to move to (Staging, Production, Archived, None).
+    #[arg(long)]
+    pub stage: String,
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DecideRequestArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
+    pub uri: String,
+    /// The stage the open request asks for.
+    #[arg(long)]
+    pub stage: String,
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// When approving: archive the stage's other versions as the transition executes.
+    #[arg(long)]
+    pub archive_existing_versions: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InboxArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Also list open requests the caller cannot act on.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the requests as JSON instead of one line each.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How client subcommands reach the server.

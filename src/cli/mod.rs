@@ -23,6 +23,8 @@ mod rebuild;
 mod serve;
 mod token;
 mod verify;
+// Approval workflow (#17).
+mod approvals;
 mod watch;
 
 use std::io::Write;
@@ -175,6 +177,10 @@ async fn dispatch(command: Commands) -> Result<ExitCode, CliError> {
         Commands::Push(args) => push::run(args).await,
         Commands::Pull(args) => pull::run(args).await,
         Commands::Verify(args) => verify::run(args).await,
+        Commands::Request(args) => approvals::request(args).await,
+        Commands::Approve(args) => approvals::decide(args, "approve").await,
+        Commands::Reject(args) => approvals::decide(args, "reject").await,
+        Commands::Requests(args) => approvals::inbox(args).await,
     }
 }
 

@@ -449,3 +449,44 @@ both_backends!(
         assert_eq!(none_open.status, 404, "{:?}", none_open.body);
     }
 );
+
+both_backends!(
+    the_cli_requests_lists_and_decides,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        app.create_model("cli").await;
+        let v = verified_version(&app, "cli").await;
+        let uri = format!("models:/cli/{v}");
+        let text = |out: &std::process::Output| {
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        };
+        let asked = app
+            .cli(&ci(&app), &["request", &uri, "--stage", "Staging"])
+            .await;
+        assert!(asked.status.success(), "{}", text(&asked));
+        let id = String::from_utf8_lossy(&asked.stdout).trim().to_string();
+        assert!(!id.is_empty());
+        let rm = app.release_manager();
+        let inbox = app.cli(&rm, &["requests"]).await;
+        assert!(inbox.status.success(), "{}", text(&inbox));
+        assert!(text(&inbox).contains(&id), "{}", text(&inbox));
+        assert!(text(&inbox).contains("approve, reject"), "{}", text(&inbox));
+        let ci_inbox = app.cli(&ci(&app), &["requests"]).await;
+        assert!(!text(&ci_inbox).contains("approve"), "{}", text(&ci_inbox));
+        let rejected = app
+            .cli(
+                &rm,
+                &["reject", &uri, "--stage", "Staging", "--comment", "no"],
+            )
+            .await;
+        assert!(rejected.status.success(), "{}", text(&rejected));
+        assert!(text(&rejected).contains("rejected"), "{}", text(&rejected));
+        let nothing = app.cli(&rm, &["approve", &uri, "--stage", "Staging"]).await;
+        assert!(!nothing.status.success(), "{}", text(&nothing));
+        assert_eq!(stage_of(&app, "cli", v).await, "None");
+    }
+);
