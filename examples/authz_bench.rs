@@ -144,6 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             comment: None,
             now: Utc::now(),
             rename: None,
+            request: None,
         },
     };
     let promote = AuthzRequest {
@@ -158,6 +159,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             comment: None,
             now: Utc::now(),
             rename: None,
+            request: None,
         },
     };
     let decision = engine.authorize(&promote);

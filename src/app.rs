@@ -180,6 +180,12 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
         state = state.with_tracking(Arc::new(upstream));
     }
+    // Approval workflow (#17): request lifetime and the sweep that records expiries.
+    state.service.set_request_lifetime(args.request_lifetime);
+    crate::service::approvals::spawn_request_sweep(
+        state.service.clone(),
+        args.request_sweep_interval,
+    );
     Ok(Built {
         state,
         store: store_for_relay,

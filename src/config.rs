@@ -94,6 +94,57 @@ pub enum Commands {
     /// Record an OpenSSF model signature (the file `model_signing sign` wrote) for a version
     /// and print whether it covers exactly the version's files; exits 0 only when verified.
     SignVerify(SignVerifyArgs),
+    /// Ask for a version to move to a stage (a transition request, docs/approvals.md); prints
+    /// the request id alone on stdout.
+    Request(RequestArgs),
+    /// Approve the open request to move a version to a stage; the approval that completes it
+    /// executes the transition.
+    Approve(DecideRequestArgs),
+    /// Reject the open request to move a version to a stage.
+    Reject(DecideRequestArgs),
+    /// The caller's inbox: open transition requests they may act on, oldest first.
+    Requests(InboxArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RequestArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
+    pub uri: String,
+    /// The stage to move to (Staging, Production, Archived, None).
+    #[arg(long)]
+    pub stage: String,
+    #[arg(long)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DecideRequestArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// `models:/NAME/VERSION` (or any URI `resolve` accepts).
+    pub uri: String,
+    /// The stage the open request asks for.
+    #[arg(long)]
+    pub stage: String,
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// When approving: archive the stage's other versions as the transition executes.
+    #[arg(long)]
+    pub archive_existing_versions: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct InboxArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Also list open requests the caller cannot act on.
+    #[arg(long)]
+    pub all: bool,
+    /// Print the requests as JSON instead of one line each.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// How client subcommands reach the server.
@@ -314,6 +365,13 @@ pub struct ServeArgs {
     /// turns periodic checkpoints off). The key is `<data-dir>/checkpoint-ed25519.pem`.
     #[arg(long, env = "MODEL_LEDGER_CHECKPOINT_INTERVAL", default_value = "10m")]
     pub checkpoint_interval: String,
+    /// How long a transition request stays open before the server records it as expired
+    /// (`7d`, `12h`; docs/approvals.md).
+    #[arg(long, env = "MODEL_LEDGER_REQUEST_LIFETIME", default_value = "7d", value_parser = parse_duration)]
+    pub request_lifetime: std::time::Duration,
+    /// How often the server looks for expired transition requests (`0` turns the sweep off).
+    #[arg(long, env = "MODEL_LEDGER_REQUEST_SWEEP_INTERVAL", default_value = "60s", value_parser = parse_duration)]
+    pub request_sweep_interval: std::time::Duration,
     #[command(flatten)]
     pub checkpoint: CheckpointOpts,
     #[command(flatten)]

@@ -109,6 +109,11 @@ impl From<DomainError> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "RESOURCE_ALREADY_EXISTS", m)
             }
             DomainError::InvalidParameter(m) => ApiError::invalid(m),
+            DomainError::Workflow(w) => ApiError::new(
+                StatusCode::from_u16(w.status()).unwrap_or(StatusCode::CONFLICT),
+                w.code(),
+                w.to_string(),
+            ),
         }
     }
 }

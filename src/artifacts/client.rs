@@ -420,6 +420,26 @@ impl Client {
         json_or_error(resp).await
     }
 
+    /// Sends one JSON request to the native API (`path` under `/api/v1`) and returns the JSON
+    /// answer; an error status becomes [`ClientError::Api`]. Used by the approval commands.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, ClientError> {
+        let mut req = self.request(method, path);
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        json_or_error(req.send().await?).await
+    }
+
+    /// `path` with each segment percent-encoded, for [`Client::call`].
+    pub fn segment(raw: &str) -> String {
+        enc(raw)
+    }
+
     /// Asks the server to re-hash the version `uri` names and record the outcome.
     pub async fn verify(&self, uri: &str) -> Result<VerifyReport, ClientError> {
         let (name, version) = self.resolve(uri).await?;

@@ -24,6 +24,8 @@ mod serve;
 mod sign_verify;
 mod token;
 mod verify;
+// Approval workflow (#17).
+mod approvals;
 mod watch;
 
 use std::io::Write;
@@ -177,6 +179,10 @@ async fn dispatch(command: Commands) -> Result<ExitCode, CliError> {
         Commands::Pull(args) => pull::run(args).await,
         Commands::Verify(args) => verify::run(args).await,
         Commands::SignVerify(args) => sign_verify::run(args).await,
+        Commands::Request(args) => approvals::request(args).await,
+        Commands::Approve(args) => approvals::decide(args, "approve").await,
+        Commands::Reject(args) => approvals::decide(args, "reject").await,
+        Commands::Requests(args) => approvals::inbox(args).await,
     }
 }
 

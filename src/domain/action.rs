@@ -49,10 +49,23 @@ pub enum Action {
     /// Recording an OpenSSF model signature for a version (`POST .../signatures`): only trusted
     /// signers' signatures are recorded, bound to the version's files. See policies/ci.cedar.
     RecordSignature,
+    // --- approval workflow (issue #17); see policies/approvals.cedar ---
+    /// Asking for a version to move to a stage (a transition request).
+    RequestTransition,
+    /// Approving a transition request; the approval that completes it also needs
+    /// `TransitionStage` for the same move.
+    ApproveTransition,
+    RejectTransition,
+    /// Withdrawing one's own request.
+    CancelTransition,
+    /// Closing an expired or void request: done by the server itself (the system principal).
+    ExpireRequest,
+    /// Adding, editing or deleting a comment on a version.
+    Comment,
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 27] = [
         Action::CreateModel,
         Action::UpdateModel,
         Action::RenameModel,
@@ -76,6 +89,13 @@ impl Action {
         Action::PinRunArtifacts,
         Action::RecordMetrics,
         Action::RecordSignature,
+        // approval workflow (issue #17)
+        Action::RequestTransition,
+        Action::ApproveTransition,
+        Action::RejectTransition,
+        Action::CancelTransition,
+        Action::ExpireRequest,
+        Action::Comment,
     ];
 
     /// The Cedar action id (`ModelLedger::Action::"<this>"`).
@@ -104,6 +124,13 @@ impl Action {
             Action::PinRunArtifacts => "PinRunArtifacts",
             Action::RecordMetrics => "RecordMetrics",
             Action::RecordSignature => "RecordSignature",
+            // approval workflow (issue #17)
+            Action::RequestTransition => "RequestTransition",
+            Action::ApproveTransition => "ApproveTransition",
+            Action::RejectTransition => "RejectTransition",
+            Action::CancelTransition => "CancelTransition",
+            Action::ExpireRequest => "ExpireRequest",
+            Action::Comment => "Comment",
         }
     }
 

@@ -131,6 +131,53 @@ pub enum Command {
         version: u64,
         claim: crate::domain::signing::SignatureClaim,
     },
+    // --- approval workflow (issue #17) ---
+    /// Asks for `version` to move to `stage`; another principal approves it.
+    RequestTransition {
+        name: ModelName,
+        version: u64,
+        stage: Stage,
+        comment: Option<String>,
+    },
+    /// Approves a request; the approval that completes it executes the transition in the same
+    /// append, with `archive_existing_versions` as the approver gives it.
+    ApproveRequest {
+        name: ModelName,
+        id: String,
+        comment: Option<String>,
+        archive_existing_versions: bool,
+    },
+    RejectRequest {
+        name: ModelName,
+        id: String,
+        comment: Option<String>,
+    },
+    /// Withdrawn by its requester.
+    CancelRequest {
+        name: ModelName,
+        id: String,
+        comment: Option<String>,
+    },
+    /// Closes a request that expired or whose binding no longer holds. Issued only by the
+    /// server's sweep, as the system principal.
+    CloseStaleRequest {
+        name: ModelName,
+        id: String,
+    },
+    AddComment {
+        name: ModelName,
+        version: u64,
+        comment: String,
+    },
+    EditComment {
+        name: ModelName,
+        id: String,
+        comment: String,
+    },
+    DeleteComment {
+        name: ModelName,
+        id: String,
+    },
 }
 
 impl Command {
@@ -155,7 +202,15 @@ impl Command {
             | Command::RecordVerification { name, .. }
             | Command::PinRunArtifacts { name, .. }
             | Command::RecordMetrics { name, .. }
-            | Command::RecordSignature { name, .. } => name,
+            | Command::RecordSignature { name, .. }
+            | Command::RequestTransition { name, .. }
+            | Command::ApproveRequest { name, .. }
+            | Command::RejectRequest { name, .. }
+            | Command::CancelRequest { name, .. }
+            | Command::CloseStaleRequest { name, .. }
+            | Command::AddComment { name, .. }
+            | Command::EditComment { name, .. }
+            | Command::DeleteComment { name, .. } => name,
         }
     }
 
@@ -171,7 +226,28 @@ impl Command {
             | Command::RecordVerification { version, .. }
             | Command::PinRunArtifacts { version, .. }
             | Command::RecordMetrics { version, .. }
-            | Command::RecordSignature { version, .. } => Some(*version),
+            | Command::RecordSignature { version, .. }
+            | Command::RequestTransition { version, .. }
+            | Command::AddComment { version, .. } => Some(*version),
+            _ => None,
+        }
+    }
+
+    /// The transition request a command acts on by id, if it does.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            Command::ApproveRequest { id, .. }
+            | Command::RejectRequest { id, .. }
+            | Command::CancelRequest { id, .. }
+            | Command::CloseStaleRequest { id, .. } => Some(id),
+            _ => None,
+        }
+    }
+
+    /// The comment a command acts on by id, if it does.
+    pub fn comment_id(&self) -> Option<&str> {
+        match self {
+            Command::EditComment { id, .. } | Command::DeleteComment { id, .. } => Some(id),
             _ => None,
         }
     }
@@ -204,6 +280,14 @@ impl Command {
             Command::PinRunArtifacts { .. } => Action::PinRunArtifacts,
             Command::RecordMetrics { .. } => Action::RecordMetrics,
             Command::RecordSignature { .. } => Action::RecordSignature,
+            Command::RequestTransition { .. } => Action::RequestTransition,
+            Command::ApproveRequest { .. } => Action::ApproveTransition,
+            Command::RejectRequest { .. } => Action::RejectTransition,
+            Command::CancelRequest { .. } => Action::CancelTransition,
+            Command::CloseStaleRequest { .. } => Action::ExpireRequest,
+            Command::AddComment { .. }
+            | Command::EditComment { .. }
+            | Command::DeleteComment { .. } => Action::Comment,
         }
     }
 }

@@ -5,8 +5,11 @@
 //! given/when/then cases and no database. Cross-model rules (a name is unique among live models)
 //! are checked by the service before calling it and backed by a unique index in the store.
 
+use chrono::{DateTime, Duration, Utc};
+
+use super::approval::{self, ApprovalOutcome, Opening, TransitionRequest, WorkflowError};
 use super::command::{Command, VerificationOutcome};
-use super::events::{EventPayload, TransitionReason};
+use super::events::{Actor, EventPayload, TransitionReason};
 use super::names::{MAX_TAG_VALUE_CHARS, Stage};
 use super::signing::SignatureStatus;
 use super::state::ModelState;
@@ -21,6 +24,9 @@ pub const MAX_RECORDED_METRICS: usize = 100;
 /// MLflow's own limit for a metric key.
 pub const MAX_METRIC_NAME_CHARS: usize = 250;
 
+/// Comments on versions are short notes, not documents.
+pub const MAX_COMMENT_CHARS: usize = 10_000;
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DomainError {
     #[error("{0}")]
@@ -29,6 +35,34 @@ pub enum DomainError {
     AlreadyExists(String),
     #[error("{0}")]
     InvalidParameter(String),
+    /// A refusal of the approval workflow (#17); its code and status come with it.
+    #[error(transparent)]
+    Workflow(#[from] WorkflowError),
+}
+
+/// What `decide` needs to know beyond state and command for the approval workflow: who asks,
+/// when, the id a new request or comment gets, how long a request lives, and whether the
+/// policies let this approval complete its request (the N-of-M rule is policy, not code).
+#[derive(Debug, Clone)]
+pub struct DecideContext {
+    pub actor: Actor,
+    pub now: DateTime<Utc>,
+    pub new_id: String,
+    pub request_lifetime: Duration,
+    pub approval_completes: bool,
+}
+
+impl DecideContext {
+    /// The system principal, now, with a fresh id and the default lifetime.
+    pub fn system() -> Self {
+        DecideContext {
+            actor: Actor::system(),
+            now: Utc::now(),
+            new_id: uuid::Uuid::now_v7().to_string(),
+            request_lifetime: approval::DEFAULT_REQUEST_LIFETIME,
+            approval_completes: true,
+        }
+    }
 }
 
 fn model_missing(name: &str) -> DomainError {
@@ -60,10 +94,19 @@ fn check_tag_value(value: &str) -> Result<(), DomainError> {
     check_text("tag value", value, MAX_TAG_VALUE_CHARS)
 }
 
-/// Turns a command into the events that record it.
+/// Turns a command into the events that record it, as the system principal acting now.
 pub fn decide(
     state: Option<&ModelState>,
     command: &Command,
+) -> Result<Vec<EventPayload>, DomainError> {
+    decide_in(state, command, &DecideContext::system())
+}
+
+/// Turns a command into the events that record it, for the caller and time in `ctx`.
+pub fn decide_in(
+    state: Option<&ModelState>,
+    command: &Command,
+    ctx: &DecideContext,
 ) -> Result<Vec<EventPayload>, DomainError> {
     let state = match (state.filter(|s| !s.deleted), command) {
         (
@@ -229,41 +272,14 @@ pub fn decide(
             comment,
             archive_existing_versions,
             ..
-        } => {
-            let v = require_version(*version)?;
-            if *archive_existing_versions && !matches!(stage, Stage::Staging | Stage::Production) {
-                return Err(DomainError::InvalidParameter(format!(
-                    "Model version transition cannot archive existing model versions because '{stage}' is not an Active stage. Valid stages are Staging, Production"
-                )));
-            }
-            if let Some(c) = comment {
-                check_text("comment", c, MAX_DESCRIPTION_CHARS)?;
-            }
-            let mut events = Vec::new();
-            if *archive_existing_versions {
-                for other in state.versions_in_stage(*stage) {
-                    if other != *version {
-                        events.push(EventPayload::StageTransitioned {
-                            version: other,
-                            from: *stage,
-                            to: Stage::Archived,
-                            comment: None,
-                            reason: TransitionReason::ArchivedByPromotion {
-                                promoted_version: *version,
-                            },
-                        });
-                    }
-                }
-            }
-            events.push(EventPayload::StageTransitioned {
-                version: *version,
-                from: v.stage,
-                to: *stage,
-                comment: comment.clone(),
-                reason: TransitionReason::Requested,
-            });
-            events
-        }
+        } => transition(
+            state,
+            *version,
+            *stage,
+            comment,
+            *archive_existing_versions,
+            None,
+        )?,
         Command::RollbackStage { stage, comment, .. } => rollback(state, *stage, comment)?,
         Command::SetAlias { alias, version, .. } => {
             require_version(*version)?;
@@ -402,8 +418,333 @@ pub fn decide(
                 more_differences: more as u64,
             }]
         }
+        Command::RequestTransition {
+            version,
+            stage,
+            comment,
+            ..
+        } => {
+            let v = require_version(*version)?;
+            if let Some(c) = comment {
+                check_text("comment", c, MAX_COMMENT_CHARS)?;
+            }
+            if v.stage == *stage {
+                return Err(WorkflowError::AlreadyInStage {
+                    version: *version,
+                    stage: *stage,
+                }
+                .into());
+            }
+            if let Some(open) = state.pending_request(*version, *stage) {
+                return Err(WorkflowError::OpenRequestExists {
+                    version: *version,
+                    stage: *stage,
+                    id: open.id.clone(),
+                }
+                .into());
+            }
+            let request = TransitionRequest::open(
+                Opening {
+                    id: ctx.new_id.clone(),
+                    version: *version,
+                    to_stage: *stage,
+                    comment: comment.clone(),
+                    binding: v.binding(),
+                },
+                &ctx.actor,
+                ctx.now,
+                ctx.request_lifetime,
+            )?;
+            vec![EventPayload::TransitionRequested {
+                request_id: request.id,
+                version: *version,
+                to_stage: *stage,
+                comment: comment.clone(),
+                artifact_digest: request.binding.artifact_digest,
+                verification: request.binding.verification,
+                // Filled in by the service from the decision that allowed the request.
+                policy_set_digest: String::new(),
+                expires_at: request.expires_at,
+            }]
+        }
+        Command::ApproveRequest {
+            id,
+            comment,
+            archive_existing_versions,
+            ..
+        } => {
+            let request = require_request(state, id)?;
+            if let Some(c) = comment {
+                check_text("comment", c, MAX_COMMENT_CHARS)?;
+            }
+            let binding = current_binding(state, request)?;
+            let outcome = request.approve(&ctx.actor, ctx.now, &binding, ctx.approval_completes)?;
+            let completes = outcome == ApprovalOutcome::ExecuteTransition;
+            let mut events = vec![EventPayload::RequestApproved {
+                request_id: id.clone(),
+                version: request.version,
+                comment: comment.clone(),
+                approvals: u32::try_from(request.approvals.len() + 1).unwrap_or(u32::MAX),
+                completes,
+                policy_set_digest: String::new(),
+            }];
+            if completes {
+                let transition_comment = comment.clone().or_else(|| request.comment.clone());
+                events.extend(transition(
+                    state,
+                    request.version,
+                    request.to_stage,
+                    &transition_comment,
+                    *archive_existing_versions,
+                    Some(id.clone()),
+                )?);
+            }
+            events
+        }
+        Command::RejectRequest { id, comment, .. } => {
+            let request = require_request(state, id)?;
+            if let Some(c) = comment {
+                check_text("comment", c, MAX_COMMENT_CHARS)?;
+            }
+            let binding = current_binding(state, request)?;
+            request.reject(&ctx.actor, ctx.now, &binding)?;
+            vec![EventPayload::RequestRejected {
+                request_id: id.clone(),
+                version: request.version,
+                comment: comment.clone(),
+            }]
+        }
+        Command::CancelRequest { id, comment, .. } => {
+            let request = require_request(state, id)?;
+            if let Some(c) = comment {
+                check_text("comment", c, MAX_COMMENT_CHARS)?;
+            }
+            request.cancel(&ctx.actor)?;
+            vec![EventPayload::RequestCancelled {
+                request_id: id.clone(),
+                version: request.version,
+                comment: comment.clone(),
+            }]
+        }
+        Command::CloseStaleRequest { id, .. } => {
+            let request = require_request(state, id)?;
+            match stale(state, request, ctx.now) {
+                Some(event) => vec![event],
+                None => {
+                    return Err(DomainError::InvalidParameter(format!(
+                        "transition request '{id}' is not stale"
+                    )));
+                }
+            }
+        }
+        Command::AddComment {
+            version, comment, ..
+        } => {
+            require_version(*version)?;
+            check_comment(comment)?;
+            vec![EventPayload::CommentAdded {
+                comment_id: ctx.new_id.clone(),
+                version: *version,
+                comment: comment.clone(),
+            }]
+        }
+        Command::EditComment { id, comment, .. } => {
+            let existing = require_own_comment(state, id, &ctx.actor)?;
+            check_comment(comment)?;
+            vec![EventPayload::CommentEdited {
+                comment_id: id.clone(),
+                version: existing.version,
+                comment: comment.clone(),
+            }]
+        }
+        Command::DeleteComment { id, .. } => {
+            let existing = require_own_comment(state, id, &ctx.actor)?;
+            vec![EventPayload::CommentDeleted {
+                comment_id: id.clone(),
+                version: existing.version,
+            }]
+        }
     };
+    Ok(with_voided_requests(state, command, events, ctx))
+}
+
+fn check_comment(comment: &str) -> Result<(), DomainError> {
+    if comment.trim().is_empty() {
+        return Err(DomainError::InvalidParameter(
+            "comment must not be empty".into(),
+        ));
+    }
+    check_text("comment", comment, MAX_COMMENT_CHARS)
+}
+
+fn require_request<'s>(
+    state: &'s ModelState,
+    id: &str,
+) -> Result<&'s TransitionRequest, DomainError> {
+    state
+        .requests
+        .get(id)
+        .ok_or_else(|| WorkflowError::RequestNotFound(id.to_string()).into())
+}
+
+fn require_own_comment<'s>(
+    state: &'s ModelState,
+    id: &str,
+    actor: &Actor,
+) -> Result<&'s crate::domain::state::VersionComment, DomainError> {
+    let comment = state
+        .comments
+        .get(id)
+        .ok_or_else(|| WorkflowError::CommentNotFound(id.to_string()))?;
+    if !approval::same_principal(&comment.author, actor) {
+        return Err(WorkflowError::NotAuthor.into());
+    }
+    Ok(comment)
+}
+
+/// The binding of the request's version as it is now; a deleted version voids the request.
+fn current_binding(
+    state: &ModelState,
+    request: &TransitionRequest,
+) -> Result<approval::Binding, DomainError> {
+    match state.live_version(request.version) {
+        Some(v) => Ok(v.binding()),
+        None => Err(WorkflowError::BindingChanged("version").into()),
+    }
+}
+
+/// The event that closes `request` because it expired or no longer holds, if it should close.
+fn stale(
+    state: &ModelState,
+    request: &TransitionRequest,
+    now: DateTime<Utc>,
+) -> Option<EventPayload> {
+    if request.status.is_final() {
+        return None;
+    }
+    let Some(v) = state.live_version(request.version) else {
+        return Some(EventPayload::RequestVoided {
+            request_id: request.id.clone(),
+            version: request.version,
+            reason: "the version was deleted".into(),
+        });
+    };
+    match request.sweep(now, &v.binding())? {
+        approval::RequestStatus::Expired => Some(EventPayload::RequestExpired {
+            request_id: request.id.clone(),
+            version: request.version,
+        }),
+        _ => Some(EventPayload::RequestVoided {
+            request_id: request.id.clone(),
+            version: request.version,
+            reason: match request.binding.holds_for(&v.binding()) {
+                Err(e) => e.to_string(),
+                Ok(()) => "the request no longer holds".into(),
+            },
+        }),
+    }
+}
+
+/// Appends a `RequestVoided` for every open request whose version's artifact or verification
+/// the command's events changed (or whose version they deleted), so the void is recorded in
+/// the same append as its cause. Only workflow-neutral commands can void; a model without open
+/// requests costs nothing.
+fn with_voided_requests(
+    state: &ModelState,
+    command: &Command,
+    mut events: Vec<EventPayload>,
+    ctx: &DecideContext,
+) -> Vec<EventPayload> {
+    let voids_possible = matches!(
+        command,
+        Command::RecordVerification { .. }
+            | Command::PinRunArtifacts { .. }
+            | Command::DeleteVersion { .. }
+    );
+    if !voids_possible || state.pending_requests().next().is_none() {
+        return events;
+    }
+    let mut after = state.clone();
+    for e in &events {
+        after.apply(e, ctx.now, &ctx.actor);
+    }
+    let voided: Vec<EventPayload> = state
+        .pending_requests()
+        .filter_map(|r| {
+            let reason = match after.live_version(r.version) {
+                None => "the version was deleted".to_string(),
+                Some(v) => r.binding.holds_for(&v.binding()).err()?.to_string(),
+            };
+            Some(EventPayload::RequestVoided {
+                request_id: r.id.clone(),
+                version: r.version,
+                reason,
+            })
+        })
+        .collect();
+    events.extend(voided);
+    events
+}
+
+/// The events of moving `version` to `stage`, archiving the stage's other versions when asked.
+fn transition(
+    state: &ModelState,
+    version: u64,
+    stage: Stage,
+    comment: &Option<String>,
+    archive_existing_versions: bool,
+    request_id: Option<String>,
+) -> Result<Vec<EventPayload>, DomainError> {
+    let v = state.live_version(version).ok_or_else(|| {
+        DomainError::NotFound(format!(
+            "Model Version (name={}, version={version}) not found",
+            state.name
+        ))
+    })?;
+    if archive_existing_versions && !matches!(stage, Stage::Staging | Stage::Production) {
+        return Err(DomainError::InvalidParameter(format!(
+            "Model version transition cannot archive existing model versions because '{stage}' is not an Active stage. Valid stages are Staging, Production"
+        )));
+    }
+    if let Some(c) = comment {
+        check_text("comment", c, MAX_DESCRIPTION_CHARS)?;
+    }
+    let mut events = Vec::new();
+    if archive_existing_versions {
+        for other in state.versions_in_stage(stage) {
+            if other != version {
+                events.push(EventPayload::StageTransitioned {
+                    version: other,
+                    from: stage,
+                    to: Stage::Archived,
+                    comment: None,
+                    reason: TransitionReason::ArchivedByPromotion {
+                        promoted_version: version,
+                    },
+                    request_id: None,
+                });
+            }
+        }
+    }
+    events.push(EventPayload::StageTransitioned {
+        version,
+        from: v.stage,
+        to: stage,
+        comment: comment.clone(),
+        reason: TransitionReason::Requested,
+        request_id,
+    });
     Ok(events)
+}
+
+/// The requests `decide` would close now (expired, or bound to bytes that changed): what the
+/// background sweep asks for with [`Command::CloseStaleRequest`].
+pub fn stale_requests(state: &ModelState, now: DateTime<Utc>) -> Vec<String> {
+    state
+        .pending_requests()
+        .filter(|r| stale(state, r, now).is_some())
+        .map(|r| r.id.clone())
+        .collect()
 }
 
 /// Returns `stage` to the version that held it before the current one. The current holder is
@@ -457,6 +798,7 @@ fn rollback(
             reason: TransitionReason::RolledBack {
                 restored_version: previous,
             },
+            request_id: None,
         },
         EventPayload::StageTransitioned {
             version: previous,
@@ -466,6 +808,7 @@ fn rollback(
             reason: TransitionReason::Rollback {
                 rolled_back_from: current.version,
             },
+            request_id: None,
         },
     ])
 }
@@ -850,5 +1193,189 @@ mod tests {
             when(&state, rename_to_self),
             Err(DomainError::InvalidParameter(_))
         ));
+    }
+
+    // --- approval workflow (issue #17) ---
+
+    fn person(name: &str) -> Actor {
+        Actor {
+            subject: name.into(),
+            issuer: "https://idp.test".into(),
+            display_name: None,
+        }
+    }
+
+    fn ctx_for(name: &str, id: &str, completes: bool) -> DecideContext {
+        DecideContext {
+            actor: person(name),
+            now: Utc::now(),
+            new_id: id.into(),
+            request_lifetime: approval::DEFAULT_REQUEST_LIFETIME,
+            approval_completes: completes,
+        }
+    }
+
+    /// Decides as `ctx`'s actor and folds the events with that actor, as the service does.
+    fn run(
+        state: &ModelState,
+        command: Command,
+        ctx: &DecideContext,
+    ) -> Result<(Vec<EventPayload>, ModelState), DomainError> {
+        let events = decide_in(Some(state), &command, ctx)?;
+        let mut next = state.clone();
+        for e in &events {
+            next.apply(e, ctx.now, &ctx.actor);
+        }
+        Ok((events, next))
+    }
+
+    fn request_staging() -> Command {
+        Command::RequestTransition {
+            name: name(),
+            version: 1,
+            stage: Stage::Staging,
+            comment: Some("ready".into()),
+        }
+    }
+
+    fn approve(id: &str) -> Command {
+        Command::ApproveRequest {
+            name: name(),
+            id: id.into(),
+            comment: None,
+            archive_existing_versions: false,
+        }
+    }
+
+    #[test]
+    fn one_open_request_per_version_and_stage() {
+        let state = given(&[create(), version()]).unwrap();
+        let (events, state) = run(&state, request_staging(), &ctx_for("ci", "r1", false)).unwrap();
+        assert!(matches!(
+            &events[..],
+            [EventPayload::TransitionRequested { request_id, to_stage: Stage::Staging, .. }]
+                if request_id == "r1"
+        ));
+        let again = run(&state, request_staging(), &ctx_for("ci", "r2", false));
+        assert!(matches!(
+            again,
+            Err(DomainError::Workflow(
+                WorkflowError::OpenRequestExists { .. }
+            ))
+        ));
+    }
+
+    #[test]
+    fn the_completing_approval_executes_the_transition_in_the_same_batch() {
+        let state = given(&[create(), version()]).unwrap();
+        let (_, state) = run(&state, request_staging(), &ctx_for("ci", "r1", false)).unwrap();
+        let own = run(&state, approve("r1"), &ctx_for("ci", "x", true));
+        assert!(matches!(
+            own,
+            Err(DomainError::Workflow(WorkflowError::OwnRequest))
+        ));
+        let (events, state) = run(&state, approve("r1"), &ctx_for("rita", "x", true)).unwrap();
+        assert!(matches!(
+            &events[..],
+            [
+                EventPayload::RequestApproved { completes: true, approvals: 1, .. },
+                EventPayload::StageTransitioned { to: Stage::Staging, request_id: Some(r), .. },
+            ] if r == "r1"
+        ));
+        assert_eq!(state.live_version(1).map(|v| v.stage), Some(Stage::Staging));
+        assert_eq!(
+            state.requests["r1"].status,
+            approval::RequestStatus::Approved
+        );
+        let late = run(&state, approve("r1"), &ctx_for("rob", "x", true));
+        assert!(matches!(
+            late,
+            Err(DomainError::Workflow(WorkflowError::AlreadyFinal(_)))
+        ));
+    }
+
+    #[test]
+    fn an_approval_the_policies_do_not_let_complete_waits_for_another_approver() {
+        let state = given(&[create(), version()]).unwrap();
+        let (_, state) = run(&state, request_staging(), &ctx_for("ci", "r1", false)).unwrap();
+        let (events, state) = run(&state, approve("r1"), &ctx_for("rita", "x", false)).unwrap();
+        assert_eq!(events.len(), 1, "no transition yet");
+        let twice = run(&state, approve("r1"), &ctx_for("rita", "x", true));
+        assert!(matches!(
+            twice,
+            Err(DomainError::Workflow(WorkflowError::AlreadyApproved(_)))
+        ));
+        let (events, _) = run(&state, approve("r1"), &ctx_for("rob", "x", true)).unwrap();
+        assert!(matches!(
+            events[0],
+            EventPayload::RequestApproved {
+                approvals: 2,
+                completes: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_verification_change_voids_open_requests_in_the_same_batch() {
+        let state = given(&[create(), version()]).unwrap();
+        let (_, state) = run(&state, request_staging(), &ctx_for("ci", "r1", false)).unwrap();
+        let verify = Command::RecordVerification {
+            name: name(),
+            version: 1,
+            outcome: VerificationOutcome::Verified {
+                digest: "sha256:x".into(),
+                files: 1,
+            },
+        };
+        let (events, state) = run(&state, verify, &ctx_for("ci", "x", false)).unwrap();
+        assert!(matches!(
+            &events[..],
+            [
+                EventPayload::ArtifactVerified { .. },
+                EventPayload::RequestVoided { .. }
+            ]
+        ));
+        assert_eq!(state.requests["r1"].status, approval::RequestStatus::Voided);
+        let approve_void = run(&state, approve("r1"), &ctx_for("rita", "x", true));
+        assert!(matches!(
+            approve_void,
+            Err(DomainError::Workflow(WorkflowError::AlreadyFinal(
+                approval::RequestStatus::Voided
+            )))
+        ));
+    }
+
+    #[test]
+    fn comments_are_changed_only_by_their_author() {
+        let state = given(&[create(), version()]).unwrap();
+        let add = Command::AddComment {
+            name: name(),
+            version: 1,
+            comment: "looks good".into(),
+        };
+        let (_, state) = run(&state, add, &ctx_for("ci", "c1", false)).unwrap();
+        assert_eq!(state.comments["c1"].comment, "looks good");
+        let edit = |text: &str| Command::EditComment {
+            name: name(),
+            id: "c1".into(),
+            comment: text.into(),
+        };
+        assert!(matches!(
+            run(&state, edit("mine now"), &ctx_for("rita", "x", false)),
+            Err(DomainError::Workflow(WorkflowError::NotAuthor))
+        ));
+        assert!(matches!(
+            run(&state, edit(" "), &ctx_for("ci", "x", false)),
+            Err(DomainError::InvalidParameter(_))
+        ));
+        let (_, state) = run(&state, edit("better"), &ctx_for("ci", "x", false)).unwrap();
+        assert_eq!(state.comments["c1"].comment, "better");
+        let delete = Command::DeleteComment {
+            name: name(),
+            id: "c1".into(),
+        };
+        let (_, state) = run(&state, delete, &ctx_for("ci", "x", false)).unwrap();
+        assert!(state.comments.is_empty());
     }
 }

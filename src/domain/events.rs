@@ -206,6 +206,10 @@ pub enum EventPayload {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         comment: Option<String>,
         reason: TransitionReason,
+        /// Approval workflow (#17): the transition request this transition executed, absent for
+        /// direct transitions (and in events recorded before requests existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<String>,
     },
     AliasSet {
         alias: AliasName,
@@ -243,6 +247,72 @@ pub enum EventPayload {
     MetricsRecorded {
         version: u64,
         metrics: BTreeMap<String, f64>,
+    },
+    // --- approval workflow (issue #17); the actor of each is the envelope's ---
+    /// Someone asked for `version` to move to `to_stage`. The binding says what was reviewed:
+    /// the artifact and its verification (a change voids the request) and the policy set in
+    /// force when it was opened (recorded only).
+    TransitionRequested {
+        request_id: String,
+        version: u64,
+        to_stage: Stage,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        artifact_digest: String,
+        verification: String,
+        policy_set_digest: String,
+        expires_at: DateTime<Utc>,
+    },
+    /// One approval. When `completes` is true the stage transition follows in the same append
+    /// (a `StageTransitioned` naming this request). `policy_set_digest` is the set the
+    /// approval was decided under.
+    RequestApproved {
+        request_id: String,
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+        /// Distinct approvals including this one.
+        approvals: u32,
+        completes: bool,
+        policy_set_digest: String,
+    },
+    RequestRejected {
+        request_id: String,
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    RequestCancelled {
+        request_id: String,
+        version: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        comment: Option<String>,
+    },
+    /// Written by the system principal once the request's lifetime passed.
+    RequestExpired {
+        request_id: String,
+        version: u64,
+    },
+    /// The version's artifact or verification changed (or the version was deleted) while the
+    /// request was open.
+    RequestVoided {
+        request_id: String,
+        version: u64,
+        reason: String,
+    },
+    CommentAdded {
+        comment_id: String,
+        version: u64,
+        comment: String,
+    },
+    CommentEdited {
+        comment_id: String,
+        version: u64,
+        comment: String,
+    },
+    CommentDeleted {
+        comment_id: String,
+        version: u64,
     },
     /// An OpenSSF model signature by a trusted signer, compared with the version's manifest:
     /// `status` is `verified` (the same files) or `mismatch` (see `differences`).
@@ -290,6 +360,15 @@ impl EventPayload {
             EventPayload::RunArtifactsPinned { .. } => "RunArtifactsPinned",
             EventPayload::MetricsRecorded { .. } => "MetricsRecorded",
             EventPayload::SignatureRecorded { .. } => "SignatureRecorded",
+            EventPayload::TransitionRequested { .. } => "TransitionRequested",
+            EventPayload::RequestApproved { .. } => "RequestApproved",
+            EventPayload::RequestRejected { .. } => "RequestRejected",
+            EventPayload::RequestCancelled { .. } => "RequestCancelled",
+            EventPayload::RequestExpired { .. } => "RequestExpired",
+            EventPayload::RequestVoided { .. } => "RequestVoided",
+            EventPayload::CommentAdded { .. } => "CommentAdded",
+            EventPayload::CommentEdited { .. } => "CommentEdited",
+            EventPayload::CommentDeleted { .. } => "CommentDeleted",
         }
     }
 
@@ -308,13 +387,22 @@ impl EventPayload {
             | EventPayload::ArtifactVerificationFailed { version, .. }
             | EventPayload::RunArtifactsPinned { version, .. }
             | EventPayload::MetricsRecorded { version, .. }
-            | EventPayload::SignatureRecorded { version, .. } => Some(*version),
+            | EventPayload::SignatureRecorded { version, .. }
+            | EventPayload::TransitionRequested { version, .. }
+            | EventPayload::RequestApproved { version, .. }
+            | EventPayload::RequestRejected { version, .. }
+            | EventPayload::RequestCancelled { version, .. }
+            | EventPayload::RequestExpired { version, .. }
+            | EventPayload::RequestVoided { version, .. }
+            | EventPayload::CommentAdded { version, .. }
+            | EventPayload::CommentEdited { version, .. }
+            | EventPayload::CommentDeleted { version, .. } => Some(*version),
             _ => None,
         }
     }
 
     /// Every event type name, for validating filters.
-    pub const TYPES: [&'static str; 19] = [
+    pub const TYPES: [&'static str; 28] = [
         "ModelCreated",
         "ModelRenamed",
         "ModelDescriptionUpdated",
@@ -335,7 +423,31 @@ impl EventPayload {
         "RunArtifactsPinned",
         "MetricsRecorded",
         "SignatureRecorded",
+        // approval workflow (issue #17)
+        "TransitionRequested",
+        "RequestApproved",
+        "RequestRejected",
+        "RequestCancelled",
+        "RequestExpired",
+        "RequestVoided",
+        "CommentAdded",
+        "CommentEdited",
+        "CommentDeleted",
     ];
+
+    /// The transition request an approval-workflow event is about, if any.
+    pub fn request_id(&self) -> Option<&str> {
+        match self {
+            EventPayload::TransitionRequested { request_id, .. }
+            | EventPayload::RequestApproved { request_id, .. }
+            | EventPayload::RequestRejected { request_id, .. }
+            | EventPayload::RequestCancelled { request_id, .. }
+            | EventPayload::RequestExpired { request_id, .. }
+            | EventPayload::RequestVoided { request_id, .. } => Some(request_id),
+            EventPayload::StageTransitioned { request_id, .. } => request_id.as_deref(),
+            _ => None,
+        }
+    }
 }
 
 /// An event decided but not yet appended: it has no position or hash until the store assigns

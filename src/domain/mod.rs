@@ -13,7 +13,8 @@
 //! - [`decide`]: `decide(state, command) -> events`, where every invariant is enforced.
 //! - [`chain`]: canonical event bytes and the SHA-256 hash chain.
 //! - [`uri`]: `models:/…` URIs.
-//! - [`approval`]: the transition-request rules of the approval workflow (#17).
+//! - [`approval`]: the transition-request rules of the approval workflow (#17): binding,
+//!   expiry, no self-approval, one principal counts once.
 //! - [`signing`]: how a trusted model signature is bound to a version's files (#16).
 
 pub mod action;
@@ -31,7 +32,7 @@ pub mod uri;
 
 pub use action::Action;
 pub use command::Command;
-pub use decide::{DomainError, decide};
+pub use decide::{DecideContext, DomainError, decide, decide_in};
 pub use events::{Actor, EventEnvelope, EventPayload, NewEvent};
 pub use names::{AliasName, ModelName, Stage, TagKey};
 pub use state::{ModelState, VersionState};

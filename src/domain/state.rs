@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::approval::{Approval, Binding, RequestStatus, TransitionRequest};
 use super::events::{Actor, ArtifactManifest, EventPayload, VerificationFailure};
 use super::names::{AliasName, ModelName, Stage, TagKey};
 
@@ -72,6 +73,36 @@ impl VersionState {
     pub fn artifact_verified(&self) -> bool {
         matches!(self.verification, Verification::Verified { .. })
     }
+
+    /// What a transition request on this version is bound to (see [`Binding`]); the policy
+    /// set's digest is filled in by the service once the policies have decided.
+    pub fn binding(&self) -> Binding {
+        Binding {
+            artifact_digest: self
+                .artifact
+                .as_ref()
+                .map(|a| a.digest.clone())
+                .unwrap_or_default(),
+            verification: match &self.verification {
+                Verification::NotVerified => "not_verified".into(),
+                Verification::Verified { digest, .. } => format!("verified:{digest}"),
+                Verification::Failed { .. } => "failed".into(),
+            },
+            policy_set_digest: String::new(),
+        }
+    }
+}
+
+/// A comment on a model version (approval workflow, #17). Edited in place; deleted comments
+/// leave the state (the log keeps them).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionComment {
+    pub id: String,
+    pub version: u64,
+    pub author: Actor,
+    pub comment: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// One model's state after applying its stream.
@@ -93,6 +124,13 @@ pub struct ModelState {
     pub stage_entries: BTreeMap<Stage, Vec<u64>>,
     /// The stream version of the last applied event (0 before any).
     pub stream_version: i64,
+    /// Approval workflow (#17): every transition request, open or closed, by id. Defaulted so
+    /// snapshots written before requests existed still load.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, TransitionRequest>,
+    /// Live comments on versions, by id.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub comments: BTreeMap<String, VersionComment>,
 }
 
 impl ModelState {
@@ -123,6 +161,8 @@ impl ModelState {
                 aliases: BTreeMap::new(),
                 stage_entries: BTreeMap::new(),
                 stream_version: 1,
+                requests: BTreeMap::new(),
+                comments: BTreeMap::new(),
             }),
             _ => None,
         }
@@ -278,7 +318,137 @@ impl ModelState {
                     });
                 }
             }
+            // approval workflow (issue #17)
+            EventPayload::TransitionRequested {
+                request_id,
+                version,
+                to_stage,
+                comment,
+                artifact_digest,
+                verification,
+                policy_set_digest,
+                expires_at,
+            } => {
+                self.requests.insert(
+                    request_id.clone(),
+                    TransitionRequest {
+                        id: request_id.clone(),
+                        version: *version,
+                        to_stage: *to_stage,
+                        requester: actor.clone(),
+                        comment: comment.clone(),
+                        binding: Binding {
+                            artifact_digest: artifact_digest.clone(),
+                            verification: verification.clone(),
+                            policy_set_digest: policy_set_digest.clone(),
+                        },
+                        opened_at: at,
+                        expires_at: *expires_at,
+                        approvals: Vec::new(),
+                        status: RequestStatus::Pending,
+                        closed_at: None,
+                        closed_by: None,
+                        closing_comment: None,
+                    },
+                );
+            }
+            EventPayload::RequestApproved {
+                request_id,
+                comment,
+                completes,
+                ..
+            } => {
+                if let Some(r) = self.requests.get_mut(request_id) {
+                    r.approvals.push(Approval {
+                        by: actor.clone(),
+                        at,
+                        comment: comment.clone(),
+                    });
+                    if *completes {
+                        r.close(RequestStatus::Approved, actor, at, comment.clone());
+                    }
+                }
+            }
+            EventPayload::RequestRejected {
+                request_id,
+                comment,
+                ..
+            } => self.close_request(request_id, RequestStatus::Rejected, actor, at, comment),
+            EventPayload::RequestCancelled {
+                request_id,
+                comment,
+                ..
+            } => self.close_request(request_id, RequestStatus::Cancelled, actor, at, comment),
+            EventPayload::RequestExpired { request_id, .. } => {
+                self.close_request(request_id, RequestStatus::Expired, actor, at, &None)
+            }
+            EventPayload::RequestVoided {
+                request_id, reason, ..
+            } => self.close_request(
+                request_id,
+                RequestStatus::Voided,
+                actor,
+                at,
+                &Some(reason.clone()),
+            ),
+            EventPayload::CommentAdded {
+                comment_id,
+                version,
+                comment,
+            } => {
+                self.comments.insert(
+                    comment_id.clone(),
+                    VersionComment {
+                        id: comment_id.clone(),
+                        version: *version,
+                        author: actor.clone(),
+                        comment: comment.clone(),
+                        created_at: at,
+                        updated_at: at,
+                    },
+                );
+            }
+            EventPayload::CommentEdited {
+                comment_id,
+                comment,
+                ..
+            } => {
+                if let Some(c) = self.comments.get_mut(comment_id) {
+                    c.comment = comment.clone();
+                    c.updated_at = at;
+                }
+            }
+            EventPayload::CommentDeleted { comment_id, .. } => {
+                self.comments.remove(comment_id);
+            }
         }
+    }
+
+    fn close_request(
+        &mut self,
+        id: &str,
+        status: RequestStatus,
+        actor: &Actor,
+        at: DateTime<Utc>,
+        comment: &Option<String>,
+    ) {
+        if let Some(r) = self.requests.get_mut(id) {
+            r.close(status, actor, at, comment.clone());
+        }
+    }
+
+    /// The pending request for `(version, stage)`, if one is open.
+    pub fn pending_request(&self, version: u64, stage: Stage) -> Option<&TransitionRequest> {
+        self.requests.values().find(|r| {
+            r.version == version && r.to_stage == stage && r.status == RequestStatus::Pending
+        })
+    }
+
+    /// Pending requests (including expired ones the sweep has not closed yet).
+    pub fn pending_requests(&self) -> impl Iterator<Item = &TransitionRequest> {
+        self.requests
+            .values()
+            .filter(|r| r.status == RequestStatus::Pending)
     }
 
     fn live_version_mut(&mut self, version: u64, at: DateTime<Utc>) -> Option<&mut VersionState> {

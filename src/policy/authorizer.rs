@@ -29,6 +29,7 @@ impl Authorizer for PolicyEngine {
                     comment: question.comment.map(str::to_string),
                     now: chrono::Utc::now(),
                     rename: question.rename.cloned(),
+                    request: question.request.cloned(),
                 },
             },
         );
@@ -78,6 +79,11 @@ pub const EMBEDDED_POLICIES: &[(&str, &str)] = &[
     (
         "run_evidence.cedar",
         include_str!("../../policies/run_evidence.cedar"),
+    ),
+    // approval workflow (issue #17)
+    (
+        "approvals.cedar",
+        include_str!("../../policies/approvals.cedar"),
     ),
 ];
 

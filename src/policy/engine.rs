@@ -151,6 +151,7 @@ impl Loaded {
                 to_stage: req.context.to_stage,
                 comment: req.context.comment.clone(),
                 rename: req.context.rename.clone(),
+                request: req.context.request.clone(),
             }),
             gates: Vec::new(),
         };
@@ -166,7 +167,8 @@ impl Loaded {
         };
         // Cedar has no "for all", so each declared quality gate is one more request with
         // context.gate set; the decision is an allow only if every request allows.
-        let gates = if req.action == "TransitionStage" {
+        // An approval executes a transition, so it is held to the same gates.
+        let gates = if req.action == "TransitionStage" || req.action == "ApproveTransition" {
             declared_gates(req.model)
         } else {
             Vec::new()

@@ -247,6 +247,19 @@ pub(crate) fn build_entities(
                 .flat_map(|s| s.signer.san.iter())
                 .map(|san| string(san)),
         );
+        // The model's tags again, as a set the version's policies can read: Cedar cannot reach
+        // a parent entity's tags, and the approval rules (risk=high) are about the model.
+        let model_tag_records = model
+            .into_iter()
+            .flat_map(|m| m.tags.iter())
+            .map(|(k, v)| {
+                RestrictedExpression::new_record([
+                    ("key".to_string(), string(k.as_str())),
+                    ("value".to_string(), string(v)),
+                ])
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("model tags: {e}"))?;
         let (stage, subject, issuer, verified, pin) = match state {
             Some(v) => (
                 v.stage.as_str(),
@@ -293,6 +306,10 @@ pub(crate) fn build_entities(
                         ),
                     ),
                     ("tags".to_string(), RestrictedExpression::new_set(tags)),
+                    (
+                        "model_tags".to_string(),
+                        RestrictedExpression::new_set(model_tag_records),
+                    ),
                 ],
                 [model_uid],
                 metrics,
@@ -333,6 +350,38 @@ pub(crate) fn build_context(req: &AuthzRequest, gate: Option<&Gate>) -> Result<C
         ])
         .map_err(|e| format!("rename context: {e}"))?;
         pairs.push(("rename".to_string(), record));
+    }
+    if let Some(request) = &req.context.request {
+        let record = RestrictedExpression::new_record([
+            ("id".to_string(), string(&request.id)),
+            (
+                "requester_subject".to_string(),
+                string(&request.requester_subject),
+            ),
+            (
+                "requester_issuer".to_string(),
+                string(&request.requester_issuer),
+            ),
+            ("to_stage".to_string(), string(request.to_stage.as_str())),
+            (
+                "age_seconds".to_string(),
+                RestrictedExpression::new_long(request.age_seconds),
+            ),
+            (
+                "approvals_so_far".to_string(),
+                RestrictedExpression::new_long(request.approvals_so_far),
+            ),
+            (
+                "approvers".to_string(),
+                RestrictedExpression::new_set(request.approvers.iter().map(|a| string(a))),
+            ),
+            (
+                "executes".to_string(),
+                RestrictedExpression::new_bool(request.executes),
+            ),
+        ])
+        .map_err(|e| format!("request context: {e}"))?;
+        pairs.push(("request".to_string(), record));
     }
     if let Some(gate) = gate {
         let record = RestrictedExpression::new_record([

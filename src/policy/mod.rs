@@ -118,6 +118,28 @@ pub struct AuthzContext {
     pub now: DateTime<Utc>,
     /// Set for `RenameModel` only (the policies' `context.rename`).
     pub rename: Option<RenameFacts>,
+    /// Set for the approval-workflow actions (the policies' `context.request`).
+    pub request: Option<RequestFacts>,
+}
+
+/// The transition request an approval-workflow decision is about (`context.request` in the
+/// schema): who asked, for which stage, how long ago, who approved so far, and whether the
+/// approval being decided would complete it (execute the transition). The N-of-M rules are
+/// written against `approvals_so_far` and `executes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestFacts {
+    /// "" for a request being opened.
+    pub id: String,
+    pub requester_subject: String,
+    pub requester_issuer: String,
+    pub to_stage: Stage,
+    pub age_seconds: i64,
+    /// Distinct approvals recorded before this decision.
+    pub approvals_so_far: i64,
+    /// `subject@issuer` of each approver so far.
+    pub approvers: Vec<String>,
+    /// True when the approval being decided would execute the transition.
+    pub executes: bool,
 }
 
 /// What a rename would change about what `models:/NAME/...` serves, for the policies to judge
@@ -202,6 +224,8 @@ pub struct RecordedRequest {
     pub comment: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rename: Option<RenameFacts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<RequestFacts>,
 }
 
 /// Why a policy directory could not be loaded or tested. Every variant that comes from a file

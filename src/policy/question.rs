@@ -10,7 +10,7 @@ use serde::Serialize;
 use crate::domain::events::Actor;
 use crate::domain::{Action, ModelState, Stage};
 
-pub use super::RenameFacts;
+pub use super::{RenameFacts, RequestFacts};
 
 /// Who is calling, as the policy engine sees them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -39,6 +39,8 @@ pub struct AuthzQuestion<'a> {
     pub comment: Option<&'a str>,
     /// Set for `RenameModel`: what the rename would change (see [`RenameFacts`]).
     pub rename: Option<&'a RenameFacts>,
+    /// Set for the approval-workflow actions: the request they are about.
+    pub request: Option<&'a RequestFacts>,
 }
 
 /// An authorization outcome. `record` is stored verbatim in the event (or the denial log).

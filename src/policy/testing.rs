@@ -140,6 +140,9 @@ struct CaseContext {
     /// For `RenameModel` cases: `{"new_name", "holds_stage_or_alias", "new_name_used_before"}`.
     #[serde(default)]
     rename: Option<super::RenameFacts>,
+    /// For the approval-workflow actions: the request (see `RequestFacts`).
+    #[serde(default)]
+    request: Option<super::RequestFacts>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,6 +243,7 @@ pub fn run_policy_tests(dir: &Path, cases_file: &Path) -> Result<PolicyTestRepor
                 comment: case.context.comment.clone(),
                 now: Utc::now(),
                 rename: case.context.rename.clone(),
+                request: case.context.request.clone(),
             },
         };
         let decision = engine.authorize(&request);
@@ -366,6 +370,8 @@ fn case_model(resource: &CaseResource) -> Result<Option<ModelState>, String> {
         aliases: BTreeMap::new(),
         stage_entries: BTreeMap::new(),
         stream_version: 1,
+        requests: BTreeMap::new(),
+        comments: BTreeMap::new(),
     }))
 }
 
@@ -430,6 +436,7 @@ mod tests {
                 comment: Some("weekly release".into()),
                 now: Utc::now(),
                 rename: None,
+                request: None,
             },
         };
         assert!(

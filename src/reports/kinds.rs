@@ -100,6 +100,7 @@ impl PromotionScan {
                 to,
                 comment,
                 reason: TransitionReason::Requested,
+                ..
             } = &payload
                 && (*to == Stage::Production || (!self.production_only && *to == Stage::Staging))
                 && let Some(state) = self.folder.state(&event.stream_id)

@@ -129,6 +129,7 @@ impl Replayer<'_> {
             to_stage: fallback_stages.1,
             comment: fallback_stages.2,
             rename: None,
+            request: None,
         });
         let principal = PrincipalInfo {
             subject: actor.subject.clone(),
@@ -155,6 +156,7 @@ impl Replayer<'_> {
                 comment: request.comment.clone(),
                 now: at,
                 rename: request.rename.clone(),
+                request: request.request.clone(),
             },
         });
         if after.allowed != rec.allowed {

@@ -11,7 +11,7 @@
 use chrono::Utc;
 
 use crate::domain::{Action, ModelName, ModelState, Stage};
-use crate::policy::RenameFacts;
+use crate::policy::{RenameFacts, RequestFacts};
 use crate::store::AccessDenial;
 
 use super::{AccessDecision, AuthzQuestion, Caller, Service, ServiceError};
@@ -80,6 +80,8 @@ pub struct Change<'a> {
     pub to: Option<Stage>,
     pub comment: Option<&'a str>,
     pub rename: Option<&'a RenameFacts>,
+    /// The transition request an approval-workflow action is about (#17).
+    pub request: Option<&'a RequestFacts>,
 }
 
 /// Read decisions, remembered so the hottest path (a model server resolving `models:/NAME/...`
@@ -180,7 +182,8 @@ impl Service {
             && change.from.is_none()
             && change.to.is_none()
             && change.comment.is_none()
-            && change.rename.is_none();
+            && change.rename.is_none()
+            && change.request.is_none();
         let question = AuthzQuestion {
             caller,
             action,
@@ -191,6 +194,7 @@ impl Service {
             to_stage: change.to,
             comment: change.comment,
             rename: change.rename,
+            request: change.request,
         };
         let decision = self.decide(&question, cacheable);
         if decision.allowed {

@@ -22,8 +22,9 @@ use uuid::Uuid;
 use crate::domain::chain::truncate_to_micros;
 use crate::domain::events::{EventPayload, NewEvent};
 use crate::domain::state::{ModelState, fold};
-use crate::domain::{Action, Command, DomainError, Stage, decide};
+use crate::domain::{Action, Command, DecideContext, DomainError, Stage, decide_in};
 use crate::policy::RenameFacts;
+use crate::policy::RequestFacts;
 use crate::store::{AppendBatch, IdempotencyRecord, StoreError};
 
 use super::access::{Change, Resource};
@@ -205,6 +206,7 @@ impl Service {
             to_stage: None,
             comment: None,
             rename: None,
+            request: None,
         });
         if !decision.allowed {
             // The command path records and answers the denial.
@@ -502,7 +504,69 @@ impl Service {
             }
             _ => None,
         };
-        let mut payloads = decide(current.as_ref(), command)?;
+        let now = truncate_to_micros(Utc::now());
+        // Approval workflow (#17): the request (or comment) a command names by id decides which
+        // version the policies see, and the request's facts are their `context.request`.
+        let workflow = WorkflowFacts::of(command, current.as_ref(), &caller.actor, now);
+        // Whether this approval may complete its request is the policies' answer (the N-of-M
+        // rules are written there): ask with executes=true first, quietly; if that is refused,
+        // the approval may still count towards a later one (executes=false), and only that
+        // refusal is final.
+        let mut pre_decision = None;
+        let mut approval_completes = false;
+        if let (Command::ApproveRequest { .. }, Some(facts)) = (command, workflow.request.as_ref())
+        {
+            let resource = Resource::current(name, workflow.version, current.as_ref());
+            let change = |request| Change {
+                from: workflow.from_stage,
+                to: Some(facts.to_stage),
+                comment: None,
+                rename: None,
+                request,
+            };
+            let completing = RequestFacts {
+                executes: true,
+                ..facts.clone()
+            };
+            match self
+                .check_change(
+                    caller,
+                    Action::ApproveTransition,
+                    resource,
+                    change(Some(&completing)),
+                    meta.request_id.as_deref(),
+                    false,
+                )
+                .await
+            {
+                Ok(decision) => {
+                    approval_completes = true;
+                    pre_decision = Some(decision);
+                }
+                Err(ServiceError::Denied(_)) => {
+                    let decision = self
+                        .check_change(
+                            caller,
+                            Action::ApproveTransition,
+                            resource,
+                            change(Some(facts)),
+                            meta.request_id.as_deref(),
+                            record_refusal,
+                        )
+                        .await?;
+                    pre_decision = Some(decision);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let ctx = DecideContext {
+            actor: caller.actor.clone(),
+            now,
+            new_id: Uuid::now_v7().to_string(),
+            request_lifetime: self.request_lifetime(),
+            approval_completes,
+        };
+        let mut payloads = decide_in(current.as_ref(), command, &ctx)?;
         if let Some((facts, previous_holder)) = &rename {
             // `decide` cannot see the name's history; the event says who answered under the
             // name before, so subscribers can tell a different model now answers.
@@ -534,30 +598,93 @@ impl Service {
             Command::RollbackStage { stage, comment, .. } => {
                 (None, Some(*stage), comment.as_deref())
             }
+            Command::RequestTransition { comment, .. }
+            | Command::ApproveRequest { comment, .. }
+            | Command::RejectRequest { comment, .. }
+            | Command::CancelRequest { comment, .. } => (
+                workflow.from_stage,
+                workflow.request.as_ref().map(|r| r.to_stage),
+                comment.as_deref(),
+            ),
+            Command::CloseStaleRequest { .. } => (
+                workflow.from_stage,
+                workflow.request.as_ref().map(|r| r.to_stage),
+                None,
+            ),
             _ => (None, None, None),
         };
         // Rollback's target version is only known after decide: authorize against it.
         let version = match command {
             Command::RollbackStage { .. } => payloads.iter().rev().find_map(|p| p.version()),
-            _ => command.version(),
+            _ => workflow.version.or(command.version()),
         };
-        let decision = self
-            .check_change(
-                caller,
-                command.action(),
-                Resource::current(name, version, current.as_ref()),
-                Change {
-                    from: from_stage,
-                    to: to_stage,
-                    comment,
-                    rename: rename.as_ref().map(|(facts, _)| facts),
-                },
-                meta.request_id.as_deref(),
-                record_refusal,
+        let change = Change {
+            from: from_stage,
+            to: to_stage,
+            comment,
+            rename: rename.as_ref().map(|(facts, _)| facts),
+            request: workflow.request.as_ref(),
+        };
+        let mut decision = match pre_decision {
+            Some(decision) => decision,
+            None => {
+                self.check_change(
+                    caller,
+                    command.action(),
+                    Resource::current(name, version, current.as_ref()),
+                    change,
+                    meta.request_id.as_deref(),
+                    record_refusal,
+                )
+                .await?
+            }
+        };
+        // The approval that completes a request executes a transition, which must pass the
+        // transition's own authorization too, for the approver; both decisions are recorded.
+        let executes = payloads.iter().any(|p| {
+            matches!(
+                p,
+                EventPayload::StageTransitioned {
+                    request_id: Some(_),
+                    ..
+                }
             )
-            .await?;
+        });
+        if executes {
+            let transition = self
+                .check_change(
+                    caller,
+                    Action::TransitionStage,
+                    Resource::current(name, version, current.as_ref()),
+                    Change {
+                        request: None,
+                        ..change
+                    },
+                    meta.request_id.as_deref(),
+                    record_refusal,
+                )
+                .await?;
+            if let serde_json::Value::Object(record) = &mut decision.record {
+                record.insert("transition".into(), transition.record);
+            }
+        }
+        // Requests and approvals say which policy set they were decided under.
+        let digest = decision.record["policy_set_digest"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        for payload in &mut payloads {
+            if let EventPayload::TransitionRequested {
+                policy_set_digest, ..
+            }
+            | EventPayload::RequestApproved {
+                policy_set_digest, ..
+            } = payload
+            {
+                policy_set_digest.clone_from(&digest);
+            }
+        }
 
-        let now = truncate_to_micros(Utc::now());
         let stream_id = current
             .as_ref()
             .map(|s| s.model_id)
@@ -691,6 +818,55 @@ impl Service {
             },
             previous_holder,
         ))
+    }
+}
+
+/// What the approval workflow's policies need about a command: the version it is about (a
+/// request or comment named by id belongs to one), that version's stage, and the request.
+struct WorkflowFacts {
+    version: Option<u64>,
+    from_stage: Option<Stage>,
+    request: Option<RequestFacts>,
+}
+
+impl WorkflowFacts {
+    fn of(
+        command: &Command,
+        state: Option<&ModelState>,
+        caller: &crate::domain::Actor,
+        now: chrono::DateTime<Utc>,
+    ) -> Self {
+        let mut facts = WorkflowFacts {
+            version: None,
+            from_stage: None,
+            request: None,
+        };
+        let Some(state) = state else {
+            return facts;
+        };
+        if let Command::RequestTransition { version, stage, .. } = command {
+            facts.version = Some(*version);
+            facts.request = Some(RequestFacts {
+                id: String::new(),
+                requester_subject: caller.subject.clone(),
+                requester_issuer: caller.issuer.clone(),
+                to_stage: *stage,
+                age_seconds: 0,
+                approvals_so_far: 0,
+                approvers: Vec::new(),
+                executes: false,
+            });
+        } else if let Some(request) = command.request_id().and_then(|id| state.requests.get(id)) {
+            facts.version = Some(request.version);
+            facts.request = Some(super::approvals::request_facts(request, now, false));
+        } else if let Some(comment) = command.comment_id().and_then(|id| state.comments.get(id)) {
+            facts.version = Some(comment.version);
+        }
+        facts.from_stage = facts
+            .version
+            .and_then(|v| state.live_version(v))
+            .map(|v| v.stage);
+        facts
     }
 }
 

@@ -9,6 +9,8 @@
 //! - [`queries`]: every read (get, search, resolve, latest versions, history, events, audit),
 //!   each authorized before anything about the model is revealed, with the read cache behind
 //!   them so every API gets the same fast answers.
+//! - [`approvals`]: transition requests and comments as the APIs read them (with the caller's
+//!   `available_actions`), the inbox, and the sweep that records expired requests.
 //! - [`access`]: the single `check(caller, action, resource)` both paths start with; it decides
 //!   with the policy engine and records what it refused.
 //!
@@ -16,6 +18,8 @@
 //! access check or write around the event log.
 
 pub mod access;
+// Approval workflow (#17).
+pub mod approvals;
 pub mod commands;
 pub mod denials;
 pub mod queries;
@@ -156,6 +160,9 @@ pub struct Service {
     run_stores: Option<crate::artifacts::stores::StoreRegistry>,
     /// How webhook secrets are sealed and webhooks are checked and sent (issue #18).
     webhooks: Arc<crate::webhooks::WebhookSettings>,
+    /// How long a transition request stays open, in seconds (`--request-lifetime`, issue
+    /// #17); an atomic so the configured value can be set on the shared service.
+    request_lifetime: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Service {
@@ -184,6 +191,9 @@ impl Service {
             read_decisions: Arc::new(access::ReadDecisions::default()),
             run_pins: Arc::default(),
             run_stores: None,
+            request_lifetime: Arc::new(std::sync::atomic::AtomicI64::new(
+                crate::domain::approval::DEFAULT_REQUEST_LIFETIME.num_seconds(),
+            )),
             store,
             authorizer,
             tracking: None,
@@ -210,6 +220,7 @@ impl Service {
             run_pins: self.run_pins.clone(),
             run_stores: stores,
             webhooks: self.webhooks.clone(),
+            request_lifetime: self.request_lifetime.clone(),
         }
     }
 }

@@ -477,7 +477,6 @@ pub trait UploadSessions: Send + Sync + 'static {
     ) -> Result<Option<(String, Vec<String>)>, StoreError>;
 }
 
-
 /// Whether a webhook fires (MLflow's `WebhookStatus`; deletion is a separate mark).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WebhookStatus {

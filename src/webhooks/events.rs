@@ -185,6 +185,16 @@ fn ledger_name(payload: &EventPayload) -> &'static str {
         EventPayload::RunArtifactsPinned { .. } => "ledger.model_version.run_artifacts_pinned",
         EventPayload::MetricsRecorded { .. } => "ledger.model_version.metrics_recorded",
         EventPayload::SignatureRecorded { .. } => "ledger.model_version.signature_recorded",
+        // approval workflow (issue #17)
+        EventPayload::TransitionRequested { .. } => "ledger.transition_request.created",
+        EventPayload::RequestApproved { .. } => "ledger.transition_request.approved",
+        EventPayload::RequestRejected { .. } => "ledger.transition_request.rejected",
+        EventPayload::RequestCancelled { .. } => "ledger.transition_request.cancelled",
+        EventPayload::RequestExpired { .. } => "ledger.transition_request.expired",
+        EventPayload::RequestVoided { .. } => "ledger.transition_request.voided",
+        EventPayload::CommentAdded { .. } => "ledger.model_version_comment.created",
+        EventPayload::CommentEdited { .. } => "ledger.model_version_comment.updated",
+        EventPayload::CommentDeleted { .. } => "ledger.model_version_comment.deleted",
         // The MLflow-named events are matched before this is called.
         EventPayload::ModelCreated { .. }
         | EventPayload::VersionCreated { .. }

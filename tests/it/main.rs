@@ -7,6 +7,7 @@
 
 mod helpers;
 
+mod approvals;
 mod artifacts;
 mod bad_input;
 mod cli;

@@ -150,6 +150,10 @@ async fn readme_walkthrough_runs_against_the_embedded_server() {
         "the verified upload reaches Production: {stdout}"
     );
     assert!(stdout.contains("verified churn/2"), "{stdout}");
+    assert!(
+        stdout.contains("approved: churn version 2 is now in Production"),
+        "the release manager's approval executes the request: {stdout}"
+    );
     assert!(stdout.contains("chain OK"), "{stdout}");
     assert!(
         stdout.contains("[0.779, 0.0139]"),

@@ -14,6 +14,8 @@ pub mod model_versions;
 pub mod registered_models;
 pub mod request;
 pub mod webhooks;
+// Approval workflow (#17): Databricks' transition requests and comments.
+pub mod transition_requests;
 pub mod wire;
 
 use axum::extract::{OriginalUri, Request, State};
@@ -53,6 +55,7 @@ pub fn routes() -> Router<AppState> {
         .merge(registered_models::routes())
         .merge(model_versions::routes())
         .merge(webhooks::routes())
+        .merge(transition_requests::routes())
         .fallback(unknown_endpoint)
 }
 

@@ -10,6 +10,8 @@ pub mod event_stream;
 pub mod events;
 pub mod models;
 pub mod openapi;
+// Approval workflow (#17).
+pub mod requests;
 pub mod resolve;
 pub mod signatures;
 pub mod stages;
@@ -34,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .merge(models::routes())
         .merge(versions::routes())
         .merge(stages::routes())
+        .merge(requests::routes())
         .merge(aliases::routes())
         .merge(resolve::routes())
         .merge(events::routes())

@@ -12,7 +12,8 @@ use axum::routing::get;
 use utoipa::OpenApi;
 
 use super::{
-    aliases, artifacts, audit, event_stream, events, models, resolve, signatures, stages, versions,
+    aliases, artifacts, audit, event_stream, events, models, requests, resolve, signatures, stages,
+    versions,
 };
 use crate::api::AppState;
 
@@ -42,6 +43,17 @@ use crate::api::AppState;
         versions::delete_version_tag,
         stages::transition_stage,
         stages::rollback_stage,
+        requests::inbox,
+        requests::create_request,
+        requests::list_requests,
+        requests::get_request,
+        requests::approve_request,
+        requests::reject_request,
+        requests::cancel_request,
+        requests::create_comment,
+        requests::list_comments,
+        requests::edit_comment,
+        requests::delete_comment,
         aliases::set_alias,
         aliases::get_alias,
         aliases::delete_alias,

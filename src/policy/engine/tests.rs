@@ -45,6 +45,7 @@ fn request<'a>(p: &'a PrincipalInfo, action: &'a str) -> AuthzRequest<'a> {
             comment: None,
             now: Utc::now(),
             rename: None,
+            request: None,
         },
     }
 }
@@ -54,8 +55,9 @@ fn shipped_policies_validate() {
     let report = validate_dir(&shipped()).unwrap_or_else(|e| panic!("{e}"));
     assert!(report.policy_ids.contains(&"admins-all".to_string()));
     assert_eq!(report.digest.len(), 64);
-    // 6, plus webhooks.cedar (issue #18) and run_evidence.cedar (issue #16).
-    assert_eq!(report.policy_files.len(), 8);
+    // 6, plus webhooks.cedar (issue #18), run_evidence.cedar (issue #16) and approvals.cedar
+    // (issue #17).
+    assert_eq!(report.policy_files.len(), 9);
     for governed in [
         "gates-only-release-managers-and-admins",
         "rename-serving-or-used-names",
