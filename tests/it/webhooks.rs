@@ -743,3 +743,29 @@ both_backends!(
         assert_eq!(versions, ["1", "2", "3"], "resumed in order, each once");
     }
 );
+
+both_backends!(
+    ledger_events_are_listed_apart_from_mlflows,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, &["--webhook-secret-key", KEY]).await;
+        let r = app
+            .post(
+                HOOKS,
+                &app.admin(),
+                json!({"name": "mixed", "url": "https://example.com/x",
+                   "events": ["ledger.model_version.stage_transitioned",
+                              {"entity": "MODEL_VERSION", "action": "CREATED"}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        // MLflow clients parse `events` into their enums: only MLflow's events go there.
+        assert_eq!(r.body["webhook"]["events"], mv_created());
+        assert_eq!(
+            r.body["webhook"]["event_names"],
+            json!([
+                "ledger.model_version.stage_transitioned",
+                "model_version.created"
+            ])
+        );
+    }
+);
