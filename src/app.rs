@@ -410,6 +410,7 @@ fn webhook_settings(args: &ServeArgs) -> Result<crate::webhooks::WebhookSettings
         window: w.webhook_retry_window,
     };
     settings.concurrency = w.webhook_concurrency.max(1);
+    settings.secret_overlap = w.webhook_secret_overlap;
     if settings.allow_private_ips {
         tracing::warn!(
             "--webhook-allow-private-ips: webhooks may send to loopback and private networks"

@@ -413,6 +413,10 @@ pub struct WebhookArgs {
     /// How long after its first attempt a delivery is retried before it is marked failed.
     #[arg(long, env = "MODEL_LEDGER_WEBHOOK_RETRY_WINDOW", default_value = "24h", value_parser = parse_duration)]
     pub webhook_retry_window: std::time::Duration,
+    /// After a webhook's secret is replaced, how long the old one keeps signing beside the new
+    /// one (deliveries then carry both signatures), so receivers can switch over. `0`: at once.
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_SECRET_OVERLAP", default_value = "24h", value_parser = parse_duration)]
+    pub webhook_secret_overlap: std::time::Duration,
     /// Webhook deliveries in flight at once in this process.
     #[arg(long, env = "MODEL_LEDGER_WEBHOOK_CONCURRENCY", default_value_t = 64)]
     pub webhook_concurrency: usize,

@@ -13,6 +13,10 @@ CREATE TABLE webhooks (
     -- JSON array of event names (`model_version.created`, `ledger.…`).
     events         TEXT NOT NULL,
     secret_sealed  TEXT,
+    -- After a secret is replaced, the old one still signs (beside the new one) until this time,
+    -- so receivers can switch over without rejecting deliveries.
+    previous_secret_sealed    TEXT,
+    previous_secret_until_us  BIGINT,
     status         TEXT NOT NULL CHECK (status IN ('ACTIVE', 'DISABLED')),
     created_at_us  BIGINT NOT NULL,
     updated_at_us  BIGINT NOT NULL,

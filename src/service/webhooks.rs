@@ -181,6 +181,8 @@ impl Service {
             url,
             events,
             secret_sealed,
+            previous_secret_sealed: None,
+            previous_secret_until_us: None,
             status: change.status.unwrap_or(WebhookStatus::Active),
             created_at_us: now,
             updated_at_us: now,
@@ -242,6 +244,16 @@ impl Service {
             record.events = events;
         }
         if let Some(secret) = change.secret.filter(|s| !s.is_empty()) {
+            // The replaced secret keeps signing for the overlap window, beside the new one, so
+            // a receiver can switch keys without refusing deliveries meanwhile.
+            if let Some(old) = record.secret_sealed.take() {
+                let until = chrono::Duration::from_std(self.webhooks.secret_overlap)
+                    .ok()
+                    .and_then(|d| Utc::now().checked_add_signed(d))
+                    .map(|t| micros(&t));
+                record.previous_secret_sealed = until.map(|_| old);
+                record.previous_secret_until_us = until;
+            }
             record.secret_sealed = Some(self.seal(id, &secret)?);
         }
         if let Some(status) = change.status {

@@ -512,6 +512,9 @@ pub struct WebhookRecord {
     /// Event names (`model_version.created`, `ledger.…`), in the order given.
     pub events: Vec<String>,
     pub secret_sealed: Option<String>,
+    /// The secret this one replaced, still signing until `previous_secret_until_us`.
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_until_us: Option<i64>,
     pub status: WebhookStatus,
     pub created_at_us: i64,
     pub updated_at_us: i64,
@@ -587,6 +590,9 @@ pub struct DeliveryJob {
     pub first_attempt_at_us: Option<i64>,
     pub url: String,
     pub secret_sealed: Option<String>,
+    /// The replaced secret and until when it still signs (the rotation overlap).
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_until_us: Option<i64>,
     /// `None` when the webhook was deleted.
     pub webhook_status: Option<WebhookStatus>,
 }

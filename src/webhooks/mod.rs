@@ -56,6 +56,8 @@ pub struct WebhookSettings {
     pub concurrency: usize,
     /// Of those, at most this many to one webhook, so one slow receiver cannot hold every slot.
     pub per_webhook_concurrency: usize,
+    /// How long a replaced secret keeps signing beside the new one.
+    pub secret_overlap: Duration,
 }
 
 impl WebhookSettings {
@@ -83,6 +85,7 @@ impl WebhookSettings {
             retry: RetryPolicy::default(),
             concurrency: 64,
             per_webhook_concurrency: 8,
+            secret_overlap: Duration::from_secs(24 * 3600),
         }
     }
 }

@@ -269,18 +269,23 @@ impl Worker {
             }
             None => return give_up("the webhook was deleted".into()),
         }
-        let secrets = match &job.secret_sealed {
-            None => Vec::new(),
-            Some(sealed) => match self.settings.secrets.open(&job.webhook_id, sealed) {
-                Ok(secret) => vec![secret],
+        // The current secret, then (during a rotation's overlap) the one it replaced.
+        let overlapping = job.previous_secret_sealed.as_ref().filter(|_| {
+            job.previous_secret_until_us
+                .is_some_and(|t| t > micros(&now))
+        });
+        let mut secrets = Vec::new();
+        for sealed in job.secret_sealed.iter().chain(overlapping) {
+            match self.settings.secrets.open(&job.webhook_id, sealed) {
+                Ok(secret) => secrets.push(secret),
                 Err(e) => {
                     return give_up(format!(
                         "the webhook's secret cannot be opened ({e}); configure the \
                          --webhook-secret-key it was sealed with, then redeliver"
                     ));
                 }
-            },
-        };
+            }
+        }
         let sent = self
             .sender
             .send(&job.url, &job.id, job.payload.as_bytes(), &secrets)

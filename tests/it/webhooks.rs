@@ -743,3 +743,81 @@ both_backends!(
         assert_eq!(versions, ["1", "2", "3"], "resumed in order, each once");
     }
 );
+
+both_backends!(
+    ledger_events_are_listed_apart_from_mlflows,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, &["--webhook-secret-key", KEY]).await;
+        let r = app
+            .post(
+                HOOKS,
+                &app.admin(),
+                json!({"name": "mixed", "url": "https://example.com/x",
+                   "events": ["ledger.model_version.stage_transitioned",
+                              {"entity": "MODEL_VERSION", "action": "CREATED"}]}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        // MLflow clients parse `events` into their enums: only MLflow's events go there.
+        assert_eq!(r.body["webhook"]["events"], mv_created());
+        assert_eq!(
+            r.body["webhook"]["event_names"],
+            json!([
+                "ledger.model_version.stage_transitioned",
+                "model_version.created"
+            ])
+        );
+    }
+);
+
+both_backends!(
+    a_replaced_secret_keeps_signing_during_the_overlap,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let rx = receiver(0).await;
+        let hook = create_hook(
+            &app,
+            "rotating",
+            &rx.url,
+            json!(["registered_model.created"]),
+        )
+        .await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        let r = app
+            .patch(
+                &format!("{HOOKS}/{id}"),
+                &app.admin(),
+                json!({"secret": "the-new-one"}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        app.create_model("rotated").await;
+        eventually("the delivery", || !rx.hits().is_empty()).await;
+        let hit = &rx.hits()[0];
+        let h = |n: &str| hit.headers[n].to_str().expect("header").to_string();
+        let signature = h("webhook-signature");
+        assert_eq!(signature.split(' ').count(), 2, "{signature}");
+        let (delivery, ts) = (h("webhook-id"), h("webhook-timestamp").parse().expect("ts"));
+        for secret in ["the-new-one", SECRET] {
+            assert!(
+                model_ledger::webhooks::signing::verify(
+                    secret.as_bytes(),
+                    &signature,
+                    &delivery,
+                    ts,
+                    hit.body.as_bytes()
+                ),
+                "{secret} verifies during the overlap"
+            );
+        }
+        assert!(signature.starts_with(&format!(
+            "v1,{}",
+            model_ledger::webhooks::signing::signature(
+                b"the-new-one",
+                &delivery,
+                ts,
+                hit.body.as_bytes()
+            )
+        )));
+    }
+);

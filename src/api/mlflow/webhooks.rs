@@ -5,6 +5,9 @@
 //! module translates both ways: the name is `lower(entity) + "." + lower(action)`, which also
 //! carries model-ledger's own events (`{"entity": "LEDGER.MODEL_VERSION", "action":
 //! "STAGE_TRANSITIONED"}`). A plain name string is accepted as well, for curl users.
+//! Answers list MLflow's events under `events` and every event name under `event_names`, since
+//! an MLflow client cannot parse an entity it does not know (a webhook subscribed only to
+//! `ledger.*` events is therefore readable over REST but not through the MLflow client).
 //! Timestamps are MLflow's milliseconds; a webhook's secret is never part of any answer.
 //!
 //! Beyond MLflow: `GET /webhooks/{id}/deliveries` lists a webhook's deliveries (newest first,
@@ -153,7 +156,10 @@ fn webhook_json(w: &WebhookView) -> Value {
         "webhook_id": w.id,
         "name": w.name,
         "url": w.url,
-        "events": w.events.iter().map(|e| event_json(e)).collect::<Vec<_>>(),
+        // MLflow clients parse `events` into their enums and fail on a value they do not know,
+        // so it holds MLflow's events only; `event_names` (model-ledger's) holds every one.
+        "events": w.events.iter().filter(|e| !e.starts_with("ledger.")).map(|e| event_json(e)).collect::<Vec<_>>(),
+        "event_names": w.events,
         "status": w.status.as_str(),
         "creation_timestamp": w.created_at_us / 1000,
         "last_updated_timestamp": w.updated_at_us / 1000,
@@ -290,4 +296,31 @@ async fn redeliver(
         .redeliver_webhook(&req.caller, &id, &delivery_id)
         .await?;
     ok(json!({ "delivery": delivery_json(&delivery) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_names_and_mlflows_enums_convert_both_ways() {
+        for name in [
+            "model_version.created",
+            "model_version_alias.deleted",
+            "ledger.model_version.stage_transitioned",
+        ] {
+            let wire = event_json(name);
+            assert_eq!(event_name(&wire).expect("parses"), name);
+        }
+        assert_eq!(
+            event_json("model_version_tag.set"),
+            json!({"entity": "MODEL_VERSION_TAG", "action": "SET"})
+        );
+        assert_eq!(
+            event_name(&json!({"entity": "model_version", "action": "created"})).expect("lower"),
+            "model_version.created"
+        );
+        assert!(event_name(&json!({"entity": "MODEL_VERSION"})).is_err());
+        assert!(event_name(&json!(7)).is_err());
+    }
 }

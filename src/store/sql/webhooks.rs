@@ -26,8 +26,8 @@ use crate::store::{
     WebhookRecord, WebhookStatus, Webhooks,
 };
 
-const WEBHOOK_COLUMNS: &str =
-    "id, name, description, url, events, secret_sealed, status, created_at_us, updated_at_us";
+const WEBHOOK_COLUMNS: &str = "id, name, description, url, events, secret_sealed, \
+     previous_secret_sealed, previous_secret_until_us, status, created_at_us, updated_at_us";
 
 #[derive(sqlx::FromRow)]
 struct WebhookRow {
@@ -37,6 +37,8 @@ struct WebhookRow {
     url: String,
     events: String,
     secret_sealed: Option<String>,
+    previous_secret_sealed: Option<String>,
+    previous_secret_until_us: Option<i64>,
     status: String,
     created_at_us: i64,
     updated_at_us: i64,
@@ -56,6 +58,8 @@ impl WebhookRow {
             url: self.url,
             events,
             secret_sealed: self.secret_sealed,
+            previous_secret_sealed: self.previous_secret_sealed,
+            previous_secret_until_us: self.previous_secret_until_us,
             status,
             created_at_us: self.created_at_us,
             updated_at_us: self.updated_at_us,
@@ -116,6 +120,8 @@ struct JobRow {
     first_attempt_at_us: Option<i64>,
     url: String,
     secret_sealed: Option<String>,
+    previous_secret_sealed: Option<String>,
+    previous_secret_until_us: Option<i64>,
     status: String,
     deleted_at_us: Option<i64>,
 }
@@ -181,7 +187,8 @@ where
         }
         sqlx::query(
             "INSERT INTO webhooks (id, name, description, url, events, secret_sealed, status, \
-             created_at_us, updated_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             created_at_us, updated_at_us, previous_secret_sealed, previous_secret_until_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         )
         .bind(&webhook.id)
         .bind(&webhook.name)
@@ -192,6 +199,8 @@ where
         .bind(webhook.status.as_str())
         .bind(webhook.created_at_us)
         .bind(webhook.updated_at_us)
+        .bind(webhook.previous_secret_sealed.as_deref())
+        .bind(webhook.previous_secret_until_us)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -231,8 +240,8 @@ where
         }
         let done = sqlx::query(
             "UPDATE webhooks SET name = $2, description = $3, url = $4, events = $5, \
-             secret_sealed = $6, status = $7, updated_at_us = $8 \
-             WHERE id = $1 AND deleted_at_us IS NULL",
+             secret_sealed = $6, status = $7, updated_at_us = $8, previous_secret_sealed = $9, \
+             previous_secret_until_us = $10 WHERE id = $1 AND deleted_at_us IS NULL",
         )
         .bind(&webhook.id)
         .bind(&webhook.name)
@@ -242,6 +251,8 @@ where
         .bind(webhook.secret_sealed.as_deref())
         .bind(webhook.status.as_str())
         .bind(webhook.updated_at_us)
+        .bind(webhook.previous_secret_sealed.as_deref())
+        .bind(webhook.previous_secret_until_us)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -400,7 +411,8 @@ where
         }
         let mut qb = QueryBuilder::<Db<D>>::new(
             "SELECT d.id, d.webhook_id, d.position, d.event_name, d.payload, d.attempts, \
-             d.first_attempt_at_us, w.url, w.secret_sealed, w.status, w.deleted_at_us \
+             d.first_attempt_at_us, w.url, w.secret_sealed, w.previous_secret_sealed, \
+             w.previous_secret_until_us, w.status, w.deleted_at_us \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
              WHERE d.lease_owner = ",
         );
@@ -433,6 +445,8 @@ where
                     first_attempt_at_us: r.first_attempt_at_us,
                     url: r.url,
                     secret_sealed: r.secret_sealed,
+                    previous_secret_sealed: r.previous_secret_sealed,
+                    previous_secret_until_us: r.previous_secret_until_us,
                     webhook_status,
                 })
             })
