@@ -61,6 +61,9 @@ pub struct PromotionRow {
     pub registered_by_issuer: String,
     pub same_person: bool,
     pub request_id: Option<String>,
+    /// The transition request (approval workflow, #17) whose approval executed this promotion;
+    /// `None` for a direct transition, so "promotions without a request" is a filter on it.
+    pub transition_request: Option<String>,
 }
 
 /// Collects promotions while events stream past.
@@ -100,7 +103,7 @@ impl PromotionScan {
                 to,
                 comment,
                 reason: TransitionReason::Requested,
-                ..
+                request_id: transition_request,
             } = &payload
                 && (*to == Stage::Production || (!self.production_only && *to == Stage::Staging))
                 && let Some(state) = self.folder.state(&event.stream_id)
@@ -141,6 +144,7 @@ impl PromotionScan {
                     same_person: v.created_by.subject == event.actor.subject
                         && v.created_by.issuer == event.actor.issuer,
                     request_id: event.request_id.clone(),
+                    transition_request: transition_request.clone(),
                 });
             }
         }

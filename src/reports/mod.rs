@@ -13,12 +13,15 @@
 //! - [`history`]: folding the log; state of a model or of every stage as of a position or time.
 //! - [`kinds`]: promotions, unverified Production versions, stage durations, denials,
 //!   separation of duties, and the signed period report.
+//! - [`requests`]: transition requests with their outcome, pending age and decision time.
 //! - [`replay`]: re-deciding recorded decisions against a candidate policy set.
 
 pub mod checkpoint;
 pub mod history;
 pub mod kinds;
 pub mod replay;
+// Approval workflow (#17).
+pub mod requests;
 pub mod search;
 pub mod verify;
 

@@ -306,6 +306,14 @@ impl AuditReader {
         kinds::promotions(self.store.as_ref(), period, production_only).await
     }
 
+    /// Transition requests opened in the period (approval workflow, #17).
+    pub async fn requests(
+        &self,
+        period: Period,
+    ) -> Result<Vec<crate::reports::requests::RequestRow>, ReportError> {
+        crate::reports::requests::requests(self.store.as_ref(), period).await
+    }
+
     pub async fn unverified_in_production(&self) -> Result<Vec<kinds::UnverifiedRow>, ReportError> {
         kinds::unverified_in_production(self.store.as_ref()).await
     }

@@ -153,6 +153,21 @@ both_backends!(
             "{approval}"
         );
 
+        // Reports tell reviewed promotions from direct ones and time the decision.
+        let report = app.get("/api/v1/audit/reports/requests", &rm).await;
+        assert_eq!(report.status, 200, "{:?}", report.body);
+        let row = &report.body["rows"][0];
+        assert_eq!(row["request_id"], id.as_str());
+        assert_eq!(row["status"], "approved");
+        assert_eq!(row["decided_by"], "rm");
+        assert!(row["decision_seconds"].as_i64().is_some(), "{row}");
+        let promotions = app.get("/api/v1/audit/reports/promotions", &rm).await;
+        assert_eq!(promotions.status, 200, "{:?}", promotions.body);
+        assert_eq!(
+            promotions.body["rows"][0]["transition_request"],
+            id.as_str()
+        );
+
         let late = act(&app, &rm, "fraud", v, &id, "approve").await;
         assert_eq!((late.status, late.code()), (409, "REQUEST_ALREADY_DECIDED"));
         let empty = app.get("/api/v1/requests", &rm).await;

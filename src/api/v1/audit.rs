@@ -205,7 +205,7 @@ struct ReportParams {
     tag = "audit",
     summary = "A compliance report",
     params(
-        ("kind" = String, Path, description = "report kind (promotions, sod, unverified-production, stage-durations, denials)"),
+        ("kind" = String, Path, description = "report kind (promotions, sod, unverified-production, stage-durations, denials, requests)"),
     ),
     responses(
         (status = 200, description = "success"),
@@ -241,9 +241,10 @@ async fn report(
         "unverified-production" => json(audit.unverified_in_production().await?)?,
         "stage-durations" => json(audit.stage_durations(period).await?)?,
         "denials" => json(audit.denials(period).await?)?,
+        "requests" => json(audit.requests(period).await?)?,
         other => {
             return Err(ApiError::not_found(format!(
-                "no report '{other}' (promotions, sod, unverified-production, stage-durations, denials, stages)"
+                "no report '{other}' (promotions, sod, unverified-production, stage-durations, denials, requests, stages)"
             )));
         }
     };
