@@ -626,6 +626,8 @@ pub enum ReportKind {
     Sod,
     /// What was in each stage for every model (`--as-of`).
     Stages,
+    /// Transition requests opened in the period: outcome, who decided, time to decision.
+    Requests,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -230,6 +230,12 @@ async fn run_report(args: ReportArgs) -> Result<ExitCode, CliError> {
         ReportKind::Denials => {
             print_rows(&kinds::denials(db.as_ref(), period).await?, args.format)?;
         }
+        ReportKind::Requests => {
+            print_rows(
+                &crate::reports::requests::requests(db.as_ref(), period).await?,
+                args.format,
+            )?;
+        }
         ReportKind::Stages => {
             let position = match &args.as_of {
                 Some(raw) => AsOf::parse(raw)?.resolve(db.as_ref()).await?,

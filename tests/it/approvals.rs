@@ -11,6 +11,36 @@ use serde_json::{Value, json};
 use crate::both_backends;
 use crate::helpers::{Backend, Reply, TestApp, spawn_app, spawn_app_with};
 
+/// (request id, to stage, outcome, decided by, requested by) from the reporting view.
+async fn view_rows(app: &TestApp) -> Vec<(String, String, String, Option<String>, String)> {
+    use sqlx::Connection;
+    let sql = |view: &str| {
+        format!(
+            "SELECT request_id, to_stage, outcome, decided_by, requested_by FROM {view} ORDER BY position"
+        )
+    };
+    match app.backend {
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&app.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("reporting.transition_requests")))
+                .fetch_all(&mut conn)
+                .await
+                .expect("query the view")
+        }
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(&app.database_url)
+                .await
+                .expect("connect");
+            sqlx::query_as(sqlx::AssertSqlSafe(sql("reporting_transition_requests")))
+                .fetch_all(&mut conn)
+                .await
+                .expect("query the view")
+        }
+    }
+}
+
 fn ci(app: &TestApp) -> String {
     app.token("ci-bot", &["ml-ci"])
 }
@@ -167,6 +197,38 @@ both_backends!(
             promotions.body["rows"][0]["transition_request"],
             id.as_str()
         );
+        // The same in the SQL view for BI tools, and in the audit CLI.
+        let view = view_rows(&app).await;
+        assert_eq!(
+            view,
+            vec![(
+                id.clone(),
+                "Production".to_string(),
+                "approved".to_string(),
+                Some("rm".to_string()),
+                "ci-bot".to_string()
+            )]
+        );
+        let cli = std::process::Command::new(env!("CARGO_BIN_EXE_model-ledger"))
+            .args([
+                "audit",
+                "report",
+                "requests",
+                "--format",
+                "json",
+                "--database-url",
+                &app.database_url,
+            ])
+            .output()
+            .expect("audit report requests");
+        assert!(
+            cli.status.success(),
+            "{}",
+            String::from_utf8_lossy(&cli.stderr)
+        );
+        let rows: Value = serde_json::from_slice(&cli.stdout).expect("json rows");
+        assert_eq!(rows[0]["request_id"], id.as_str(), "{rows}");
+        assert_eq!(rows[0]["status"], "approved", "{rows}");
 
         let late = act(&app, &rm, "fraud", v, &id, "approve").await;
         assert_eq!((late.status, late.code()), (409, "REQUEST_ALREADY_DECIDED"));
