@@ -62,15 +62,18 @@ wait_for() { # url pid log name
 }
 
 mkdir -p "$work/artifacts" "$work/policies"
-echo "==> starting mlflow server ${mlflow_version} on ${mlflow_url}"
-set -m
-MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true "$venv/bin/mlflow" server \
-    --backend-store-uri "sqlite:///${work}/mlflow.db" \
-    --default-artifact-root "mlflow-artifacts:/" --artifacts-destination "${work}/artifacts" \
-    --host 127.0.0.1 --port "$mlflow_port" --workers 1 >"$work/mlflow.log" 2>&1 &
-mlflow_pid=$!
-set +m
-wait_for "$mlflow_url/health" "$mlflow_pid" "$work/mlflow.log" "mlflow server"
+start_mlflow() {
+    echo "==> starting mlflow server ${mlflow_version} on ${mlflow_url}"
+    set -m
+    MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true "$venv/bin/mlflow" server \
+        --backend-store-uri "sqlite:///${work}/mlflow.db" \
+        --default-artifact-root "mlflow-artifacts:/" --artifacts-destination "${work}/artifacts" \
+        --host 127.0.0.1 --port "$mlflow_port" --workers 1 >>"$work/mlflow.log" 2>&1 &
+    mlflow_pid=$!
+    set +m
+    wait_for "$mlflow_url/health" "$mlflow_pid" "$work/mlflow.log" "mlflow server"
+}
+start_mlflow
 
 # The shipped policies, unchanged: run-based versions are pinned (issue #16), so they can be
 # verified and meet production-requires-verified-artifact like uploaded ones.
@@ -99,18 +102,23 @@ export MODEL_LEDGER_URL="$url"
 export MODEL_LEDGER_UPSTREAM_URL="$mlflow_url"
 # The upstream's artifact store on disk, where the tampering test changes a pinned file.
 export MODEL_LEDGER_UPSTREAM_ARTIFACTS="$work/artifacts"
+# Where the phases (upstream up, down, back) leave each other the names they need.
+export MODEL_LEDGER_STATE_DIR="$work"
 export MLFLOW_HTTP_REQUEST_MAX_RETRIES=0
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=true
 
 status=0
 echo "==> tracking suite (upstream up)"
-"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/mlflow_tracking/test_tracking.py -m "not upstream_down" || status=1
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/mlflow_tracking/test_tracking.py -m "not upstream_down and not upstream_back" || status=1
 
 echo "==> stopping the upstream; tracking suite (upstream down)"
 stop "$mlflow_pid"
 mlflow_pid=""
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/mlflow_tracking/test_tracking.py -m upstream_down || status=1
+echo "==> the upstream back (same store and artifacts); tracking suite (upstream back)"
+start_mlflow
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/mlflow_tracking/test_tracking.py -m upstream_back || status=1
 
 if [ "$status" -ne 0 ]; then
     echo "---- model-ledger log (last 40 lines) ----" >&2

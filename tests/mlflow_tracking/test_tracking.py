@@ -100,9 +100,15 @@ def version_created_event(name, version):
     return created[0]["payload"]
 
 
+STATE_DIR = pathlib.Path(os.environ["MODEL_LEDGER_STATE_DIR"])
+
+
 @pytest.fixture(scope="module")
 def trained():
-    return train(unique("tracking-e2e"))
+    run_id, f1, X = train(unique("tracking-e2e"))
+    # The upstream-down phase registers this run while the upstream is stopped.
+    (STATE_DIR / "trained_run_id").write_text(run_id)
+    return run_id, f1, X
 
 
 def test_runs_are_logged_through_model_ledger(trained):
@@ -281,3 +287,35 @@ def test_upstream_down_registry_keeps_working_tracking_says_so():
     assert status in (502, 503), body
     assert body["error_code"] in ("TEMPORARILY_UNAVAILABLE", "BAD_GATEWAY")
     assert "upstream" in body["message"]
+
+
+@pytest.mark.upstream_down
+def test_registered_while_the_upstream_is_down_is_pending_and_kept_from_production():
+    run_id = (STATE_DIR / "trained_run_id").read_text()
+    name = unique("pending")
+    client = MlflowClient(tracking_uri=URL)
+    client.create_registered_model(name)
+    mv = client.create_model_version(name, f"runs:/{run_id}/model", run_id=run_id)
+    evidence = version_created_event(name, mv.version)["run_evidence"]
+    assert evidence["pin"] == "pending", evidence
+    client.transition_model_version_stage(name, mv.version, "Staging")
+    with pytest.raises(MlflowException) as denied:
+        as_user(RELEASE).transition_model_version_stage(name, mv.version, "Production")
+    assert denied.value.error_code == "PERMISSION_DENIED"
+    (STATE_DIR / "pending_model").write_text(name)
+
+
+@pytest.mark.upstream_back
+def test_the_pending_version_pins_itself_once_the_upstream_is_back_then_reaches_production():
+    name = (STATE_DIR / "pending_model").read_text()
+    # The background pinner retries with backoff; verify pins a pending version at once.
+    status, report = curl("POST", f"/api/v1/models/{name}/versions/1/verify", ADMIN)
+    assert status == 200 and report["verified"] is True, report
+    status, version = curl("GET", f"/api/v1/models/{name}/versions/1", ADMIN)
+    assert version["artifact"]["files"], version
+    promoted = as_user(RELEASE).transition_model_version_stage(name, "1", "Production")
+    assert promoted.current_stage == "Production"
+    os.environ["MLFLOW_TRACKING_TOKEN"] = ADMIN
+    X, _ = load_iris(return_X_y=True, as_frame=True)
+    loaded = mlflow.pyfunc.load_model(f"models:/{name}/Production")
+    assert len(loaded.predict(X.head(3))) == 3
