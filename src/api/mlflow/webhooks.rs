@@ -27,7 +27,7 @@ use crate::api::AppState;
 use crate::api::error::ApiError;
 use crate::service::Paging;
 use crate::service::webhooks::{WebhookChange, WebhookTestResult, WebhookView};
-use crate::store::{DeliveryRecord, WebhookStatus};
+use crate::service::{DeliveryRecord, WebhookStatus};
 
 /// `max_results` as MLflow's server applies it to webhooks.
 const DEFAULT_PAGE: i64 = 100;
