@@ -821,3 +821,184 @@ both_backends!(
         )));
     }
 );
+
+/// A `serve` process of its own, so the test can `kill -9` it mid-delivery.
+struct ServeProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl ServeProcess {
+    async fn start(database_url: &str, data_dir: &std::path::Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_model-ledger"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--dev-auth",
+            ])
+            .args(["--database-url", database_url, "--policies"])
+            .arg(crate::helpers::repo_path("policies"))
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(DELIVERY_FLAGS)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start serve");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            if client.get(format!("{url}/healthz")).send().await.is_ok() {
+                return ServeProcess { child, url };
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("serve did not start");
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_killed_mid_delivery_loses_nothing_and_repeats_only_under_the_same_id() {
+    // The receiver holds every request for a while, so deliveries are in flight (leased,
+    // sent, unanswered) when the server gets SIGKILL; a new process on the same database
+    // must deliver every event, and a repeat may only reuse the same delivery id and body.
+    let holding = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let (holding, hits) = (holding.clone(), hits.clone());
+            move |headers: HeaderMap, body: String| {
+                let (holding, hits) = (holding.clone(), hits.clone());
+                async move {
+                    hits.lock().expect("lock").push(Hit { headers, body });
+                    while holding.load(Ordering::SeqCst) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    (StatusCode::OK, "thanks")
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let database_url = crate::helpers::fresh_pg_database().await;
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let first = ServeProcess::start(&database_url, data_dir.path()).await;
+    let admin = model_ledger::auth::dev::mint_token(
+        data_dir.path(),
+        "admin",
+        &["ml-admins".to_string()],
+        Duration::from_secs(3600),
+        model_ledger::auth::PrincipalKind::User,
+    )
+    .expect("token");
+    let client = reqwest::Client::new();
+    let post = |url: String, body: Value| {
+        let (client, admin) = (client.clone(), admin.clone());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(admin)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, hook) = post(
+        format!("{}{HOOKS}", first.url),
+        json!({"name": "k9", "url": hook_url, "events": ["model_version.created"], "secret": SECRET}),
+    )
+    .await;
+    assert_eq!(status, 200, "{hook:?}");
+    let (status, _) = post(format!("{}/api/v1/models", first.url), json!({"name": "k"})).await;
+    assert_eq!(status, 201);
+    const VERSIONS: usize = 6;
+    for _ in 0..VERSIONS {
+        let (status, body) = post(
+            format!("{}/api/v1/models/k/versions", first.url),
+            json!({"source": "s3://bucket/k"}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body:?}");
+    }
+    // Wait until a delivery is on the wire, then kill the server without any shutdown.
+    for _ in 0..200 {
+        if !hits.lock().expect("lock").is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        !hits.lock().expect("lock").is_empty(),
+        "nothing was sent before the kill"
+    );
+    drop(first);
+    holding.store(false, Ordering::SeqCst);
+
+    let second = ServeProcess::start(&database_url, data_dir.path()).await;
+    let delivered = |hits: &[Hit]| {
+        let mut versions: Vec<String> = hits
+            .iter()
+            .filter_map(|h| serde_json::from_str::<Value>(&h.body).ok())
+            .filter_map(|b| b["data"]["version"].as_str().map(str::to_string))
+            .collect();
+        versions.sort();
+        versions.dedup();
+        versions.len()
+    };
+    // The dead process's lease runs out first (the attempt's timeouts plus a 30 s margin).
+    for _ in 0..900 {
+        if delivered(&hits.lock().expect("lock")) == VERSIONS {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let hits = hits.lock().expect("lock").clone();
+    assert_eq!(
+        delivered(&hits),
+        VERSIONS,
+        "every committed event was delivered"
+    );
+    // Repeats (the killed server's unanswered sends, sent again) reuse the delivery id, and
+    // one delivery id always carries the same body.
+    let mut by_id: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    for h in &hits {
+        let id = h
+            .headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("a delivery id")
+            .to_string();
+        by_id.entry(id).or_default().insert(h.body.clone());
+    }
+    assert_eq!(
+        by_id.len(),
+        VERSIONS,
+        "one delivery id per event: {by_id:?}"
+    );
+    assert!(by_id.values().all(|bodies| bodies.len() == 1), "{by_id:?}");
+    drop(second);
+}
