@@ -850,11 +850,20 @@ impl ServeProcess {
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start serve");
-        let url = format!("http://127.0.0.1:{port}");
+        // Owned at once, so the process is killed and reaped whatever happens next.
+        let process = ServeProcess {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+        };
         let client = reqwest::Client::new();
         for _ in 0..300 {
-            if client.get(format!("{url}/healthz")).send().await.is_ok() {
-                return ServeProcess { child, url };
+            if client
+                .get(format!("{}/healthz", process.url))
+                .send()
+                .await
+                .is_ok()
+            {
+                return process;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
