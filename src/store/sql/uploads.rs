@@ -66,16 +66,18 @@ where
     ) -> Result<FileUploadStart, StoreError> {
         let id = id.to_string();
         let mut tx = D::begin_write(&self.pool).await?;
-        let claimed = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "UPDATE upload_sessions SET inflight = inflight + 1 WHERE {SESSION_IS} AND committing = 0"
+        // RETURNING hands back the store in the same statement that claims the session.
+        let claimed: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "UPDATE upload_sessions SET inflight = inflight + 1 \
+             WHERE {SESSION_IS} AND committing = 0 RETURNING store_name"
         )))
         .bind(&id)
         .bind(model)
         .bind(&owner.issuer)
         .bind(&owner.subject)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if D::rows_affected(&claimed) == 0 {
+        let Some((store,)) = claimed else {
             let exists: Option<(i32,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT committing FROM upload_sessions WHERE {SESSION_IS}"
             )))
@@ -90,7 +92,7 @@ where
                 Some(_) => FileUploadStart::Committing,
                 None => FileUploadStart::NoSession,
             });
-        }
+        };
         // A path already stored may be replaced; one still streaming may not (the conflict
         // update's WHERE leaves it alone, so no row is touched).
         let marked = sqlx::query(
@@ -106,11 +108,6 @@ where
             tx.rollback().await?;
             return Ok(FileUploadStart::PathBusy);
         }
-        let (store,): (String,) =
-            sqlx::query_as("SELECT store_name FROM upload_sessions WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&mut *tx)
-                .await?;
         tx.commit().await?;
         Ok(FileUploadStart::Started { store })
     }
@@ -162,17 +159,17 @@ where
     ) -> Result<UploadCommitStart, StoreError> {
         let id = id.to_string();
         let mut tx = D::begin_write(&self.pool).await?;
-        let frozen = sqlx::query(sqlx::AssertSqlSafe(format!(
+        let frozen: Option<(String,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
             "UPDATE upload_sessions SET committing = 1 \
-             WHERE {SESSION_IS} AND committing = 0 AND inflight = 0"
+             WHERE {SESSION_IS} AND committing = 0 AND inflight = 0 RETURNING store_name"
         )))
         .bind(&id)
         .bind(model)
         .bind(&owner.issuer)
         .bind(&owner.subject)
-        .execute(&mut *tx)
+        .fetch_optional(&mut *tx)
         .await?;
-        if D::rows_affected(&frozen) == 0 {
+        let Some((store,)) = frozen else {
             let exists: Option<(i32,)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                 "SELECT committing FROM upload_sessions WHERE {SESSION_IS}"
             )))
@@ -187,12 +184,7 @@ where
                 Some(_) => UploadCommitStart::Busy,
                 None => UploadCommitStart::NoSession,
             });
-        }
-        let (store,): (String,) =
-            sqlx::query_as("SELECT store_name FROM upload_sessions WHERE id = $1")
-                .bind(&id)
-                .fetch_one(&mut *tx)
-                .await?;
+        };
         let rows: Vec<(String, i64, String)> = sqlx::query_as(
             "SELECT path, size, sha256 FROM upload_session_files \
              WHERE session_id = $1 AND state = 'stored' ORDER BY path",
