@@ -27,6 +27,21 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// Reads `(position, hash)` of the chain head and holds it until the transaction ends.
     const LOCK_HEAD: &'static str;
 
+    /// The statement that begins a write transaction on a connection ([`Dialect::begin_write`]
+    /// does the same on a pool).
+    const BEGIN_WRITE: &'static str;
+
+    /// Run first in a rebuild's swap, before the chain head is locked: takes the live
+    /// projection tables from writers (readers go on) in the order appends lock (model rows
+    /// first, then the head), so an append caught between the two cannot deadlock with the
+    /// swap. `None` where one write lock already serializes writers.
+    const LOCK_PROJECTIONS: Option<&'static str>;
+
+    /// A statement, run in the committing transaction, that tells every other process the
+    /// projections were replaced (a rebuild's swap) so their read caches drop what they hold;
+    /// `None` where no other process is told of commits.
+    const ANNOUNCE_REBUILD: Option<&'static str>;
+
     /// Starts a transaction that will write.
     fn begin_write(
         pool: &Pool<Self::Db>,

@@ -87,6 +87,16 @@ impl Dialect for PgDialect {
     // Other processes may write: until LISTEN is up their commits would go unnoticed.
     const COMMITS_ARE_LOCAL: bool = false;
 
+    const BEGIN_WRITE: &'static str = "BEGIN";
+    // Not a position: listeners advance their commit clock and forward nothing.
+    const ANNOUNCE_REBUILD: Option<&'static str> =
+        Some("SELECT pg_notify('model_ledger_events', 'rebuild')");
+    // EXCLUSIVE lets plain SELECTs through and waits for appends already writing model rows.
+    const LOCK_PROJECTIONS: Option<&'static str> = Some(
+        "LOCK TABLE model_state, registered_models, model_tags, model_versions, version_tags, \
+         aliases IN EXCLUSIVE MODE",
+    );
+
     async fn begin_write(
         pool: &Pool<Postgres>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {

@@ -64,8 +64,12 @@ impl Dialect for SqliteDialect {
     const LOCK_HEAD: &'static str = "SELECT position, hash FROM chain_head WHERE id = 1";
     const COMMITS_ARE_LOCAL: bool = true;
 
+    const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
+    const ANNOUNCE_REBUILD: Option<&'static str> = None;
+    const LOCK_PROJECTIONS: Option<&'static str> = None;
+
     async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
-        pool.begin_with("BEGIN IMMEDIATE").await
+        pool.begin_with(Self::BEGIN_WRITE).await
     }
 
     async fn migrate(pool: &Pool<Sqlite>) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use model_ledger::domain::chain::ChainVerifier;
 use model_ledger::domain::names::{AliasName, ModelName, Stage, TagKey};
 use model_ledger::domain::{Actor, Command};
 use model_ledger::service::{AllowAll, Caller, RequestMeta, Service};
-use model_ledger::store::{EventQuery, SharedStore};
+use model_ledger::store::{EventQuery, RebuildPause, SharedStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -172,6 +172,109 @@ both_backends!(
         }
         for versions in per_stream.values() {
             assert_eq!(*versions, (1..=versions.len() as i64).collect::<Vec<_>>());
+        }
+    }
+);
+
+both_backends!(
+    a_rebuild_while_commands_append_equals_a_rebuild_from_scratch,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let service = Arc::new(Service::new(app.store(), Arc::new(AllowAll)));
+        let mut rng = StdRng::seed_from_u64(0xfeed);
+        for i in 0..300 {
+            let who = caller(if i % 2 == 0 { "ana" } else { "bo" });
+            let _ = service
+                .execute(&who, &RequestMeta::default(), random_command(&mut rng))
+                .await;
+        }
+
+        // A writer that appends throughout: during the scan, the catch-up and the swap.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let background = {
+            let (service, stop) = (service.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut rng = StdRng::seed_from_u64(0xbead);
+                let mut ok = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let command = random_command(&mut rng);
+                    if service
+                        .execute(&caller("cy"), &RequestMeta::default(), command)
+                        .await
+                        .is_ok()
+                    {
+                        ok += 1;
+                    }
+                }
+                ok
+            })
+        };
+
+        let (scanned_tx, scanned_rx) = tokio::sync::oneshot::channel();
+        let (resume_tx, resume_rx) = tokio::sync::oneshot::channel();
+        let rebuild = {
+            let store = app.store.clone();
+            tokio::spawn(async move {
+                store
+                    .rebuild_projections_with(Some(RebuildPause {
+                        scanned: scanned_tx,
+                        resume: resume_rx,
+                    }))
+                    .await
+            })
+        };
+        let scanned_through = scanned_rx.await.unwrap();
+        // Between the scan and the swap: new models, deletions, tags, stages, all of which the
+        // catch-up must fold onto the shadow state.
+        let mut appended = 0;
+        for i in 0..200 {
+            let who = caller(if i % 2 == 0 { "ana" } else { "bo" });
+            if service
+                .execute(&who, &RequestMeta::default(), random_command(&mut rng))
+                .await
+                .is_ok()
+            {
+                appended += 1;
+            }
+        }
+        assert!(
+            appended > 20,
+            "the sequence should mostly succeed, got {appended}"
+        );
+        resume_tx.send(()).unwrap();
+        let report = rebuild.await.unwrap().unwrap();
+        assert_eq!(report.scanned_through, scanned_through);
+        assert!(
+            report.head >= scanned_through + appended,
+            "the swap happened after the appends: {report:?}"
+        );
+        assert_eq!(
+            report.events as i64, report.head,
+            "every event up to the swap is folded"
+        );
+        assert!(report.caught_up >= appended as u64, "{report:?}");
+
+        // More appends after the swap build on the rebuilt rows.
+        for i in 0..100 {
+            let who = caller(if i % 2 == 0 { "ana" } else { "bo" });
+            let _ = service
+                .execute(&who, &RequestMeta::default(), random_command(&mut rng))
+                .await;
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let background_ok = background.await.unwrap();
+        assert!(background_ok > 0, "the background writer appended nothing");
+
+        let live = app.store.projection_dump().await.unwrap();
+        let from_scratch = app.store.rebuild_projections().await.unwrap();
+        assert_eq!(from_scratch as i64, app.event_count().await);
+        let rebuilt = app.store.projection_dump().await.unwrap();
+        assert_eq!(live.len(), rebuilt.len());
+        for (a, b) in live.iter().zip(&rebuilt) {
+            assert_eq!(
+                a, b,
+                "projections after an online rebuild differ from a fresh one"
+            );
         }
     }
 );

@@ -9,7 +9,6 @@
 //! before the transaction begins, so no CPU work happens under any lock.
 
 use async_trait::async_trait;
-use futures::TryStreamExt as _;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Transaction, Type};
 use tokio::sync::broadcast;
 
@@ -19,7 +18,7 @@ use crate::domain::chain::{GENESIS_HASH, canonical_json_string, compute_hash};
 use crate::domain::events::{Actor, CURRENT_SCHEMA_VERSION, EventEnvelope, EventPayload};
 use crate::domain::state::{ModelState, fold};
 use crate::store::dialect::Dialect;
-use crate::store::projection::{ProjectionPlan, from_micros, full_plan, micros, plan};
+use crate::store::projection::{ProjectionPlan, from_micros, micros, plan};
 use crate::store::{
     AppendBatch, CommitClock, EventLog, EventQuery, IdempotencyRecord, ModelHead, StoreError,
     TextMatch,
@@ -213,65 +212,6 @@ where
             }
         }
         Ok(state)
-    }
-
-    /// Replays every event into fresh projection tables, in one transaction.
-    pub(super) async fn rebuild(&self) -> Result<u64, StoreError> {
-        let mut tx = D::begin_write(&self.pool).await?;
-        // Holding the chain head keeps appends out while the tables are rewritten.
-        let _: (i64, String) = sqlx::query_as(D::LOCK_HEAD).fetch_one(&mut *tx).await?;
-        for table in [
-            "model_state",
-            "registered_models",
-            "model_tags",
-            "model_versions",
-            "version_tags",
-            "aliases",
-        ] {
-            sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table}")))
-                .execute(&mut *tx)
-                .await?;
-        }
-        let mut states: std::collections::HashMap<uuid::Uuid, ModelState> =
-            std::collections::HashMap::new();
-        let mut count = 0u64;
-        {
-            let sql = format!("SELECT {EVENT_COLUMNS} FROM events ORDER BY position");
-            let mut rows =
-                sqlx::query_as::<_, EventColumns>(sqlx::AssertSqlSafe(sql)).fetch(&mut *tx);
-            while let Some(row) = rows.try_next().await? {
-                let event = row.into_envelope()?;
-                let payload = event.typed_payload().map_err(|e| {
-                    StoreError::Corrupt(format!("position {}: {e}", event.position))
-                })?;
-                let previous = states.remove(&event.stream_id);
-                if let Some(next) = fold(
-                    previous,
-                    event.stream_id,
-                    &payload,
-                    event.occurred_at,
-                    &event.actor,
-                ) {
-                    states.insert(event.stream_id, next);
-                }
-                count += 1;
-            }
-        }
-        for state in states.values() {
-            let plan = full_plan(state);
-            sqlx::query(
-                "INSERT INTO model_state (model_id, stream_version, state, snapshot_version) \
-                 VALUES ($1, $2, $3, $2)",
-            )
-            .bind(&plan.model_id)
-            .bind(plan.stream_version)
-            .bind(&plan.snapshot_json)
-            .execute(&mut *tx)
-            .await?;
-            Self::write_plans(&mut tx, &[&plan]).await?;
-        }
-        tx.commit().await?;
-        Ok(count)
     }
 }
 

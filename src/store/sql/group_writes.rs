@@ -165,7 +165,7 @@ where
             .map(|&i| plans[i])
             .collect();
         claimed_plans.sort_by(|a, b| a.model_id.cmp(&b.model_id));
-        Self::write_plans(tx, &claimed_plans).await?;
+        Self::write_plans(&mut **tx, &claimed_plans, Tables::Live).await?;
         let keys: Vec<_> = order
             .iter()
             .filter(|&&i| written[i])
@@ -195,24 +195,28 @@ where
     /// Writes what the plans say into the projection tables: per table one statement for all
     /// of them (in runs, see [`runs`]). Each plan must name a different model.
     pub(super) async fn write_plans(
-        tx: &mut Tx<'_, D>,
+        conn: &mut Conn<D>,
         plans: &[&ProjectionPlan],
+        tables: Tables,
     ) -> Result<(), StoreError> {
         if plans.is_empty() {
             return Ok(());
         }
+        let fresh = matches!(tables, Tables::FreshShadow);
         // A deleted model loses all its rows; rare, so one statement per table and model.
-        for plan in plans.iter().filter(|p| p.model.is_none()) {
-            for sql in [
-                "DELETE FROM registered_models WHERE model_id = $1",
-                "DELETE FROM model_tags WHERE model_id = $1",
-                "DELETE FROM model_versions WHERE model_id = $1",
-                "DELETE FROM version_tags WHERE model_id = $1",
-                "DELETE FROM aliases WHERE model_id = $1",
+        // (Fresh shadow tables hold nothing of the model to delete.)
+        for plan in plans.iter().filter(|p| p.model.is_none() && !fresh) {
+            for table in [
+                "registered_models",
+                "model_tags",
+                "model_versions",
+                "version_tags",
+                "aliases",
             ] {
-                sqlx::query(sql)
+                let sql = format!("DELETE FROM {} WHERE model_id = $1", tables.name(table));
+                sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(plan.model_id.as_str())
-                    .execute(&mut **tx)
+                    .execute(&mut *conn)
                     .await?;
             }
         }
@@ -223,11 +227,12 @@ where
             .collect();
         let models: Vec<_> = live.iter().filter_map(|p| p.model.as_ref()).collect();
         for run in runs(&models, |m| m.description.len() + m.tags_json.len() + 256) {
-            let mut qb = QueryBuilder::<Db<D>>::new(
-                "INSERT INTO registered_models (model_id, name, description, tags, aliases, \
+            let mut qb = QueryBuilder::<Db<D>>::new(format!(
+                "INSERT INTO {} (model_id, name, description, tags, aliases, \
                  created_at_us, updated_at_us, created_by_subject, created_by_issuer, last_version, \
                  stream_version) ",
-            );
+                tables.name("registered_models")
+            ));
             qb.push_values(run, |mut b, model| {
                 b.push_bind(model.model_id.as_str())
                     .push_bind(model.name.as_str())
@@ -241,14 +246,16 @@ where
                     .push_bind(model.last_version)
                     .push_bind(model.stream_version);
             });
-            qb.push(
-                " ON CONFLICT (model_id) DO UPDATE SET name = excluded.name, \
-                 description = excluded.description, tags = excluded.tags, \
-                 aliases = excluded.aliases, updated_at_us = excluded.updated_at_us, \
-                 last_version = excluded.last_version, stream_version = excluded.stream_version",
-            );
+            if !fresh {
+                qb.push(
+                    " ON CONFLICT (model_id) DO UPDATE SET name = excluded.name, \
+                     description = excluded.description, tags = excluded.tags, \
+                     aliases = excluded.aliases, updated_at_us = excluded.updated_at_us, \
+                     last_version = excluded.last_version, stream_version = excluded.stream_version",
+                );
+            }
             qb.build()
-                .execute(&mut **tx)
+                .execute(&mut *conn)
                 .await
                 .map_err(classify_unique)?;
         }
@@ -259,38 +266,46 @@ where
             .filter(|p| p.model_tags.is_some())
             .map(|p| p.model_id.as_str())
             .collect();
-        Self::delete_where_model_in(tx, "model_tags", &tag_owners).await?;
+        if !fresh {
+            Self::delete_where_model_in(conn, "model_tags", &tag_owners).await?;
+        }
         let model_tags: Vec<(&str, &str, &str)> = live
             .iter()
             .filter_map(|p| p.model_tags.as_ref().map(|t| (p.model_id.as_str(), t)))
             .flat_map(|(id, tags)| tags.iter().map(move |(k, v)| (id, k.as_str(), v.as_str())))
             .collect();
         for run in runs(&model_tags, |(_, k, v)| k.len() + v.len() + 64) {
-            let mut qb =
-                QueryBuilder::<Db<D>>::new("INSERT INTO model_tags (model_id, key, value) ");
+            let mut qb = QueryBuilder::<Db<D>>::new(format!(
+                "INSERT INTO {} (model_id, key, value) ",
+                tables.name("model_tags")
+            ));
             qb.push_values(run, |mut b, (id, key, value)| {
                 b.push_bind(*id).push_bind(*key).push_bind(*value);
             });
-            qb.build().execute(&mut **tx).await?;
+            qb.build().execute(&mut *conn).await?;
         }
         let alias_owners: Vec<&str> = live
             .iter()
             .filter(|p| p.aliases.is_some())
             .map(|p| p.model_id.as_str())
             .collect();
-        Self::delete_where_model_in(tx, "aliases", &alias_owners).await?;
+        if !fresh {
+            Self::delete_where_model_in(conn, "aliases", &alias_owners).await?;
+        }
         let aliases: Vec<(&str, &str, i64)> = live
             .iter()
             .filter_map(|p| p.aliases.as_ref().map(|a| (p.model_id.as_str(), a)))
             .flat_map(|(id, aliases)| aliases.iter().map(move |(a, v)| (id, a.as_str(), *v)))
             .collect();
         for run in runs(&aliases, |(_, a, _)| a.len() + 64) {
-            let mut qb =
-                QueryBuilder::<Db<D>>::new("INSERT INTO aliases (model_id, alias, version) ");
+            let mut qb = QueryBuilder::<Db<D>>::new(format!(
+                "INSERT INTO {} (model_id, alias, version) ",
+                tables.name("aliases")
+            ));
             qb.push_values(run, |mut b, (id, alias, version)| {
                 b.push_bind(*id).push_bind(*alias).push_bind(*version);
             });
-            qb.build().execute(&mut **tx).await?;
+            qb.build().execute(&mut *conn).await?;
         }
 
         // Versions: deletions first (a plan never deletes and upserts one version, but the
@@ -299,8 +314,10 @@ where
             .iter()
             .flat_map(|p| p.delete_versions.iter().map(|v| (p.model_id.as_str(), *v)))
             .collect();
-        Self::delete_versions_in(tx, "model_versions", &deleted).await?;
-        Self::delete_versions_in(tx, "version_tags", &deleted).await?;
+        if !fresh {
+            Self::delete_versions_in(conn, "model_versions", &deleted).await?;
+            Self::delete_versions_in(conn, "version_tags", &deleted).await?;
+        }
         let versions: Vec<_> = live.iter().flat_map(|p| p.upsert_versions.iter()).collect();
         let mut seen: BTreeSet<(&str, i64)> = BTreeSet::new();
         if !versions
@@ -324,12 +341,13 @@ where
                 + 256
         };
         for run in runs(&versions, version_size) {
-            let mut qb = QueryBuilder::<Db<D>>::new(
-                "INSERT INTO model_versions (model_id, version, source, run_id, description, stage, \
+            let mut qb = QueryBuilder::<Db<D>>::new(format!(
+                "INSERT INTO {} (model_id, version, source, run_id, description, stage, \
                  tags, metrics, signature, input_example, artifact, artifact_digest, \
                  verification_status, verification, aliases, created_at_us, updated_at_us, \
                  created_by_subject, created_by_issuer) ",
-            );
+                tables.name("model_versions")
+            ));
             qb.push_values(run, |mut b, (row, _)| {
                 b.push_bind(row.model_id.as_str())
                     .push_bind(row.version)
@@ -351,23 +369,27 @@ where
                     .push_bind(row.created_by_subject.as_str())
                     .push_bind(row.created_by_issuer.as_str());
             });
-            qb.push(
-                " ON CONFLICT (model_id, version) DO UPDATE SET description = excluded.description, \
-                 stage = excluded.stage, tags = excluded.tags, metrics = excluded.metrics, \
-                 artifact = excluded.artifact, \
-                 artifact_digest = excluded.artifact_digest, \
-                 verification_status = excluded.verification_status, \
-                 verification = excluded.verification, aliases = excluded.aliases, \
-                 updated_at_us = excluded.updated_at_us",
-            );
-            qb.build().execute(&mut **tx).await?;
+            if !fresh {
+                qb.push(
+                    " ON CONFLICT (model_id, version) DO UPDATE SET description = excluded.description, \
+                     stage = excluded.stage, tags = excluded.tags, metrics = excluded.metrics, \
+                     artifact = excluded.artifact, \
+                     artifact_digest = excluded.artifact_digest, \
+                     verification_status = excluded.verification_status, \
+                     verification = excluded.verification, aliases = excluded.aliases, \
+                     updated_at_us = excluded.updated_at_us",
+                );
+            }
+            qb.build().execute(&mut *conn).await?;
         }
         let retagged: Vec<(&str, i64)> = versions
             .iter()
             .filter(|(_, tags)| tags.is_some())
             .map(|(row, _)| (row.model_id.as_str(), row.version))
             .collect();
-        Self::delete_versions_in(tx, "version_tags", &retagged).await?;
+        if !fresh {
+            Self::delete_versions_in(conn, "version_tags", &retagged).await?;
+        }
         let version_tags: Vec<(&str, i64, &str, &str)> = versions
             .iter()
             .filter_map(|(row, tags)| tags.as_ref().map(|t| (row, t)))
@@ -377,25 +399,26 @@ where
             })
             .collect();
         for run in runs(&version_tags, |(_, _, k, v)| k.len() + v.len() + 64) {
-            let mut qb = QueryBuilder::<Db<D>>::new(
-                "INSERT INTO version_tags (model_id, version, key, value) ",
-            );
+            let mut qb = QueryBuilder::<Db<D>>::new(format!(
+                "INSERT INTO {} (model_id, version, key, value) ",
+                tables.name("version_tags")
+            ));
             qb.push_values(run, |mut b, (id, version, key, value)| {
                 b.push_bind(*id)
                     .push_bind(*version)
                     .push_bind(*key)
                     .push_bind(*value);
             });
-            qb.build().execute(&mut **tx).await?;
+            qb.build().execute(&mut *conn).await?;
         }
         Ok(())
     }
 
-    /// `DELETE FROM table WHERE model_id IN (...)`, in runs. `table` is one of this module's
+    /// `DELETE FROM table WHERE model_id IN (...)`, in runs. `table` is one of the store's
     /// literals, never input.
-    async fn delete_where_model_in(
-        tx: &mut Tx<'_, D>,
-        table: &'static str,
+    pub(super) async fn delete_where_model_in(
+        conn: &mut Conn<D>,
+        table: &str,
         model_ids: &[&str],
     ) -> Result<(), StoreError> {
         for run in runs(model_ids, |id| id.len()) {
@@ -406,14 +429,14 @@ where
                 list.push_bind(*id);
             }
             qb.push(")");
-            qb.build().execute(&mut **tx).await?;
+            qb.build().execute(&mut *conn).await?;
         }
         Ok(())
     }
 
     /// `DELETE FROM table WHERE (model_id, version) IN (VALUES ...)`, in runs.
     async fn delete_versions_in(
-        tx: &mut Tx<'_, D>,
+        conn: &mut Conn<D>,
         table: &'static str,
         versions: &[(&str, i64)],
     ) -> Result<(), StoreError> {
@@ -425,9 +448,30 @@ where
                 b.push_bind(*id).push_bind(*version);
             });
             qb.push(")");
-            qb.build().execute(&mut **tx).await?;
+            qb.build().execute(&mut *conn).await?;
         }
         Ok(())
+    }
+}
+
+/// Which projection tables [`SqlStore::write_plans`] writes, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Tables {
+    /// The live tables: rows are upserted, and the sets a plan replaces are deleted first.
+    Live,
+    /// A rebuild's shadow tables (`rebuild_` + the live name; see `rebuild`), which start empty
+    /// and receive each model once: plain inserts, with nothing to delete or conflict with.
+    /// They have no unique indexes, which is what makes the bulk load cheap.
+    FreshShadow,
+}
+
+impl Tables {
+    /// The table to write for a live table's name.
+    pub(super) fn name(self, live: &'static str) -> std::borrow::Cow<'static, str> {
+        match self {
+            Tables::Live => live.into(),
+            Tables::FreshShadow => format!("rebuild_{live}").into(),
+        }
     }
 }
 

@@ -18,6 +18,7 @@ mod append;
 mod group_writes;
 mod outbox;
 mod reads;
+mod rebuild;
 mod rows;
 mod uploads;
 mod webhooks;

@@ -20,7 +20,7 @@ use crate::store::dialect::Dialect;
 use crate::store::projection::{from_micros, micros};
 use crate::store::{
     AccessDenial, Admin, Audit, Backend, CheckpointRecord, DenialQuery, DenialRecord, Outbox,
-    RelayLease, StoreError,
+    RebuildPause, RebuildReport, RelayLease, StoreError,
 };
 
 #[async_trait]
@@ -253,8 +253,11 @@ where
         Ok(())
     }
 
-    async fn rebuild_projections(&self) -> Result<u64, StoreError> {
-        self.rebuild().await
+    async fn rebuild_projections_with(
+        &self,
+        pause: Option<RebuildPause>,
+    ) -> Result<RebuildReport, StoreError> {
+        self.rebuild_online(pause).await
     }
 
     async fn projection_dump(&self) -> Result<Vec<String>, StoreError> {
