@@ -136,6 +136,7 @@ async fn run_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
             Some(Checkpoint::parse(&note, key.as_ref())?)
         }
     };
+    let started = std::time::Instant::now();
     let result = match &args.file {
         Some(file) => verify::verify_ndjson(open_file(file)?, checkpoint),
         None => {
@@ -145,6 +146,13 @@ async fn run_verify(args: VerifyArgs) -> Result<ExitCode, CliError> {
     };
     match result {
         Ok(v) => {
+            // The rate goes to stderr: stdout is the verdict scripts match on.
+            let secs = started.elapsed().as_secs_f64();
+            eprintln!(
+                "verified {} events in {secs:.2}s ({:.0} events/s)",
+                v.count,
+                v.count as f64 / secs.max(1e-9)
+            );
             match v.checkpoint_position {
                 Some(p) => println!(
                     "chain OK: {} events, head {}; matches the checkpoint at position {p}",

@@ -219,7 +219,8 @@ fn redact(url: &str) -> String {
 async fn open_store(args: &StoreArgs) -> Result<SharedStore, CliError> {
     data_dir::require_store(args)?;
     let (url, _) = args.resolved_url();
-    Ok(store::connect(&url, 2).await?)
+    // Four connections: `audit verify` reads several pages at once (connections open on demand).
+    Ok(store::connect(&url, 4).await?)
 }
 
 /// `--from`/`--to` as a report period.

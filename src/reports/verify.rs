@@ -391,25 +391,50 @@ fn check_rows(rows: &[StoredEvent]) -> Result<Vec<Link>, ReportError> {
     })
 }
 
+/// Pages of [`STORE_PAGE`] events read and hashed at once when verifying a store: each page is
+/// its own query on its own connection, so the database's work, the driver's decoding and the
+/// hashing of different pages overlap.
+const PARALLEL_PAGES: usize = 3;
+
 /// Verifies a store's log (and its recorded head, so a truncated tail is caught) against an
 /// optional checkpoint. The one store verification: `audit verify` and `migrate-store` use it.
-/// The next page is read while the current one is hashed on the blocking pool.
+///
+/// Positions are gapless from 1, so the log up to the head read at the start splits into pages
+/// that are fetched independently ([`PARALLEL_PAGES`] at a time, in order) and hashed on the
+/// blocking pool; a page holds only its own positions, so a missing row shows up as the gap it
+/// is. Events appended meanwhile are then read page by page as before, and the head is compared
+/// at the end.
 pub async fn verify_store(
     store: &dyn Store,
     checkpoint: Option<Checkpoint>,
 ) -> Result<Verified, ReportError> {
+    use futures::StreamExt as _;
+
     let mut chain = CheckedChain::new(checkpoint);
-    let mut page = store.read_stored_events(0, STORE_PAGE).await?;
+    let (start_head, _) = store.head().await?;
+    let pages = (start_head.max(0) + STORE_PAGE - 1) / STORE_PAGE;
+    let mut checked = futures::stream::iter(0..pages)
+        .map(|page| async move {
+            let after = page * STORE_PAGE;
+            let through = (after + STORE_PAGE).min(start_head);
+            let mut rows = store.read_stored_events(after, STORE_PAGE).await?;
+            rows.retain(|row| row.position <= through);
+            hash_on_blocking_pool(rows).await
+        })
+        .buffered(PARALLEL_PAGES);
+    while let Some(links) = checked.next().await {
+        chain.push_links(&links?)?;
+    }
+    drop(checked);
+
+    let mut page = store
+        .read_stored_events(start_head.max(0), STORE_PAGE)
+        .await?;
     while let Some(last) = page.last() {
         let after = last.position;
-        let hashing = tokio::task::spawn_blocking(move || check_rows(&page));
-        let next = store.read_stored_events(after, STORE_PAGE).await;
-        let links = hashing.await.map_err(|e| ReportError::Export {
-            line: 0,
-            message: format!("the verifier task failed: {e}"),
-        })??;
+        let links = hash_on_blocking_pool(page).await?;
         chain.push_links(&links)?;
-        page = next?;
+        page = store.read_stored_events(after, STORE_PAGE).await?;
     }
     let (head_position, head_hash) = store.head().await?;
     if head_position != chain.count() as i64 || head_hash != chain.head_hash() {
@@ -422,6 +447,16 @@ pub async fn verify_store(
         )));
     }
     chain.finish()
+}
+
+/// [`check_rows`] off the async runtime.
+async fn hash_on_blocking_pool(rows: Vec<StoredEvent>) -> Result<Vec<Link>, ReportError> {
+    tokio::task::spawn_blocking(move || check_rows(&rows))
+        .await
+        .map_err(|e| ReportError::Export {
+            line: 0,
+            message: format!("the verifier task failed: {e}"),
+        })?
 }
 
 #[cfg(test)]

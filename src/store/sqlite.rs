@@ -39,7 +39,12 @@ impl SqlStore<SqliteDialect> {
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true)
             // LIKE must be case-sensitive, as in PostgreSQL (ILIKE is spelled lower() LIKE lower()).
-            .pragma("case_sensitive_like", "ON");
+            .pragma("case_sensitive_like", "ON")
+            // Each connection's worker thread hands rows over through a channel; sqlx's default
+            // of 50 rows makes a long read (a rebuild's scan, `audit verify`) stop and wake the
+            // worker every 50 rows, and the context switches cost more than the reading. 2,048
+            // rows of event text are at most a few MB.
+            .row_buffer_size(2048);
         let pool: SqlitePool = SqlitePoolOptions::new()
             .max_connections(max_connections.max(2))
             .connect_with(options)
