@@ -31,11 +31,16 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// does the same on a pool).
     const BEGIN_WRITE: &'static str;
 
-    /// Run first in a rebuild's swap, before the chain head is locked: takes the live
-    /// projection tables from writers (readers go on) in the order appends lock (model rows
-    /// first, then the head), so an append caught between the two cannot deadlock with the
-    /// swap. `None` where one write lock already serializes writers.
-    const LOCK_PROJECTIONS: Option<&'static str>;
+    /// Run first in a rebuild's swap, before the chain head is locked. On PostgreSQL: memory
+    /// for the row comparisons, and the live projection tables taken from writers (readers go
+    /// on) in the order appends lock (model rows first, then the head), so an append caught
+    /// between the two cannot deadlock with the swap. Nothing where one write lock already
+    /// serializes writers.
+    const PREPARE_SWAP: &'static [&'static str];
+
+    /// Whether a rebuild's swap writes only the rows that differ from the rebuilt ones (else it
+    /// replaces every row; see `store::sql::rebuild`).
+    const SWAP_ONLY_DIFFERENCES: bool;
 
     /// A statement, run in the committing transaction, that tells every other process the
     /// projections were replaced (a rebuild's swap) so their read caches drop what they hold;

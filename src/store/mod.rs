@@ -418,6 +418,9 @@ pub struct RebuildReport {
     pub caught_up: u64,
     /// The head at the swap: the rebuilt projections are exactly the log up to it.
     pub head: i64,
+    /// Live projection rows deleted or inserted by the swap. Where the swap writes only the
+    /// differences (PostgreSQL), 0 when the projections were already right.
+    pub rows_rewritten: u64,
     pub scan_time: std::time::Duration,
     /// How long appends waited: the swapping transaction.
     pub swap_time: std::time::Duration,

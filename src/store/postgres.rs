@@ -91,11 +91,14 @@ impl Dialect for PgDialect {
     // Not a position: listeners advance their commit clock and forward nothing.
     const ANNOUNCE_REBUILD: Option<&'static str> =
         Some("SELECT pg_notify('model_ledger_events', 'rebuild')");
-    // EXCLUSIVE lets plain SELECTs through and waits for appends already writing model rows.
-    const LOCK_PROJECTIONS: Option<&'static str> = Some(
+    // EXCEPT over a large table hashes in memory instead of sorting on disk; EXCLUSIVE lets
+    // plain SELECTs through and waits for appends already writing model rows.
+    const PREPARE_SWAP: &'static [&'static str] = &[
+        "SET LOCAL work_mem = '256MB'",
         "LOCK TABLE model_state, registered_models, model_tags, model_versions, version_tags, \
          aliases IN EXCLUSIVE MODE",
-    );
+    ];
+    const SWAP_ONLY_DIFFERENCES: bool = true;
 
     async fn begin_write(
         pool: &Pool<Postgres>,

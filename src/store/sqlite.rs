@@ -71,7 +71,8 @@ impl Dialect for SqliteDialect {
 
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const ANNOUNCE_REBUILD: Option<&'static str> = None;
-    const LOCK_PROJECTIONS: Option<&'static str> = None;
+    const PREPARE_SWAP: &'static [&'static str] = &[];
+    const SWAP_ONLY_DIFFERENCES: bool = false;
 
     async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         pool.begin_with(Self::BEGIN_WRITE).await

@@ -21,8 +21,11 @@
 //!    shadow state of their models (the shadow `model_state` holds each model's full state), and
 //!    those models' shadow rows rewritten; repeated until the remaining tail is short.
 //! 4. **Swap.** One write transaction takes the projection tables from writers and locks the
-//!    chain head (appends now wait), catches up the last few events, replaces every live
-//!    projection table's rows with the shadow's, and commits. Readers see the old projections
+//!    chain head (appends now wait), catches up the last few events, makes every live
+//!    projection table equal its shadow, and commits. PostgreSQL deletes and inserts only the
+//!    rows that differ (comparing is cheaper there than rewriting, and leaves no dead rows
+//!    behind); SQLite, whose `DELETE` of a whole table is a truncation and whose row
+//!    comparison of large snapshots is slow, replaces the rows wholesale. Readers see the old projections
 //!    until that commit and the rebuilt ones after it; only appends wait, for the length of the
 //!    copy. On PostgreSQL the tables are locked before the head because appends lock in that
 //!    order (model rows, then head): the other order would deadlock with an append in between.
@@ -47,14 +50,14 @@ use crate::store::dialect::Dialect;
 use crate::store::projection::{ProjectionPlan, from_micros, full_plan};
 use crate::store::{RebuildPause, RebuildReport, StoreError};
 
-/// The projection tables, each rebuilt from its `rebuild_` shadow.
-const PROJECTION_TABLES: [&str; 6] = [
-    "model_state",
-    "registered_models",
-    "model_tags",
-    "model_versions",
-    "version_tags",
-    "aliases",
+/// The projection tables, each rebuilt from its `rebuild_` shadow, with their primary keys.
+const PROJECTION_TABLES: [(&str, &str); 6] = [
+    ("model_state", "model_id"),
+    ("registered_models", "model_id"),
+    ("model_tags", "model_id, key"),
+    ("model_versions", "model_id, version"),
+    ("version_tags", "model_id, version, key"),
+    ("aliases", "model_id, alias"),
 ];
 
 /// Events per page read from the log. Large enough that a page costs one round trip per
@@ -215,7 +218,7 @@ where
         // The shadow tables are temporary tables of this connection, so it never goes back to
         // the pool: closing it drops them, whatever way the rebuild ends.
         let mut conn = self.pool.acquire().await?.detach();
-        for table in PROJECTION_TABLES {
+        for (table, _) in PROJECTION_TABLES {
             let sql = format!(
                 "CREATE TEMPORARY TABLE rebuild_{table} AS SELECT * FROM {table} WHERE 1 = 0"
             );
@@ -236,7 +239,7 @@ where
         }
 
         // Catch up while appends go on, so the swap has only a short tail left.
-        for table in PROJECTION_TABLES {
+        for (table, _) in PROJECTION_TABLES {
             let sql =
                 format!("CREATE INDEX rebuild_{table}_by_model ON rebuild_{table} (model_id)");
             sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -263,19 +266,38 @@ where
 
         let swap_started = Instant::now();
         let mut tx = conn.begin_with(D::BEGIN_WRITE).await?;
-        if let Some(lock) = D::LOCK_PROJECTIONS {
-            sqlx::query(lock).execute(&mut *tx).await?;
+        for statement in D::PREPARE_SWAP {
+            sqlx::query(*statement).execute(&mut *tx).await?;
         }
         let (head, _): (i64, String) = sqlx::query_as(D::LOCK_HEAD).fetch_one(&mut *tx).await?;
         caught_up += Self::catch_up(&mut *tx, caught_up_to, head).await?;
-        for table in PROJECTION_TABLES {
-            for sql in [
-                format!("DELETE FROM {table}"),
-                format!("INSERT INTO {table} SELECT * FROM rebuild_{table}"),
-            ] {
-                sqlx::query(sqlx::AssertSqlSafe(sql))
+        let mut rows_rewritten = 0u64;
+        for (table, key) in PROJECTION_TABLES {
+            let statements = if D::SWAP_ONLY_DIFFERENCES {
+                // Only the rows that differ are written: a rebuild of correct projections
+                // changes nothing (no dead rows, no write-ahead log), one of a damaged table
+                // rewrites only the damage. EXCEPT compares whole rows, NULLs equal.
+                [
+                    format!(
+                        "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM \
+                         (SELECT * FROM {table} EXCEPT SELECT * FROM rebuild_{table}) AS stale)"
+                    ),
+                    format!(
+                        "INSERT INTO {table} SELECT * FROM rebuild_{table} \
+                         EXCEPT SELECT * FROM {table}"
+                    ),
+                ]
+            } else {
+                [
+                    format!("DELETE FROM {table}"),
+                    format!("INSERT INTO {table} SELECT * FROM rebuild_{table}"),
+                ]
+            };
+            for sql in statements {
+                let result = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .execute(&mut *tx)
                     .await?;
+                rows_rewritten += D::rows_affected(&result);
             }
         }
         if let Some(announce) = D::ANNOUNCE_REBUILD {
@@ -291,6 +313,7 @@ where
             scanned_through,
             caught_up,
             head,
+            rows_rewritten,
             scan_time,
             swap_time,
             total_time: started.elapsed(),
@@ -428,7 +451,7 @@ where
                 let state = states.entry(row.stream_id.clone()).or_insert(None);
                 *state = row.fold_onto(state.take(), id)?;
             }
-            for table in PROJECTION_TABLES {
+            for (table, _) in PROJECTION_TABLES {
                 Self::delete_where_model_in(conn, &format!("rebuild_{table}"), &ids).await?;
             }
             let plans: Vec<ProjectionPlan> = states.values().flatten().map(full_plan).collect();
@@ -446,14 +469,15 @@ impl RebuildReport {
         }
         format!(
             "rebuilt projections from {} events in {} (scan through position {} in {}; {} events \
-             appended meanwhile caught up; swap at head {} in {})",
+             appended meanwhile caught up; swap at head {} in {}, {} projection rows written)",
             self.events,
             secs(self.total_time),
             self.scanned_through,
             secs(self.scan_time),
             self.caught_up,
             self.head,
-            secs(self.swap_time)
+            secs(self.swap_time),
+            self.rows_rewritten
         )
     }
 }
