@@ -141,7 +141,7 @@ pub fn decide_in(
     let events = match command {
         Command::CreateModel { .. } => {
             return Err(DomainError::AlreadyExists(format!(
-                "Registered model (name={name}) already exists"
+                "Registered Model (name={name}) already exists"
             )));
         }
         Command::RenameModel { new_name, .. } => {

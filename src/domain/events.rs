@@ -372,6 +372,24 @@ impl EventPayload {
         }
     }
 
+    /// Whether the event moves the registered model's `last_updated_timestamp`. MLflow's SQL
+    /// store moves it when the model itself, its set of versions or a version's stage changes,
+    /// and leaves it alone for tags, aliases and a version's description; MLflow clients (and
+    /// MLflow's own registry tests) order and compare on that, so the fold follows it. Events
+    /// MLflow has no counterpart of keep moving it: they are changes to the model's record.
+    pub fn touches_model_timestamp(&self) -> bool {
+        !matches!(
+            self,
+            EventPayload::ModelTagSet { .. }
+                | EventPayload::ModelTagDeleted { .. }
+                | EventPayload::VersionDescriptionUpdated { .. }
+                | EventPayload::VersionTagSet { .. }
+                | EventPayload::VersionTagDeleted { .. }
+                | EventPayload::AliasSet { .. }
+                | EventPayload::AliasDeleted { .. }
+        )
+    }
+
     /// The version an event is about, if any: used to index events for version queries.
     pub fn version(&self) -> Option<u64> {
         match self {

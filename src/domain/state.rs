@@ -173,7 +173,9 @@ impl ModelState {
     /// replay must never fail on history.
     pub fn apply(&mut self, payload: &EventPayload, at: DateTime<Utc>, actor: &Actor) {
         self.stream_version += 1;
-        self.updated_at = at;
+        if payload.touches_model_timestamp() {
+            self.updated_at = at;
+        }
         match payload {
             EventPayload::ModelCreated { .. } => {}
             EventPayload::ModelRenamed { to, .. } => self.name = to.clone(),
@@ -242,12 +244,13 @@ impl ModelState {
                 key,
                 value,
             } => {
-                if let Some(v) = self.live_version_mut(*version, at) {
+                // MLflow's SQL store leaves a version's timestamp alone when a tag changes.
+                if let Some(v) = self.versions.get_mut(version).filter(|v| !v.deleted) {
                     v.tags.insert(key.clone(), value.clone());
                 }
             }
             EventPayload::VersionTagDeleted { version, key } => {
-                if let Some(v) = self.live_version_mut(*version, at) {
+                if let Some(v) = self.versions.get_mut(version).filter(|v| !v.deleted) {
                     v.tags.remove(key);
                 }
             }

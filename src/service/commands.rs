@@ -796,7 +796,7 @@ impl Service {
             .is_some()
         {
             return Err(DomainError::AlreadyExists(format!(
-                "Registered model (name={new_name}) already exists"
+                "Registered Model (name={new_name}) already exists"
             ))
             .into());
         }

@@ -41,8 +41,8 @@ pub use crate::store::probe::Probe as DatabaseProbe;
 /// layer names the service, never the store.
 pub use crate::store::views::Principal;
 pub use crate::store::{
-    DeliveryRecord, EventQuery, ModelFilter, ModelQuery, ModelView, Page, Paging, SortKey,
-    StoreError, TextMatch, VersionFilter, VersionQuery, VersionView, WebhookStatus,
+    DeliveryRecord, EventQuery, ModelFilter, ModelQuery, ModelView, NumberMatch, Page, Paging,
+    SortKey, StoreError, TextMatch, VersionFilter, VersionQuery, VersionView, WebhookStatus,
 };
 pub use access::Resource;
 pub use commands::StateCache;

@@ -160,11 +160,28 @@ pub enum ModelFilter {
 pub enum VersionFilter {
     Name(TextMatch),
     Version(i64),
+    /// `version_number` compared with `!=`, `<`, `<=`, `>` or `>=` (MLflow's numeric
+    /// comparators), or `IN` a list of numbers.
+    VersionCompare(NumberMatch),
     RunId(TextMatch),
     Source(TextMatch),
     Stage(TextMatch),
-    Tag { key: String, matcher: TextMatch },
+    Tag {
+        key: String,
+        matcher: TextMatch,
+    },
     Alias(String),
+}
+
+/// A numeric condition on an integer column.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NumberMatch {
+    Ne(i64),
+    Lt(i64),
+    Le(i64),
+    Gt(i64),
+    Ge(i64),
+    In(Vec<i64>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1011,3 +1011,139 @@ async fn a_server_killed_mid_delivery_loses_nothing_and_repeats_only_under_the_s
     assert!(by_id.values().all(|bodies| bodies.len() == 1), "{by_id:?}");
     drop(second);
 }
+
+/// Three `serve` processes on one database, each with its own delivery worker, and a burst of
+/// events written through all three: every event reaches the receiver exactly once, under one
+/// delivery id. The receiver answers at once, so nothing is retried and a second send of any
+/// id could only come from two workers leasing the same delivery.
+async fn three_servers_deliver_each_event_once(database_url: String) {
+    let hits: Arc<Mutex<Vec<Hit>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let hook_url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post({
+            let hits = hits.clone();
+            move |headers: HeaderMap, body: String| {
+                let hits = hits.clone();
+                async move {
+                    hits.lock().expect("lock").push(Hit { headers, body });
+                    (StatusCode::OK, "thanks")
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+
+    let data_dir = tempfile::tempdir().expect("tempdir");
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(ServeProcess::start(&database_url, data_dir.path()).await);
+    }
+    let admin = model_ledger::auth::dev::mint_token(
+        data_dir.path(),
+        "admin",
+        &["ml-admins".to_string()],
+        Duration::from_secs(3600),
+        model_ledger::auth::PrincipalKind::User,
+    )
+    .expect("token");
+    let client = reqwest::Client::new();
+    let post = |url: String, body: Value| {
+        let (client, admin) = (client.clone(), admin.clone());
+        async move {
+            let r = client
+                .post(url)
+                .bearer_auth(admin)
+                .json(&body)
+                .send()
+                .await
+                .expect("request");
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, hook) = post(
+        format!("{}{HOOKS}", servers[0].url),
+        json!({"name": "three", "url": hook_url,
+               "events": ["registered_model.created", "model_version.created"],
+               "secret": SECRET}),
+    )
+    .await;
+    assert_eq!(status, 200, "{hook:?}");
+    // Three models, one per server, then versions written round-robin through every server.
+    const MODELS: usize = 3;
+    const VERSIONS_EACH: usize = 10;
+    for (i, server) in servers.iter().enumerate() {
+        let (status, body) = post(
+            format!("{}/api/v1/models", server.url),
+            json!({"name": format!("three-{i}")}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body:?}");
+    }
+    for n in 0..MODELS * VERSIONS_EACH {
+        let server = &servers[n % servers.len()];
+        let (status, body) = post(
+            format!("{}/api/v1/models/three-{}/versions", server.url, n % MODELS),
+            json!({"source": format!("s3://bucket/three/{n}")}),
+        )
+        .await;
+        assert_eq!(status, 201, "{body:?}");
+    }
+    let expected = MODELS + MODELS * VERSIONS_EACH;
+    for _ in 0..300 {
+        if hits.lock().expect("lock").len() >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Leave time for a duplicate to show up, had two workers taken the same delivery.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let hits = hits.lock().expect("lock").clone();
+    let mut per_id: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut per_event: std::collections::BTreeMap<(String, String), usize> = Default::default();
+    for h in &hits {
+        assert_signed(h);
+        let id = h
+            .headers
+            .get("webhook-id")
+            .and_then(|v| v.to_str().ok())
+            .expect("a delivery id")
+            .to_string();
+        *per_id.entry(id).or_default() += 1;
+        let body: Value = serde_json::from_str(&h.body).expect("json body");
+        let event = (
+            body["data"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            body["data"]["version"].as_str().unwrap_or("-").to_string(),
+        );
+        *per_event.entry(event).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), expected, "one delivery id per event");
+    assert!(
+        per_id.values().all(|n| *n == 1),
+        "a delivery id was sent more than once: {per_id:?}"
+    );
+    assert_eq!(per_event.len(), expected, "{per_event:?}");
+    assert!(per_event.values().all(|n| *n == 1), "{per_event:?}");
+    drop(servers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_on_one_postgres_database_deliver_each_event_once() {
+    three_servers_deliver_each_event_once(crate::helpers::fresh_pg_database().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_servers_on_one_sqlite_database_deliver_each_event_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/ledger.db", dir.path().display());
+    three_servers_deliver_each_event_once(url).await;
+}

@@ -317,3 +317,159 @@ def test_pyfunc_load_model_by_stage_alias_and_production(client, tmp_path, monke
     client.transition_model_version_stage(name, version, "Production", archive_existing_versions=True)
     model = mlflow.pyfunc.load_model(f"models:/{name}/Production")
     assert list(model.predict(frame)) == [2, 4, 6]
+
+
+# ---- Behaviours MLflow's own registry tests rely on (tests/tracking/test_model_registry.py
+# upstream); written here against model-ledger, in our own words. ----
+
+
+def now_ms():
+    import time
+
+    return int(time.time() * 1000)
+
+
+def within(lo, hi, t):
+    assert lo <= t <= hi, (lo, t, hi)
+
+
+def test_errors_use_mlflow_wording(client):
+    name = unique("wording")
+    register(client, name, 1)
+    with pytest.raises(MlflowException, match=rf"^RESOURCE_ALREADY_EXISTS: Registered Model \(name={name}\) already exists"):
+        client.create_registered_model(name)
+    other = unique("wording-other")
+    client.create_registered_model(other)
+    with pytest.raises(MlflowException, match=rf"Registered Model \(name={other}\) already exists"):
+        client.rename_registered_model(name, other)
+    missing = unique("wording-missing")
+    with pytest.raises(MlflowException, match=rf"Registered Model with name={missing} not found"):
+        client.get_registered_model(missing)
+    with pytest.raises(MlflowException, match=rf"Registered Model with name={missing} not found"):
+        client.rename_registered_model(missing, unique("x"))
+    with pytest.raises(MlflowException, match=rf"Model Version \(name={name}, version=4\) not found"):
+        client.get_model_version(name, "4")
+    with pytest.raises(MlflowException, match=rf"Model Version \(name={name}, version=4\) not found"):
+        client.update_model_version(name, "4", description="x")
+    with pytest.raises(MlflowException, match=rf"Model Version \(name={name}, version=4\) not found"):
+        client.transition_model_version_stage(name, "4", "Staging")
+    with pytest.raises(MlflowException, match="INVALID_PARAMETER_VALUE: Parameter 'version' must be an integer, got 'one'."):
+        client.get_model_version(name, "one")
+
+
+def test_model_timestamp_moves_as_in_mlflow_sql_store(client):
+    import time
+
+    name = unique("clock")
+    t0 = now_ms()
+    client.create_registered_model(name)
+    t1 = now_ms()
+    rm = client.get_registered_model(name)
+    within(t0, t1, rm.creation_timestamp)
+    within(t0, t1, rm.last_updated_timestamp)
+
+    def model_updated():
+        return client.get_registered_model(name).last_updated_timestamp
+
+    # Creating a version moves the model's clock.
+    time.sleep(0.01)
+    s = now_ms()
+    client.create_model_version(name, "s3://b/1", run_id="r")
+    client.create_model_version(name, "s3://b/2", run_id="r")
+    within(s, now_ms(), model_updated())
+
+    # A stage change moves both the version's and the model's clock.
+    time.sleep(0.01)
+    s = now_ms()
+    client.transition_model_version_stage(name, "1", "Staging")
+    e = now_ms()
+    within(s, e, client.get_model_version(name, "1").last_updated_timestamp)
+    staged_at = model_updated()
+    within(s, e, staged_at)
+
+    # A version's description, tags and aliases, and the model's tags, leave the model's clock.
+    time.sleep(0.01)
+    s = now_ms()
+    client.update_model_version(name, "1", description="new words")
+    within(s, now_ms(), client.get_model_version(name, "1").last_updated_timestamp)
+    before_tag = client.get_model_version(name, "2").last_updated_timestamp
+    client.set_model_version_tag(name, "2", "k", "v")
+    client.delete_model_version_tag(name, "2", "k")
+    # ... and a version's tags leave the version's clock too.
+    assert client.get_model_version(name, "2").last_updated_timestamp == before_tag
+    client.set_registered_model_alias(name, "champion", "2")
+    client.delete_registered_model_alias(name, "champion")
+    client.set_registered_model_tag(name, "team", "a")
+    client.delete_registered_model_tag(name, "team")
+    assert model_updated() == staged_at
+
+    # The model's own description and deleting a version move it.
+    time.sleep(0.01)
+    s = now_ms()
+    client.update_registered_model(name, description="model words")
+    within(s, now_ms(), model_updated())
+    time.sleep(0.01)
+    s = now_ms()
+    client.delete_model_version(name, "2")
+    within(s, now_ms(), model_updated())
+    assert client.get_registered_model(name).creation_timestamp == rm.creation_timestamp
+
+
+def test_version_search_operators_as_mlflow(client):
+    name = unique("ops")
+    client.create_registered_model(name)
+    for i in range(1, 6):
+        client.create_model_version(name, f"s3://ops/{i}", run_id=f"run-{i % 2}")
+
+    def versions(flt, **kw):
+        return sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}' AND {flt}", **kw))
+
+    assert versions("version_number > 3") == [4, 5]
+    assert versions("version_number >= 3") == [3, 4, 5]
+    assert versions("version_number < 2") == [1]
+    assert versions("version_number <= '2'") == [1, 2]
+    assert versions("version_number != 3") == [1, 2, 4, 5]
+    assert versions("version_number = 3") == [3]
+    assert versions("version_number IN ('2', '5')") == [2, 5]
+    assert versions("run_id != 'run-1'") == [2, 4]
+    assert versions("run_id IN ('run-1')") == [1, 3, 5]
+    assert versions("source_path LIKE 's3://ops/%'") == [1, 2, 3, 4, 5]
+    assert versions("source_path ILIKE 'S3://OPS/4'") == [4]
+    assert versions("source_path IN ('s3://ops/1', 's3://ops/2')") == [1, 2]
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name IN ('{name}', 'nope') AND version_number > 4")) == [5]
+    with pytest.raises(MlflowException) as e:
+        client.search_model_versions(f"name = '{name}' AND version_number LIKE '1'")
+    assert error_code(e) == "INVALID_PARAMETER_VALUE"
+
+    # Default order: last updated first; a stage change brings a version to the front.
+    client.transition_model_version_stage(name, "2", "Staging")
+    got = [v.version for v in client.search_model_versions(f"name = '{name}'")]
+    assert got == ["2", "5", "4", "3", "1"]
+    # Offsets as page tokens, one version a page, covering everything once.
+    seen, token = [], None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", max_results=2,
+                                            order_by=["version_number DESC"], page_token=token)
+        seen.extend(v.version for v in page)
+        token = page.token
+        if not token:
+            break
+    assert seen == ["5", "4", "3", "2", "1"]
+
+
+def test_strict_request_types_and_body_limit():
+    import requests
+
+    url = os.environ["MLFLOW_TRACKING_URI"] + "/api/2.0/mlflow"
+    auth = {"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"}
+    for body in ({"name": 5}, {"name": unique("t"), "tags": "x"}, {"name": unique("t"), "description": ["x"]}):
+        r = requests.post(f"{url}/registered-models/create", json=body, headers=auth, timeout=10)
+        assert r.status_code == 400, r.text
+        assert r.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    r = requests.post(f"{url}/model-versions/search", json={"max_results": "abc"}, headers=auth, timeout=10)
+    assert (r.status_code, r.json()["error_code"]) == (400, "INVALID_PARAMETER_VALUE")
+    huge = b'{"name": "' + b"a" * (20 * 1024 * 1024) + b'"}'
+    r = requests.post(f"{url}/registered-models/create", data=huge, timeout=30,
+                      headers={**auth, "Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error_code"] == "REQUEST_TOO_LARGE"

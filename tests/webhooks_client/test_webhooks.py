@@ -192,6 +192,32 @@ def test_delete(client):
     assert webhook.webhook_id not in {w.webhook_id for w in client.list_webhooks()}
 
 
+def test_registry_rest_store_speaks_the_same_api():
+    """MLflow's RestStore (what MlflowClient wraps, and what MLflow's
+    test_rest_store_webhooks.py drives directly) against model-ledger: the full round trip."""
+    from mlflow.store.model_registry.rest_store import RestStore
+    from mlflow.utils.rest_utils import MlflowHostCreds
+
+    creds = MlflowHostCreds(os.environ["MLFLOW_TRACKING_URI"], token=os.environ["MLFLOW_TRACKING_TOKEN"])
+    store = RestStore(lambda: creds)
+    made = store.create_webhook(name="via-store", url="https://example.com/store", events=[MV_CREATED],
+                                secret="kept-private", description="first")
+    assert (made.name, made.secret, made.events, made.description) == ("via-store", None, [MV_CREATED], "first")
+    assert store.get_webhook(made.webhook_id).url == "https://example.com/store"
+    changed = store.update_webhook(webhook_id=made.webhook_id, events=[MV_CREATED, RM_CREATED],
+                                   status=WebhookStatus.DISABLED)
+    assert (changed.name, changed.events, changed.status) == ("via-store", [MV_CREATED, RM_CREATED],
+                                                              WebhookStatus.DISABLED)
+    assert made.webhook_id in {w.webhook_id for w in store.list_webhooks(max_results=100)}
+    with pytest.raises(MlflowException, match="Invalid webhook URL scheme"):
+        store.update_webhook(webhook_id=made.webhook_id, url="ftp://example.com")
+    store.delete_webhook(made.webhook_id)
+    with pytest.raises(MlflowException, match=f"Webhook with ID {made.webhook_id} not found"):
+        store.get_webhook(made.webhook_id)
+    with pytest.raises(MlflowException, match="Webhook with ID nonexistent not found"):
+        store.delete_webhook("nonexistent")
+
+
 def test_readers_are_refused(client):
     reader = MlflowClient()
     os.environ["MLFLOW_TRACKING_TOKEN"], admin = os.environ["MODEL_LEDGER_READER_TOKEN"], os.environ["MLFLOW_TRACKING_TOKEN"]

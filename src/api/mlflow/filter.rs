@@ -2,7 +2,8 @@
 //! tokens, translated into the store's filter, sort and paging types.
 //!
 //! The grammar is MLflow's (a conjunction of comparisons joined by `AND`; `tag.`/`tags.`
-//! prefixes with backtick- or double-quoted keys; `=`, `!=`, `LIKE`, `ILIKE`; `run_id IN (…)`),
+//! prefixes with backtick- or double-quoted keys; `=`, `!=`, `LIKE`, `ILIKE`; `IN (…)` on a version's
+//! `name`, `run_id` and `source_path`; `=`, `!=`, `<`, `<=`, `>`, `>=`, `IN` on `version_number`),
 //! plus `current_stage` in model-version filters, a documented superset that CI quality gates
 //! rely on. Anything else is refused with a message naming the offending part, which the HTTP
 //! layer answers as 400 INVALID_PARAMETER_VALUE, never as a server error.
@@ -22,7 +23,7 @@ use winnow::stream::{LocatingSlice, Location as _, Stream, TokenSlice};
 use winnow::token::{any, one_of, take_till, take_while};
 
 use crate::domain::names::Stage;
-use crate::service::{ModelFilter, Paging, SortKey, TextMatch, VersionFilter};
+use crate::service::{ModelFilter, NumberMatch, Paging, SortKey, TextMatch, VersionFilter};
 
 /// Why a filter, order_by or page token was refused; the text is shown to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -514,6 +515,46 @@ fn canonical_stage(raw: &str) -> Result<String, SearchError> {
         .map_err(|e| SearchError(e.0))
 }
 
+fn version_literal(raw: &str) -> Result<i64, SearchError> {
+    raw.parse::<i64>().map_err(|_| {
+        SearchError(format!(
+            "Invalid version_number '{raw}': must be an integer"
+        ))
+    })
+}
+
+/// `version_number` is MLflow's one numeric search attribute: `=`, `!=`, `<`, `<=`, `>`, `>=`,
+/// and `IN` a list. The value may be written bare (`> 1`) or quoted (`= '1'`), as MLflow
+/// accepts both.
+fn version_number(clause: &Clause) -> Result<VersionFilter, SearchError> {
+    if let Literal::List(values) = &clause.value {
+        if clause.op != Comparison::In {
+            return err("version_number lists need IN");
+        }
+        let numbers = values
+            .iter()
+            .map(|v| version_literal(v))
+            .collect::<Result<Vec<_>, _>>()?;
+        return Ok(VersionFilter::VersionCompare(NumberMatch::In(numbers)));
+    }
+    let raw = match &clause.value {
+        Literal::Num(n) | Literal::Str(n) => n,
+        Literal::List(_) => return err("version_number lists need IN"),
+    };
+    let n = version_literal(raw)?;
+    Ok(match clause.op {
+        Comparison::Eq => VersionFilter::Version(n),
+        Comparison::Ne => VersionFilter::VersionCompare(NumberMatch::Ne(n)),
+        Comparison::Lt => VersionFilter::VersionCompare(NumberMatch::Lt(n)),
+        Comparison::Le => VersionFilter::VersionCompare(NumberMatch::Le(n)),
+        Comparison::Gt => VersionFilter::VersionCompare(NumberMatch::Gt(n)),
+        Comparison::Ge => VersionFilter::VersionCompare(NumberMatch::Ge(n)),
+        Comparison::Like | Comparison::ILike | Comparison::In => {
+            return err("Invalid comparator for version_number: use =, !=, <, <=, >, >= or IN");
+        }
+    })
+}
+
 /// Version filters for `model-versions/search`.
 pub fn version_filters(filter: Option<&str>) -> Result<Vec<VersionFilter>, SearchError> {
     let clauses = parse_filter(filter.unwrap_or(""))?;
@@ -521,26 +562,13 @@ pub fn version_filters(filter: Option<&str>) -> Result<Vec<VersionFilter>, Searc
     for clause in &clauses {
         let f = match &clause.key {
             Key::Attribute(a) => match a.as_str() {
-                "name" => VersionFilter::Name(text_match(clause, "name", false)?),
+                // MLflow's string attributes of a version all take IN.
+                "name" => VersionFilter::Name(text_match(clause, "name", true)?),
                 "run_id" => VersionFilter::RunId(text_match(clause, "run_id", true)?),
                 "source_path" | "source" => {
-                    VersionFilter::Source(text_match(clause, "source_path", false)?)
+                    VersionFilter::Source(text_match(clause, "source_path", true)?)
                 }
-                "version_number" | "version" => {
-                    if clause.op != Comparison::Eq {
-                        return err("version_number supports only '=' here");
-                    }
-                    let raw = match &clause.value {
-                        Literal::Num(n) | Literal::Str(n) => n,
-                        Literal::List(_) => return err("version_number does not support IN"),
-                    };
-                    let n = raw.parse::<i64>().map_err(|_| {
-                        SearchError(format!(
-                            "Invalid version_number '{raw}': must be an integer"
-                        ))
-                    })?;
-                    VersionFilter::Version(n)
-                }
+                "version_number" | "version" => version_number(clause)?,
                 "current_stage" | "stage" => {
                     let matcher = match text_match(clause, "current_stage", true)? {
                         TextMatch::Eq(s) => TextMatch::Eq(canonical_stage(&s)?),

@@ -15,8 +15,8 @@ use super::{Args, Conn, Db, RowOf, SqlStore, like_literal};
 use crate::domain::uri::{ModelUri, VersionRef};
 use crate::store::dialect::Dialect;
 use crate::store::{
-    ModelFilter, ModelQuery, ModelView, Page, Paging, RegistryReads, SortKey, StoreError,
-    TextMatch, VersionFilter, VersionQuery, VersionView,
+    ModelFilter, ModelQuery, ModelView, NumberMatch, Page, Paging, RegistryReads, SortKey,
+    StoreError, TextMatch, VersionFilter, VersionQuery, VersionView,
 };
 
 /// Pushes one text condition for `column` onto a query builder.
@@ -273,6 +273,29 @@ where
                 VersionFilter::Name(matcher) => push_text_match(&mut qb, "m.name", matcher),
                 VersionFilter::Version(v) => {
                     qb.push("v.version = ").push_bind(*v);
+                }
+                VersionFilter::VersionCompare(m) => {
+                    let (op, n) = match m {
+                        NumberMatch::Ne(n) => (" <> ", *n),
+                        NumberMatch::Lt(n) => (" < ", *n),
+                        NumberMatch::Le(n) => (" <= ", *n),
+                        NumberMatch::Gt(n) => (" > ", *n),
+                        NumberMatch::Ge(n) => (" >= ", *n),
+                        NumberMatch::In(values) if values.is_empty() => {
+                            qb.push("1 = 0");
+                            continue;
+                        }
+                        NumberMatch::In(values) => {
+                            qb.push("v.version IN (");
+                            let mut sep = qb.separated(", ");
+                            for v in values {
+                                sep.push_bind(*v);
+                            }
+                            sep.push_unseparated(")");
+                            continue;
+                        }
+                    };
+                    qb.push("v.version").push(op).push_bind(n);
                 }
                 VersionFilter::RunId(matcher) => push_text_match(&mut qb, "v.run_id", matcher),
                 VersionFilter::Source(matcher) => push_text_match(&mut qb, "v.source", matcher),

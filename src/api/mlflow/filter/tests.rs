@@ -99,6 +99,34 @@ fn version_filter_forms() {
 }
 
 #[test]
+fn version_number_takes_every_numeric_comparator_and_strings_take_in() {
+    let f = version_filters(Some(
+        "version_number > 1 AND version_number >= 2 AND version_number < 9 AND \
+         version_number <= '8' AND version_number != 5 AND version_number IN ('3', '4')",
+    ))
+    .unwrap();
+    assert_eq!(
+        f,
+        vec![
+            VersionFilter::VersionCompare(NumberMatch::Gt(1)),
+            VersionFilter::VersionCompare(NumberMatch::Ge(2)),
+            VersionFilter::VersionCompare(NumberMatch::Lt(9)),
+            VersionFilter::VersionCompare(NumberMatch::Le(8)),
+            VersionFilter::VersionCompare(NumberMatch::Ne(5)),
+            VersionFilter::VersionCompare(NumberMatch::In(vec![3, 4])),
+        ]
+    );
+    let f = version_filters(Some("name IN ('a', 'b') AND source_path IN ('s3://x')")).unwrap();
+    assert_eq!(
+        f,
+        vec![
+            VersionFilter::Name(TextMatch::In(vec!["a".into(), "b".into()])),
+            VersionFilter::Source(TextMatch::In(vec!["s3://x".into()])),
+        ]
+    );
+}
+
+#[test]
 fn bad_filters_are_refused() {
     for bad in [
         "name = 'a' OR name = 'b'",
@@ -107,10 +135,10 @@ fn bad_filters_are_refused() {
         "name =",
         "name = 'unterminated",
         "run_id NOT IN ('a')",
-        "name IN ('a')",
         "run_id IN 'a'",
         "current_stage = 'Prod'",
-        "version_number > 2",
+        "version_number LIKE '2'",
+        "version_number > 'two'",
         "foo = 'x'",
         "name = 'a' AND",
         "name ~ 'a'",
@@ -118,6 +146,8 @@ fn bad_filters_are_refused() {
         assert!(version_filters(Some(bad)).is_err(), "{bad}");
     }
     assert!(model_filters(Some("run_id = 'x'")).is_err());
+    // A registered model's name takes no IN in MLflow; a version's name does.
+    assert!(model_filters(Some("name IN ('a')")).is_err());
     assert!(model_filters(Some("name = 3")).is_err());
 }
 
