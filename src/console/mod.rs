@@ -15,9 +15,12 @@
 //! forbids framing. Reading pages need no JavaScript; htmx only adds live refresh.
 //!
 //! One file per page or resource: [`signin`] (sign-in, sign-out, OIDC), [`models`],
-//! [`model`], [`version`].
+//! [`model`], [`version`], [`history`], [`approvals`], [`audit`].
 
+pub mod approvals;
 pub mod assets;
+pub mod audit;
+pub mod history;
 pub mod model;
 pub mod models;
 pub mod session;
@@ -51,6 +54,9 @@ pub fn routes() -> Router<AppState> {
         .merge(models::routes())
         .merge(model::routes())
         .merge(version::routes())
+        .merge(history::routes())
+        .merge(approvals::routes())
+        .merge(audit::routes())
         .merge(assets::routes())
         .layer(middleware::from_fn(security_headers))
 }

@@ -465,3 +465,152 @@ both_backends!(
         assert_eq!(status, StatusCode::SEE_OTHER);
     }
 );
+
+both_backends!(
+    a_request_is_approved_by_a_second_user_and_history_shows_it,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let version = hostile_model(&app).await;
+        let name = enc(HOSTILE_NAME);
+        let requester = Console::sign_in(&app.url, "rm1", &["ml-release-managers"]).await;
+        let (status, html, _) = requester
+            .post(
+                &format!("/models/{name}/versions/{version}/requests"),
+                &format!(
+                    "csrf={}&stage=Production&comment={}",
+                    requester.csrf,
+                    enc("<script>alert(5)</script> please")
+                ),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+
+        // A reader sees the request but may not act on it.
+        let reader = Console::sign_in(&app.url, "rita", &["ml-readers"]).await;
+        let (status, inbox, headers) = reader.get("/approvals").await;
+        assert_eq!(status, StatusCode::OK, "{inbox}");
+        assert_console_headers(&headers, "/approvals");
+        assert_no_raw_markup(&inbox, "/approvals");
+        assert!(
+            inbox.contains("&#60;script&#62;alert(5)&#60;/script&#62; please"),
+            "{inbox}"
+        );
+        assert!(!inbox.contains("/approve\""), "{inbox}");
+        // The requester may not approve their own request (separation of duties).
+        let (_, own, _) = requester.get("/approvals").await;
+        assert!(!own.contains("/approve\""), "{own}");
+
+        // A second release manager approves it; the approval executes the promotion.
+        let approver = Console::sign_in(&app.url, "rm2", &["ml-release-managers"]).await;
+        let (_, inbox, _) = approver.get("/approvals").await;
+        let marker = format!("/approvals/{name}/");
+        let start = inbox.find(&marker).expect("an approve form") + marker.len();
+        let id = inbox[start..]
+            .split('/')
+            .next()
+            .expect("request id")
+            .to_string();
+        assert!(
+            inbox.contains(&format!("/approvals/{name}/{id}/approve\"")),
+            "{inbox}"
+        );
+        let (status, html, _) = approver
+            .post(
+                &format!("/approvals/{name}/{id}/approve"),
+                &format!("csrf={}&comment=looks+good", approver.csrf),
+            )
+            .await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{html}");
+        let v = app
+            .get(
+                &format!("/api/v1/models/{name}/versions/{version}"),
+                &app.admin(),
+            )
+            .await;
+        assert_eq!(v.body["stage"], "Production", "{:?}", v.body);
+        let (_, inbox, _) = approver.get("/approvals").await;
+        assert!(inbox.contains("No open requests."), "{inbox}");
+
+        // The history shows the decision: who, what and the policies that allowed it.
+        let (status, history, headers) = reader.get(&format!("/models/{name}/history")).await;
+        assert_eq!(status, StatusCode::OK, "{history}");
+        assert_console_headers(&headers, "history");
+        assert_no_raw_markup(&history, "history");
+        assert!(history.contains("RequestApproved"), "{history}");
+        assert!(history.contains("StageTransitioned"), "{history}");
+        assert!(history.contains("rm2"), "{history}");
+        assert!(
+            history.contains("release-managers-release") || history.contains("class=\"policy-id\""),
+            "{history}"
+        );
+        // Filtered by type, only that type is listed.
+        let (_, filtered, _) = reader
+            .get(&format!("/models/{name}/history?type=TransitionRequested"))
+            .await;
+        assert!(filtered.contains("<td>TransitionRequested"), "{filtered}");
+        assert!(!filtered.contains("<td>RequestApproved"), "{filtered}");
+        let (status, _, _) = reader
+            .get(&format!("/models/{name}/history?type=NoSuchType"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // As of a day before anything existed, nothing held a stage; today, v1 holds Production.
+        let (_, past, _) = reader
+            .get(&format!("/models/{name}/history?as_of=2000-01-01"))
+            .await;
+        assert!(past.contains("The model had no versions then."), "{past}");
+        let (_, now, _) = reader.get(&format!("/models/{name}/history")).await;
+        let stages = &now[now.find("id=\"stages\"").expect("stages")..];
+        assert!(stages.contains("badge Production"), "{stages}");
+        let (status, _, _) = reader
+            .get(&format!("/models/{name}/history?as_of=yesterday-ish"))
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+);
+
+both_backends!(
+    the_audit_page_verifies_the_chain_and_exports_the_log,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        hostile_model(&app).await;
+        let auditor = Console::sign_in(&app.url, "audra", &["ml-admins"]).await;
+        let (status, html, headers) = auditor.get("/audit").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        assert_console_headers(&headers, "/audit");
+        assert!(html.contains("Verify the chain now"), "{html}");
+        let (_, verified, _) = auditor.get("/audit?verify=1").await;
+        let events = app.event_count().await;
+        assert!(
+            verified.contains(&format!("Verified: {events} events")),
+            "{verified}"
+        );
+        let r = auditor
+            .client
+            .get(format!("{}/audit/export.ndjson", app.url))
+            .header("cookie", format!("ml_session={}", auditor.cookie))
+            .send()
+            .await
+            .expect("export");
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = r.text().await.expect("body");
+        assert_eq!(body.lines().count() as i64, events, "{body}");
+        let (status, csv, _) = auditor.get("/audit/reports/promotions.csv").await;
+        assert_eq!(status, StatusCode::OK, "{csv}");
+        let (status, _, _) = auditor.get("/audit/reports/nope.csv").await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        // Without ReadAudit (readers have only ReadModel) the page is the policies' refusal,
+        // and so is every download.
+        let reader = Console::sign_in(&app.url, "rita", &["ml-readers"]).await;
+        let (status, html, _) = reader.get("/audit").await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{html}");
+        assert!(html.contains("PERMISSION_DENIED"), "{html}");
+        for path in [
+            "/audit/export.ndjson",
+            "/audit/export.csv",
+            "/audit/reports/denials.csv",
+        ] {
+            let (status, _, _) = reader.get(path).await;
+            assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
+        }
+    }
+);
