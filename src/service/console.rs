@@ -52,9 +52,25 @@ impl Service {
             to?;
             Some(state.as_ref()?.live_version(number)?.stage)
         });
+        // Opening a request is decided on the request it would open, as the command path
+        // builds it: the caller's, to `to`, no approvals yet.
+        let opening = match (action, to) {
+            (Action::RequestTransition, Some(to_stage)) => Some(crate::policy::RequestFacts {
+                id: String::new(),
+                requester_subject: caller.actor.subject.clone(),
+                requester_issuer: caller.actor.issuer.clone(),
+                to_stage,
+                age_seconds: 0,
+                approvals_so_far: 0,
+                approvers: Vec::new(),
+                executes: false,
+            }),
+            _ => None,
+        };
         let change = Change {
             from,
             to,
+            request: opening.as_ref(),
             ..Change::default()
         };
         match self
