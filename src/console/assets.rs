@@ -1,9 +1,9 @@
 //! The console's static files, compiled into the binary with `include_bytes!`: a running
 //! server reads nothing from disk and nothing from another origin.
 //!
-//! htmx and its SSE extension are vendored from their npm packages (`htmx.org` 2.0.4,
-//! `htmx-ext-sse` 2.2.2), each with its licence file beside it in `assets/vendor/`. Assets
-//! may be cached for a day: they change only with the binary.
+//! htmx is vendored from its npm package (`htmx.org` 2.0.4) with its licence file beside it
+//! in `assets/vendor/htmx/`; live refresh is the console's own few lines in `console.js`
+//! (see [`super::live`]). Assets may be cached for a day: they change only with the binary.
 
 use axum::Router;
 use axum::extract::Path;
@@ -29,11 +29,6 @@ pub const ASSETS: &[(&str, &str, &[u8])] = &[
         "htmx.min.js",
         "text/javascript; charset=utf-8",
         include_bytes!("assets/vendor/htmx/htmx.min.js"),
-    ),
-    (
-        "sse.js",
-        "text/javascript; charset=utf-8",
-        include_bytes!("assets/vendor/htmx-ext-sse/sse.js"),
     ),
 ];
 

@@ -12,15 +12,17 @@
 //! Nothing is fetched from another origin: the stylesheet, htmx and the console's own script
 //! are embedded ([`assets`]), and every console answer carries a Content-Security-Policy that
 //! allows scripts, styles and connections from this origin only (no inline script) and
-//! forbids framing. Reading pages need no JavaScript; htmx only adds live refresh.
+//! forbids framing. Reading pages need no JavaScript; `console.js` with htmx only adds live refresh.
 //!
 //! One file per page or resource: [`signin`] (sign-in, sign-out, OIDC), [`models`],
-//! [`model`], [`version`], [`history`], [`approvals`], [`audit`].
+//! [`model`], [`version`], [`history`], [`approvals`], [`audit`], and [`live`] (refresh on
+//! commit).
 
 pub mod approvals;
 pub mod assets;
 pub mod audit;
 pub mod history;
+pub mod live;
 pub mod model;
 pub mod models;
 pub mod session;
@@ -57,6 +59,7 @@ pub fn routes() -> Router<AppState> {
         .merge(history::routes())
         .merge(approvals::routes())
         .merge(audit::routes())
+        .merge(live::routes())
         .merge(assets::routes())
         .layer(middleware::from_fn(security_headers))
 }

@@ -104,3 +104,17 @@ impl Service {
             .allowed)
     }
 }
+
+impl Service {
+    /// Wakes on every commit to the registry, for a caller allowed to read models at all: the
+    /// console's live refresh. It says only *that* something was committed (a position), never
+    /// what; the page it refreshes is read, and authorized, as usual.
+    pub async fn watch_registry(
+        &self,
+        caller: &Caller,
+    ) -> Result<tokio::sync::broadcast::Receiver<i64>, ServiceError> {
+        self.check(caller, Action::ReadModel, Resource::Registry)
+            .await?;
+        Ok(self.store.subscribe())
+    }
+}

@@ -126,6 +126,16 @@ await shot(rm2, "04-model.png");
 const versions = await rm2.textContent("#versions");
 assert.match(versions, /Production/);
 
+// Live update: the reader's open model page shows a new alias without a reload.
+await reader.goto(`${BASE}/models/${enc(NAME)}`);
+await reader.evaluate(() => { window.__sameDocument = true; });
+await new Promise((r) => setTimeout(r, 500)); // the EventSource connects
+await api("PUT", `/api/v1/models/${enc(NAME)}/aliases/champion`, process.env.ADMIN, { version: v1 });
+await reader.waitForFunction(() => document.querySelector("#aliases").textContent.includes("champion"),
+  null, { timeout: 15000 });
+assert.equal(await reader.evaluate(() => window.__sameDocument), true, "updated without a reload");
+await noScriptRan(reader, "live-refreshed model page");
+
 // The history shows the decision, with its policies.
 await rm2.goto(`${BASE}/models/${enc(NAME)}/history`);
 const events = await rm2.textContent("#events");

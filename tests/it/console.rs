@@ -221,7 +221,7 @@ both_backends!(
         );
 
         // Assets are embedded and carry the same headers; nothing else is served under them.
-        for asset in ["console.css", "console.js", "htmx.min.js", "sse.js"] {
+        for asset in ["console.css", "console.js", "htmx.min.js"] {
             let r = browser()
                 .get(format!("{}/console/assets/{asset}", app.url))
                 .send()
@@ -612,5 +612,47 @@ both_backends!(
             let (status, _, _) = reader.get(path).await;
             assert_eq!(status, StatusCode::FORBIDDEN, "{path}");
         }
+    }
+);
+
+both_backends!(
+    the_live_stream_announces_commits_to_signed_in_readers,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        let reader = Console::sign_in(&app.url, "rita", &["ml-readers"]).await;
+        let mut stream = reader
+            .client
+            .get(format!("{}/console/events", app.url))
+            .header("cookie", format!("ml_session={}", reader.cookie))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(stream.status(), StatusCode::OK);
+        assert!(
+            stream.headers()["content-type"]
+                .to_str()
+                .expect("ascii")
+                .starts_with("text/event-stream")
+        );
+        app.create_model("live-model").await;
+        let mut seen = String::new();
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !seen.contains("event: changed") {
+            let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+                .await
+                .expect("a notice within 10 s")
+                .expect("read")
+                .expect("open stream");
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        // Only that something changed: no registry data rides on the stream.
+        assert!(!seen.contains("live-model"), "{seen}");
+        // Without a session there is no stream.
+        let anonymous = browser()
+            .get(format!("{}/console/events", app.url))
+            .send()
+            .await
+            .expect("stream");
+        assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
     }
 );
