@@ -14,9 +14,10 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 deps="$root/target/console-browser"
 mkdir -p "$deps"
-cp tests/console_browser/package.json "$deps/package.json"
+cp tests/console_browser/package.json tests/console_browser/package-lock.json "$deps/"
 if [ ! -d "$deps/node_modules/playwright-core" ]; then
-    PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm install --prefix "$deps" --no-audit --no-fund
+    # From the committed lockfile: exactly the pinned version, nothing resolved anew.
+    (cd "$deps" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
 fi
 cp tests/console_browser/run.mjs "$deps/run.mjs"
 
