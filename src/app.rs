@@ -171,6 +171,9 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     let db_health = Arc::new(crate::api::health::DbHealth::new(Some(probe)));
     db_health.spawn_watch();
     state.db_health = db_health;
+    state.console = Arc::new(crate::console::ConsoleSettings {
+        dev_sign_in: dev_auth,
+    });
     start_publishing(&args.nats, store_for_relay.clone(), &state);
     // Stops with the relay when `serve` shuts down.
     crate::webhooks::worker::spawn(store_for_relay.clone(), webhooks, state.publish.stopped())
@@ -461,6 +464,7 @@ pub fn app_state_with(
         )),
         tracking: None,
         db_health: Arc::new(crate::api::health::DbHealth::new(None)),
+        console: Arc::default(),
     }
 }
 

@@ -12,6 +12,7 @@
 //! - [`service`]: the one command path: load → decide → authorize → append (+ project + outbox).
 //! - [`publish`]: the outbox relay to NATS JetStream and the SSE event stream.
 //! - [`api`]: HTTP (native `/api/v1` and MLflow-compatible) over the service.
+//! - [`console`]: the web console at `/`: server-rendered pages over the same service.
 //! - [`app`], [`config`]: wiring and configuration of the `model-ledger` binary.
 //! - [`cli`]: the binary's subcommands, one file each, over the modules above.
 //! - [`tracking`]: the MLflow tracking server behind model-ledger (pass-through, run evidence).
@@ -24,6 +25,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod domain;
 pub mod policy;
 pub mod publish;

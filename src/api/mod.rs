@@ -88,6 +88,8 @@ pub struct AppState {
     pub tracking: Option<Arc<Upstream>>,
     /// Whether the database is reachable (for `/readyz` and failing fast while it is not).
     pub db_health: Arc<health::DbHealth>,
+    /// How the web console signs browsers in (see [`crate::console`]).
+    pub console: Arc<crate::console::ConsoleSettings>,
 }
 
 impl AppState {
@@ -112,6 +114,8 @@ pub fn router(mut state: AppState) -> Router {
     let max_body = config.max_body_bytes;
     let mut app = Router::new()
         .merge(health::routes())
+        // The web console: HTML pages at `/`, over the same service (#19).
+        .merge(crate::console::routes())
         .nest("/api/v1", v1::routes())
         .nest("/api/2.0/mlflow", mlflow::routes())
         // The MLflow UI calls the same endpoints under this prefix.

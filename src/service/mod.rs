@@ -21,6 +21,8 @@ pub mod access;
 // Approval workflow (#17).
 pub mod approvals;
 pub mod commands;
+// Web console sessions and action previews (#19).
+pub mod console;
 pub mod denials;
 pub mod queries;
 pub mod run_pins;

@@ -329,6 +329,15 @@ impl AuditReader {
         kinds::denials(self.store.as_ref(), period).await
     }
 
+    /// Re-hashes the whole log (and compares it with `checkpoint` when given): the same
+    /// verification `audit verify` runs, for the console's audit page.
+    pub async fn verify_chain(
+        &self,
+        checkpoint: Option<crate::reports::checkpoint::Checkpoint>,
+    ) -> Result<crate::reports::verify::Verified, ReportError> {
+        crate::reports::verify::verify_store(self.store.as_ref(), checkpoint).await
+    }
+
     pub async fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, ServiceError> {
         Ok(self.store.latest_checkpoint().await?)
     }

@@ -10,7 +10,8 @@
 //! [`RegistryReads`] (projection reads), [`Outbox`] (what the relay publishes, and its leader
 //! lease), [`Audit`] (refused requests and signed checkpoints), [`Admin`] (migrations,
 //! health, rebuilds), [`UploadSessions`] (artifact uploads in progress, shared by every
-//! process) and [`Webhooks`] (webhook subscriptions, their delivery queue and the
+//! process), [`ConsoleSessions`] (web console sign-ins) and [`Webhooks`] (webhook
+//! subscriptions, their delivery queue and the
 //! fan-out cursor). [`Store`] is all of them, so one `Arc<dyn Store>` serves every role, and a
 //! function that only reads can say so by taking `&dyn RegistryReads`.
 //!
@@ -736,13 +737,48 @@ pub trait Webhooks: Send + Sync + 'static {
     async fn next_webhook_delivery_due(&self) -> Result<Option<i64>, StoreError>;
 }
 
+/// One signed-in console browser (see [`ConsoleSessions`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleSessionRecord {
+    /// SHA-256 (hex) of the cookie value; the value itself is never stored.
+    pub id_sha256: String,
+    pub csrf_token: String,
+    /// The identity, as JSON (the console owns its shape).
+    pub principal: String,
+    pub created_at_us: i64,
+    pub expires_at_us: i64,
+}
+
+/// Web console sign-ins, shared by every process on the database (a balancer may send each
+/// page of one browser to another process). Working state, not history.
+#[async_trait]
+pub trait ConsoleSessions: Send + Sync + 'static {
+    /// Stores a new session (and forgets the expired ones).
+    async fn create_console_session(
+        &self,
+        session: &ConsoleSessionRecord,
+    ) -> Result<(), StoreError>;
+    /// The session with this id hash, unless missing or expired at `now_us`.
+    async fn console_session(
+        &self,
+        id_sha256: &str,
+        now_us: i64,
+    ) -> Result<Option<ConsoleSessionRecord>, StoreError>;
+    /// Sign-out: the session is gone, whichever process it was created on.
+    async fn delete_console_session(&self, id_sha256: &str) -> Result<(), StoreError>;
+}
+
 /// Every role at once: what [`SharedStore`] holds.
 pub trait Store:
-    EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions + Webhooks
+    EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions + Webhooks + ConsoleSessions
 {
 }
 
-impl<T: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions + Webhooks> Store for T {}
+impl<
+    T: EventLog + RegistryReads + Outbox + Audit + Admin + UploadSessions + Webhooks + ConsoleSessions,
+> Store for T
+{
+}
 
 /// Opens the store a URL names: `postgres://…` or `sqlite://…` (file created if missing).
 pub async fn connect(url: &str, max_connections: u32) -> Result<SharedStore, StoreError> {

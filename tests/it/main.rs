@@ -12,6 +12,8 @@ mod artifacts;
 mod bad_input;
 mod cli;
 mod concurrency;
+// the web console (issue #19)
+mod console;
 mod governance;
 mod hostile_input;
 mod http_hardening;

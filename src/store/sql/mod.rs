@@ -15,6 +15,7 @@
 //! nowhere different.
 
 mod append;
+mod console_sessions;
 mod group_writes;
 mod outbox;
 mod reads;

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The web console (issue #19) in a real browser: Debian's chromium driven by playwright-core
+# (pinned in tests/console_browser/package.json; it never downloads a browser), against a real
+# `model-ledger serve` with the embedded store and dev auth. Picked up by scripts/test-all.sh.
+# Installs what it needs (we run as root on CI): chromium from apt when /usr/bin/chromium is
+# missing, playwright-core into target/console-browser/. Screenshots of each page go to
+# target/console-screenshots/ (kept by CI).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+root=$(pwd)
+
+if [ ! -x /usr/bin/chromium ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+fi
+deps="$root/target/console-browser"
+mkdir -p "$deps"
+cp tests/console_browser/package.json tests/console_browser/package-lock.json "$deps/"
+if [ ! -d "$deps/node_modules/playwright-core" ]; then
+    # From the committed lockfile: exactly the pinned version, nothing resolved anew.
+    (cd "$deps" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
+fi
+cp tests/console_browser/run.mjs "$deps/run.mjs"
+
+bin="$root/target/debug/model-ledger"
+[ -x "$bin" ] || cargo build --bins --features fault-injection
+
+work=$(mktemp -d)
+shots="$root/target/console-screenshots"
+rm -rf "$shots" && mkdir -p "$shots"
+port=$((20000 + RANDOM % 20000))
+"$bin" serve --data-dir "$work/data" --listen "127.0.0.1:$port" --policies policies \
+    > "$work/serve.log" 2>&1 &
+server=$!
+cleanup() {
+    kill "$server" 2>/dev/null || true
+    wait "$server" 2>/dev/null || true
+    rm -rf "$work"
+}
+trap cleanup EXIT
+for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/healthz" > /dev/null 2>&1 && break
+    sleep 0.2
+done
+curl -fsS "http://127.0.0.1:$port/healthz" > /dev/null || { cat "$work/serve.log"; exit 1; }
+
+token() { "$bin" token --data-dir "$work/data" --sub "$1" --group "$2" | tail -1; }
+BASE="http://127.0.0.1:$port" \
+ADMIN=$(token admin ml-admins) \
+CI_TOKEN=$(token ci ml-ci) \
+SHOTS="$shots" \
+PROFILE="$work/profile" \
+    node "$deps/run.mjs" || { tail -50 "$work/serve.log"; exit 1; }
+ls "$shots"
