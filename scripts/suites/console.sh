@@ -10,7 +10,11 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 
 if [ ! -x /usr/bin/chromium ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y chromium
+    echo "==> installing chromium (apt)"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh image may have no (or stale) package lists: refresh them and try again.
+    apt-get install -y --no-install-recommends chromium \
+        || { apt-get update -q && apt-get install -y --no-install-recommends chromium; }
 fi
 deps="$root/target/console-browser"
 mkdir -p "$deps"
