@@ -13,8 +13,8 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "==> installing chromium (apt)"
     export DEBIAN_FRONTEND=noninteractive
     # A fresh image may have no (or stale) package lists: refresh them and try again.
-    apt-get install -y --no-install-recommends chromium \
-        || { apt-get update -q && apt-get install -y --no-install-recommends chromium; }
+    apt-get install -y chromium \
+        || { apt-get update -q && apt-get install -y chromium; }
 fi
 deps="$root/target/console-browser"
 mkdir -p "$deps"
