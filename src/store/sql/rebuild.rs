@@ -418,13 +418,15 @@ where
             from = last.position;
             applied += page.len() as u64;
 
-            // The page's models, in first-seen order, with their shadow state.
-            let mut ids: Vec<&str> = Vec::new();
-            for row in &page {
-                if !ids.contains(&row.stream_id.as_str()) {
-                    ids.push(row.stream_id.as_str());
-                }
-            }
+            // The page's models, in first-seen order, with their shadow state. (A set, not a
+            // scan of the list: a page may name thousands of models, and the last catch-up
+            // runs while appends wait.)
+            let mut seen: std::collections::HashSet<&str> = std::collections::HashSet::new();
+            let ids: Vec<&str> = page
+                .iter()
+                .map(|row| row.stream_id.as_str())
+                .filter(|id| seen.insert(id))
+                .collect();
             let mut states: std::collections::HashMap<String, Option<ModelState>> =
                 std::collections::HashMap::new();
             for run in runs(&ids, |id| id.len()) {
