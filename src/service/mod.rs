@@ -21,6 +21,7 @@ pub mod access;
 // Approval workflow (#17).
 pub mod approvals;
 pub mod commands;
+mod per_model;
 // Web console sessions and action previews (#19).
 pub mod console;
 pub mod denials;
@@ -47,7 +48,7 @@ pub use crate::store::{
     SortKey, StoreError, TextMatch, VersionFilter, VersionQuery, VersionView, WebhookStatus,
 };
 pub use access::Resource;
-pub use commands::StateCache;
+pub use per_model::StateCache;
 pub use queries::{AuditReader, ModelWithLatest};
 
 /// Per-request metadata recorded with the events.
@@ -148,7 +149,7 @@ pub struct Service {
     /// parsing the model (every version of it) without ever deciding on a stale state.
     pub states: Arc<StateCache>,
     /// One queue per model name: commands for the same model run one after another.
-    queues: Arc<commands::ModelQueues>,
+    queues: Arc<per_model::ModelQueues>,
     /// Answers to the hottest reads, valid until the next commit (see [`queries::ReadCache`]).
     reads: Arc<queries::ReadCache>,
     /// Where refusals are recorded, coalesced (see [`denials`]).
@@ -187,7 +188,7 @@ impl Service {
             webhooks,
             appender: Arc::new(GroupCommitter::for_store(store.clone())),
             states: Arc::new(StateCache::default()),
-            queues: Arc::new(commands::ModelQueues::default()),
+            queues: Arc::new(per_model::ModelQueues::default()),
             reads: Arc::new(queries::ReadCache::new(&store)),
             denials: denials::DenialLog::start(store.clone()),
             read_decisions: Arc::new(access::ReadDecisions::default()),
