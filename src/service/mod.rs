@@ -48,7 +48,7 @@ pub use crate::store::{
 };
 pub use access::Resource;
 pub use commands::StateCache;
-pub use queries::{AuditReader, ModelWithLatest};
+pub use queries::{AuditReader, ModelSummary, ModelWithLatest};
 
 /// Per-request metadata recorded with the events.
 #[derive(Debug, Clone, Default)]
