@@ -101,9 +101,13 @@ try {
   contexts.push(context);
   const page = context.pages()[0] ?? await context.newPage();
   page.on("dialog", (d) => { throw new Error(`a dialog opened: ${d.message()}`); });
+  // The provider's dev pages link a web font; nothing leaves the machine (the request is
+  // aborted), and a registry page must never ask another origin for anything.
+  const local = (url) => url.startsWith(BASE) || url.startsWith(ISSUER);
+  await context.route((u) => !local(u.href), (route) => route.abort());
   page.on("request", (r) => {
-    if (!r.url().startsWith(BASE) && !r.url().startsWith(ISSUER)) {
-      throw new Error(`a request left the registry and its provider: ${r.url()}`);
+    if (!local(r.url()) && r.frame().url().startsWith(BASE)) {
+      throw new Error(`a registry page made a request to another origin: ${r.url()}`);
     }
   });
   const shot = (file) => page.screenshot({ path: `${SHOTS}/${file}`, fullPage: true });
@@ -147,25 +151,29 @@ try {
   await page.goto(`${BASE}/models`);
   assert.match(page.url(), /\/signin$/, "signed out");
 
-  // The provider itself requires the PKCE verifier: signing in again (the provider remembers
-  // Grace, so it answers at once), catch the code on its way back and redeem it with a
-  // verifier of our own making. The provider refuses.
-  let callbackUrl = null;
-  await page.route(`${BASE}/signin/oidc/callback*`, (route) => {
-    callbackUrl = route.request().url();
-    return route.fulfill({ status: 200, contentType: "text/plain", body: "held by the test" });
-  });
-  await page.click("#oidc-sign-in");
-  await page.waitForFunction(() => document.body.textContent.includes("held by the test"), null, { timeout: 15000 })
-    .catch(async () => {
-      // A provider that asks for consent again: give it.
-      await page.click("button[type=submit]");
-      await page.waitForFunction(() => document.body.textContent.includes("held by the test"));
-    });
-  assert.ok(callbackUrl, "the provider sent the browser back");
-  const code = new URL(callbackUrl).searchParams.get("code");
-  assert.ok(code);
-  const redeemed = await fetch(discovery.token_endpoint, {
+  // The provider itself holds the code to its PKCE challenge. An authorization request of the
+  // test's own making (its own verifier, and a state the console never issued): the provider
+  // remembers Grace and her consent, so it answers at once with a code; the console refuses
+  // the callback it did not start, and the code, redeemed with another verifier than the
+  // one its challenge was made from, is refused by the provider.
+  const { createHash, randomBytes } = await import("node:crypto");
+  const verifier = randomBytes(32).toString("base64url");
+  const authorize = new URL(discovery.authorization_endpoint);
+  for (const [k, v] of Object.entries({
+    response_type: "code", client_id: CLIENT_ID, redirect_uri: `${BASE}/signin/oidc/callback`,
+    scope: "openid profile email groups", state: "a-state-the-console-never-issued",
+    nonce: randomBytes(16).toString("base64url"),
+    code_challenge: createHash("sha256").update(verifier).digest("base64url"),
+    code_challenge_method: "S256",
+  })) authorize.searchParams.set(k, v);
+  await page.goto(authorize.href);
+  if (page.url().startsWith(ISSUER)) await page.click("button[type=submit]"); // consent again
+  await page.waitForURL((u) => u.href.startsWith(`${BASE}/signin/oidc/callback`));
+  assert.match(await page.textContent("body"), /OIDC_STATE_INVALID/, "the console refuses a callback it did not start");
+  assert.equal((await context.cookies(BASE)).some((c) => c.name === "ml_session"), false);
+  const code = new URL(page.url()).searchParams.get("code");
+  assert.ok(code, "the provider sent a code back");
+  const redeem = (codeVerifier) => fetch(discovery.token_endpoint, {
     method: "POST",
     headers: {
       authorization: `Basic ${Buffer.from(`${CLIENT_ID}:${SECRET}`).toString("base64")}`,
@@ -173,12 +181,19 @@ try {
     },
     body: new URLSearchParams({
       grant_type: "authorization_code", code, redirect_uri: `${BASE}/signin/oidc/callback`,
-      code_verifier: "a-verifier-that-is-not-the-one-the-console-made-0123456789",
+      ...(codeVerifier ? { code_verifier: codeVerifier } : {}),
     }),
   });
-  assert.equal(redeemed.status, 400, "a wrong PKCE verifier is refused by the provider");
-  assert.equal((await redeemed.json()).error, "invalid_grant");
-  await page.unroute(`${BASE}/signin/oidc/callback*`);
+  for (const wrong of [undefined, randomBytes(32).toString("base64url")]) {
+    const refused = await redeem(wrong);
+    assert.equal(refused.status, 400, `a ${wrong ? "wrong" : "missing"} PKCE verifier is refused by the provider`);
+    assert.equal((await refused.json()).error, "invalid_grant");
+  }
+  // The control: the same code with the verifier its challenge was made from is honoured, so
+  // the refusals above were the verifier's, not a spent or bad code's.
+  const honoured = await redeem(verifier);
+  assert.equal(honoured.status, 200, "the right verifier redeems the code");
+  assert.ok((await honoured.json()).id_token);
 
   console.log("console OIDC browser suite: all checks passed; screenshots in", SHOTS);
 } finally {
