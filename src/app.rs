@@ -140,6 +140,19 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
         accepted_token_types: args.oidc_accepted_token_types.clone(),
     })
     .await?;
+    // Console sign-in through the provider: discovered now, so a wrong issuer, client or
+    // redirect base fails at start-up rather than at someone's first sign-in.
+    let console_oidc = crate::console::oidc::OidcClient::from_args(
+        &args.console,
+        &args.oidc_issuers,
+        &args.store.data_dir,
+        auth.clone(),
+    )
+    .await
+    .map_err(StartError::Config)?;
+    if let Some(client) = &console_oidc {
+        tracing::info!(issuer = %client.issuer(), redirect_uri = %client.redirect_uri(), "console OIDC sign-in enabled");
+    }
     let policy_dir = resolve_policy_dir(args.policy.policies.as_deref(), &args.store.data_dir)?;
     let engine = PolicyEngine::load(&policy_dir, args.policy.group_names())?;
     tracing::info!(dir = %policy_dir.display(), digest = %engine.policy_set_digest(), "policies loaded");
@@ -173,6 +186,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     state.db_health = db_health;
     state.console = Arc::new(crate::console::ConsoleSettings {
         dev_sign_in: dev_auth,
+        oidc: console_oidc.map(Arc::new),
     });
     start_publishing(&args.nats, store_for_relay.clone(), &state);
     // Stops with the relay when `serve` shuts down.

@@ -22,7 +22,8 @@ mod server;
 mod watch;
 pub use file::{ConfigFileError, apply_config_file};
 pub use server::{
-    ArtifactArgs, CheckpointOpts, NatsArgs, NatsConnectionArgs, PolicyArgs, TrackingArgs,
+    ArtifactArgs, CheckpointOpts, ConsoleArgs, NatsArgs, NatsConnectionArgs, PolicyArgs,
+    TrackingArgs,
 };
 pub use watch::WatchArgs;
 
@@ -382,6 +383,8 @@ pub struct ServeArgs {
     pub tracking: TrackingArgs,
     #[command(flatten)]
     pub webhooks: WebhookArgs,
+    #[command(flatten)]
+    pub console: ConsoleArgs,
 }
 
 /// Registry webhooks (issue #18; docs/webhooks.md).

@@ -17,6 +17,7 @@ use crate::domain::Actor;
 
 mod claims;
 pub mod dev;
+mod id_token;
 mod oidc;
 pub mod test_issuer;
 #[cfg(test)]
@@ -107,6 +108,10 @@ pub struct IssuerConfig {
 fn default_groups_claim() -> String {
     "groups".to_owned()
 }
+
+/// The HTTP client, bounded fetch and URL rule the issuer discovery uses, for the console's
+/// OIDC sign-in, which discovers the same issuer's authorization and token endpoints.
+pub(crate) use oidc::{check_url, fetch_json, http_client};
 
 /// Settings for [`Authenticator::new`].
 #[derive(Debug, Clone)]

@@ -188,7 +188,7 @@ pub(crate) fn http_client() -> Result<reqwest::Client, AuthError> {
 
 /// Plain HTTP is only acceptable for loopback issuers (tests, a local IdP); anything else must
 /// use TLS, or an on-path attacker could substitute the keys.
-fn check_url(url: &str, what: &str) -> Result<url::Url, String> {
+pub(crate) fn check_url(url: &str, what: &str) -> Result<url::Url, String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{what} {url:?} is not a URL: {e}"))?;
     let loopback = match parsed.host() {
         Some(url::Host::Domain(d)) => d == "localhost",
@@ -222,7 +222,10 @@ fn validate_config(config: &IssuerConfig) -> Result<(), AuthError> {
     Ok(())
 }
 
-async fn fetch_json<T: DeserializeOwned>(client: &reqwest::Client, url: &str) -> Result<T, String> {
+pub(crate) async fn fetch_json<T: DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+) -> Result<T, String> {
     let mut response = client
         .get(url)
         .header(reqwest::header::ACCEPT, "application/json")
@@ -410,6 +413,20 @@ impl IssuerKeys {
         header: &Header,
         leeway_secs: u64,
     ) -> Result<Value, AuthError> {
+        let audiences = self.config.audiences.clone();
+        self.verify_for(token, header, leeway_secs, &audiences)
+            .await
+    }
+
+    /// [`IssuerKeys::verify`] for other accepted audiences: an ID token's `aud` is the client
+    /// it was issued to (the console), not the API's audience.
+    pub(crate) async fn verify_for(
+        &self,
+        token: &str,
+        header: &Header,
+        leeway_secs: u64,
+        audiences: &[String],
+    ) -> Result<Value, AuthError> {
         if header.kid.as_ref().is_some_and(|k| k.len() > 256) {
             return Err(AuthError::Malformed("`kid` is too long".to_owned()));
         }
@@ -426,7 +443,7 @@ impl IssuerKeys {
         // jsonwebtoken only checks iss/aud when present unless they are required.
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
         validation.set_issuer(&[&self.config.issuer]);
-        validation.set_audience(&self.config.audiences);
+        validation.set_audience(audiences);
         validation.validate_nbf = true;
         validation.leeway = leeway_secs;
         jsonwebtoken::decode::<Value>(token, &key.key, &validation)

@@ -1,6 +1,13 @@
 //! A local OIDC issuer for tests: serves a discovery document and a JWKS over HTTP on
 //! `127.0.0.1:<random port>`, and mints tokens with arbitrary headers and claims.
 //!
+//! It is also a minimal OpenID Provider for the console's sign-in: `/authorize` signs in
+//! whoever [`TestIssuer::sign_in_as`] names without a login page and redirects back with a
+//! one-time code; `/token` redeems the code for an ID token, checking the client, the
+//! redirect URI and the PKCE verifier against the challenge (S256 only, and required), as a
+//! real provider does. [`TestIssuer::patch_id_tokens`] bends the ID tokens it issues (a
+//! wrong `nonce` or `aud`) to show that the console refuses them.
+//!
 //! Unit tests in `auth` and integration tests in `tests/` use it to exercise the real discovery
 //! and JWKS path without network access. Keys can be added and removed while the issuer runs, to
 //! test rotation. It is compiled into the library (it only uses crates the server already needs)
@@ -153,8 +160,25 @@ pub fn unsigned_token(claims: &Value) -> String {
     format!("{header}.{payload}.")
 }
 
+/// What `/authorize` granted, redeemed once at `/token`.
+struct Grant {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    nonce: Option<String>,
+    claims: Value,
+}
+
 struct IssuerState {
     issuer: String,
+    /// Registered clients and their secrets (`None`: a public client).
+    clients: HashMap<String, Option<String>>,
+    /// Who `/authorize` signs in (claims added to the ID token), `None`: refuse with
+    /// `access_denied`.
+    login: Option<Value>,
+    codes: HashMap<String, Grant>,
+    /// Merged into every ID token's claims last.
+    id_token_patch: Value,
     /// Every key ever added, so tests can still sign with a key after it is unpublished.
     keys: HashMap<String, Arc<TestKey>>,
     /// Kids currently served in the JWKS, in order.
@@ -197,10 +221,16 @@ impl TestIssuer {
             keys: HashMap::new(),
             published: Vec::new(),
             jwks_fetches: 0,
+            clients: HashMap::new(),
+            login: None,
+            codes: HashMap::new(),
+            id_token_patch: json!({}),
         }));
         let router = Router::new()
             .route("/.well-known/openid-configuration", get(discovery))
             .route("/jwks", get(jwks))
+            .route("/authorize", get(authorize))
+            .route("/token", axum::routing::post(token))
             .with_state(state.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
@@ -290,6 +320,33 @@ impl TestIssuer {
     }
 }
 
+impl TestIssuer {
+    /// Registers a client of the provider; `secret: None` makes it public (PKCE alone).
+    pub fn register_client(&self, client_id: &str, secret: Option<&str>) {
+        lock(&self.state)
+            .clients
+            .insert(client_id.to_owned(), secret.map(str::to_owned));
+    }
+
+    /// From now on `/authorize` signs in `sub` with `claims` (name, groups, ...) added to
+    /// the ID token.
+    pub fn sign_in_as(&self, sub: &str, claims: Value) {
+        let mut claims = claims;
+        claims["sub"] = json!(sub);
+        lock(&self.state).login = Some(claims);
+    }
+
+    /// From now on `/authorize` refuses (`error=access_denied`).
+    pub fn refuse_sign_in(&self) {
+        lock(&self.state).login = None;
+    }
+
+    /// Claims merged into every ID token issued from now on (`{"nonce": "x"}`, `{"aud": "y"}`).
+    pub fn patch_id_tokens(&self, patch: Value) {
+        lock(&self.state).id_token_patch = patch;
+    }
+}
+
 impl Drop for TestIssuer {
     fn drop(&mut self) {
         self.server.abort();
@@ -303,6 +360,8 @@ async fn discovery(State(state): State<Shared>) -> Json<Value> {
         "jwks_uri": format!("{issuer}/jwks"),
         "authorization_endpoint": format!("{issuer}/authorize"),
         "token_endpoint": format!("{issuer}/token"),
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "none"],
         "response_types_supported": ["code"],
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
@@ -319,4 +378,157 @@ async fn jwks(State(state): State<Shared>) -> Json<Value> {
         .filter_map(|key| serde_json::to_value(&key.jwk).ok())
         .collect();
     Json(json!({ "keys": keys }))
+}
+
+#[derive(serde::Deserialize)]
+struct AuthorizeParams {
+    response_type: Option<String>,
+    client_id: Option<String>,
+    redirect_uri: Option<String>,
+    state: Option<String>,
+    nonce: Option<String>,
+    code_challenge: Option<String>,
+    code_challenge_method: Option<String>,
+}
+
+fn bad_request(error: &str, description: &str) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        Json(json!({"error": error, "error_description": description})),
+    )
+        .into_response()
+}
+
+async fn authorize(
+    State(state): State<Shared>,
+    axum::extract::Query(p): axum::extract::Query<AuthorizeParams>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let mut s = lock(&state);
+    let client_id = p.client_id.unwrap_or_default();
+    if !s.clients.contains_key(&client_id) {
+        return bad_request("invalid_client", "unknown client");
+    }
+    let Some(Ok(mut back)) = p.redirect_uri.as_deref().map(url::Url::parse) else {
+        return bad_request("invalid_request", "redirect_uri");
+    };
+    if p.response_type.as_deref() != Some("code") {
+        return bad_request("unsupported_response_type", "code only");
+    }
+    // PKCE is required, and only S256.
+    let challenge = match (p.code_challenge, p.code_challenge_method.as_deref()) {
+        (Some(c), Some("S256")) if !c.is_empty() => c,
+        _ => return bad_request("invalid_request", "PKCE with S256 is required"),
+    };
+    let state_param = p.state.unwrap_or_default();
+    match s.login.clone() {
+        None => {
+            back.query_pairs_mut()
+                .append_pair("error", "access_denied")
+                .append_pair("error_description", "the user said no")
+                .append_pair("state", &state_param);
+        }
+        Some(claims) => {
+            let code = URL_SAFE_NO_PAD.encode(rand::random::<[u8; 24]>());
+            s.codes.insert(
+                code.clone(),
+                Grant {
+                    client_id,
+                    redirect_uri: back.to_string(),
+                    code_challenge: challenge,
+                    nonce: p.nonce,
+                    claims,
+                },
+            );
+            back.query_pairs_mut()
+                .append_pair("code", &code)
+                .append_pair("state", &state_param);
+        }
+    }
+    axum::response::Redirect::to(back.as_str()).into_response()
+}
+
+async fn token(
+    State(state): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    use sha2::Digest as _;
+    let form: HashMap<String, String> = url::form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect();
+    let field = |k: &str| form.get(k).cloned().unwrap_or_default();
+    // Client authentication: HTTP Basic (form-encoded parts), or client_id in the form.
+    let basic = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| STANDARD.decode(b).ok())
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|pair| {
+            let (id, secret) = pair.split_once(':')?;
+            let dec = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+            };
+            Some((dec(id)?, Some(dec(secret)?)))
+        });
+    let (client_id, secret) =
+        basic.unwrap_or_else(|| (field("client_id"), form.get("client_secret").cloned()));
+    let mut s = lock(&state);
+    match s.clients.get(&client_id) {
+        Some(expected) if *expected == secret => {}
+        _ => return bad_request("invalid_client", "client authentication failed"),
+    }
+    if field("grant_type") != "authorization_code" {
+        return bad_request("unsupported_grant_type", "authorization_code only");
+    }
+    let Some(grant) = s.codes.remove(&field("code")) else {
+        return bad_request("invalid_grant", "unknown or used code");
+    };
+    if grant.client_id != client_id || grant.redirect_uri != field("redirect_uri") {
+        return bad_request(
+            "invalid_grant",
+            "code was issued to another client or redirect",
+        );
+    }
+    let verifier = field("code_verifier");
+    let challenge = URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(verifier.as_bytes()));
+    if verifier.is_empty() || challenge != grant.code_challenge {
+        return bad_request("invalid_grant", "PKCE verification failed");
+    }
+    let Some(key) = s.published.first().and_then(|kid| s.keys.get(kid)).cloned() else {
+        return bad_request("server_error", "no signing key");
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let mut claims = json!({
+        "iss": s.issuer,
+        "aud": client_id,
+        "iat": now,
+        "exp": now + 300,
+    });
+    if let Some(nonce) = grant.nonce {
+        claims["nonce"] = json!(nonce);
+    }
+    for source in [&grant.claims, &s.id_token_patch] {
+        if let Value::Object(extra) = source {
+            for (k, v) in extra {
+                claims[k] = v.clone();
+            }
+        }
+    }
+    // An ID token is typed JWT, not at+jwt.
+    let mut header = Header::new(key.alg);
+    header.kid = Some(key.kid.clone());
+    let id_token = key.sign(&header, &claims);
+    Json(json!({
+        "access_token": "opaque-test-access-token",
+        "token_type": "Bearer",
+        "expires_in": 300,
+        "id_token": id_token,
+    }))
+    .into_response()
 }

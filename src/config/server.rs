@@ -225,3 +225,34 @@ impl PolicyArgs {
         }
     }
 }
+
+/// Browser sign-in to the web console through an OpenID Provider (authorization code flow
+/// with PKCE; docs/console.md "OIDC").
+#[derive(Debug, Clone, Args)]
+pub struct ConsoleArgs {
+    /// The issuer the console signs people in with: one of the `--oidc-issuer`s, written
+    /// exactly as there (its keys and groups claim verify the ID token). Without it the
+    /// console offers no OIDC sign-in.
+    #[arg(long, env = "MODEL_LEDGER_CONSOLE_OIDC_ISSUER")]
+    pub console_oidc_issuer: Option<String>,
+    /// The console's client id at that issuer (the ID token's audience).
+    #[arg(long, env = "MODEL_LEDGER_CONSOLE_OIDC_CLIENT_ID")]
+    pub console_oidc_client_id: Option<String>,
+    /// File holding the client secret (first line); omit for a public client (PKCE alone).
+    /// The secret is read at start-up and never logged.
+    #[arg(long, env = "MODEL_LEDGER_CONSOLE_OIDC_CLIENT_SECRET_FILE")]
+    pub console_oidc_client_secret_file: Option<PathBuf>,
+    /// Scopes asked for, space-separated; must include `openid`. Add the scope that puts
+    /// groups in the ID token where the IdP needs one (docs/console.md).
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_CONSOLE_OIDC_SCOPES",
+        default_value = "openid profile email"
+    )]
+    pub console_oidc_scopes: String,
+    /// The URL browsers reach the console at (`https://registry.example.com`): the redirect
+    /// URI registered at the IdP is `<url>/signin/oidc/callback`, and cookies are `Secure`
+    /// when it is https.
+    #[arg(long, env = "MODEL_LEDGER_CONSOLE_EXTERNAL_URL")]
+    pub console_external_url: Option<String>,
+}

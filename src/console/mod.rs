@@ -14,7 +14,8 @@
 //! allows scripts, styles and connections from this origin only (no inline script) and
 //! forbids framing. Reading pages need no JavaScript; `console.js` with htmx only adds live refresh.
 //!
-//! One file per page or resource: [`signin`] (sign-in, sign-out, OIDC), [`models`],
+//! One file per page or resource: [`signin`] (sign-in, sign-out), [`oidc`] (the
+//! authorization code flow), [`models`],
 //! [`model`], [`version`], [`history`], [`approvals`], [`audit`], and [`live`] (refresh on
 //! commit).
 
@@ -25,6 +26,7 @@ pub mod history;
 pub mod live;
 pub mod model;
 pub mod models;
+pub mod oidc;
 pub mod session;
 pub mod signin;
 pub mod version;
@@ -53,6 +55,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(|| async { Redirect::to("/models") }))
         .merge(signin::routes())
+        .merge(oidc::routes())
         .merge(models::routes())
         .merge(model::routes())
         .merge(version::routes())
@@ -86,6 +89,8 @@ async fn security_headers(request: Request, next: Next) -> Response {
 pub struct ConsoleSettings {
     /// The dev sign-in form: only when the server runs with dev auth.
     pub dev_sign_in: bool,
+    /// Sign-in through the OpenID Provider, when `--console-oidc-issuer` is set.
+    pub oidc: Option<std::sync::Arc<oidc::OidcClient>>,
 }
 
 /// What the page frame shows about the caller.
@@ -96,15 +101,17 @@ pub struct Chrome {
     pub groups: String,
     /// The session's CSRF token, echoed in every form.
     pub csrf: Option<String>,
+    /// Whether the policies let the caller read the audit: the Audit link is drawn only then.
+    pub may_audit: bool,
 }
 
 /// Why a console request failed. Rendered once, as an HTML page with the same stable error
 /// codes the API uses.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
-    /// No (live) session: the browser is sent to sign in.
+    /// No (live) session: the browser is sent to sign in, and back to this page after.
     #[error("sign in first")]
-    SignIn,
+    SignIn { back_to: Option<String> },
     /// A form or htmx request without the session's CSRF token.
     #[error("the form's CSRF token is missing or wrong; reload the page and try again")]
     Csrf,
@@ -120,6 +127,9 @@ pub enum ConsoleError {
     /// message is already safe for callers, internal causes are logged, not echoed).
     #[error("{}", .0.message)]
     Service(ApiError),
+    /// An OIDC sign-in that could not be completed.
+    #[error(transparent)]
+    Oidc(#[from] oidc::OidcError),
     #[error("template: {0}")]
     Template(#[from] askama::Error),
 }
@@ -137,7 +147,7 @@ struct ErrorPage<'a> {
 impl ConsoleError {
     fn parts(&self) -> (StatusCode, &'static str, String, Vec<String>) {
         match self {
-            ConsoleError::SignIn => (
+            ConsoleError::SignIn { .. } => (
                 StatusCode::UNAUTHORIZED,
                 "UNAUTHENTICATED",
                 self.to_string(),
@@ -162,6 +172,7 @@ impl ConsoleError {
                 policy_ids.clone(),
             ),
             ConsoleError::Service(api) => (api.status, api.code, api.message.clone(), Vec::new()),
+            ConsoleError::Oidc(e) => (e.status(), e.code(), e.to_string(), Vec::new()),
             ConsoleError::Template(e) => {
                 tracing::error!(error = %e, "console template failed");
                 (
@@ -195,8 +206,16 @@ impl From<crate::domain::names::NameError> for ConsoleError {
 
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
-        if matches!(self, ConsoleError::SignIn) {
-            return Redirect::to("/signin").into_response();
+        if let ConsoleError::SignIn { back_to } = &self {
+            // Only a page worth returning to; the sign-in checks `next` again anyway.
+            return match back_to.as_deref() {
+                Some(path)
+                    if oidc::local_path(Some(path)) == path && path != oidc::DEFAULT_LANDING =>
+                {
+                    Redirect::to(&format!("/signin?next={}", segment(path))).into_response()
+                }
+                _ => Redirect::to("/signin").into_response(),
+            };
         }
         let (status, code, message, policy_ids) = self.parts();
         let title = status.canonical_reason().unwrap_or("Error");

@@ -1,8 +1,8 @@
 //! The models page: search by name and tag, one page of rows at a time.
 //!
-//! One service call answers the whole page (`search_models_with_latest`: the models and the
-//! newest version in each stage, two queries however many rows), under the same `ReadModel`
-//! check as the API's search. Pages hold [`PAGE_SIZE`] rows and continue from the last name
+//! One service call answers the whole page (`search_model_summaries`: the models, the newest
+//! version in each stage, and each model's newest event with who made it; three queries
+//! however many rows), under the same `ReadModel` check as the API's search. Pages hold [`PAGE_SIZE`] rows and continue from the last name
 //! shown (keyset paging), so a page costs the same on the first model as on the thousandth.
 
 use askama::Template;
@@ -42,8 +42,10 @@ pub struct Row {
     pub staging: Vec<u64>,
     pub production: Vec<u64>,
     pub aliases: Vec<String>,
-    pub updated_at: String,
-    pub created_by: String,
+    /// When the newest event was recorded, and by whom (its actor's name, else subject).
+    pub changed_at: String,
+    pub changed_by: String,
+    pub change: String,
 }
 
 #[derive(Template)]
@@ -92,7 +94,7 @@ async fn models_page(
     }
     let result = state
         .service
-        .search_models_with_latest(
+        .search_model_summaries(
             &session.caller,
             &ModelQuery {
                 filters,
@@ -110,20 +112,34 @@ async fn models_page(
             "/models?q={}&tag={}&after={}",
             segment(&q),
             segment(&tag),
-            segment(&last.model.name)
+            segment(&last.model.model.name)
         )),
         _ => None,
     };
     let rows = result
         .items
         .iter()
-        .map(|m| {
+        .map(|summary| {
+            let m = &summary.model;
             let in_stage = |stage: &str| {
                 m.latest
                     .iter()
                     .filter(|v| v.stage == stage)
                     .map(|v| v.version)
                     .collect()
+            };
+            let (changed_at, changed_by, change) = match &summary.last_change {
+                Some(c) => (
+                    when(&c.occurred_at),
+                    c.actor
+                        .display_name
+                        .clone()
+                        .unwrap_or_else(|| c.actor.subject.clone()),
+                    c.event_type.clone(),
+                ),
+                // The row and its event are written in one transaction; this is only a model
+                // deleted between the two reads.
+                None => (when(&m.model.updated_at), String::new(), String::new()),
             };
             Row {
                 name: m.model.name.clone(),
@@ -136,8 +152,9 @@ async fn models_page(
                     .iter()
                     .map(|(a, v)| format!("{a}→v{v}"))
                     .collect(),
-                updated_at: when(&m.model.updated_at),
-                created_by: m.model.created_by.subject.clone(),
+                changed_at,
+                changed_by,
+                change,
             }
         })
         .collect();

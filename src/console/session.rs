@@ -80,6 +80,8 @@ pub struct Session {
     pub csrf: String,
     pub principal: SessionPrincipal,
     pub caller: Caller,
+    /// `ReadAudit` on the registry, asked once per request for the page frame's nav.
+    pub may_audit: bool,
 }
 
 impl Session {
@@ -93,6 +95,7 @@ impl Session {
             ),
             groups: self.principal.groups.join(", "),
             csrf: Some(self.csrf.clone()),
+            may_audit: self.may_audit,
         }
     }
 
@@ -217,11 +220,17 @@ pub async fn current(
         service_account: false,
         expires_at: Some(row.expires_at_us / 1_000_000),
     };
+    // A cached read decision (no model, no change): costs a map lookup on most requests.
+    let may_audit = state
+        .service
+        .may_on_registry(&caller, crate::domain::Action::ReadAudit)
+        .await?;
     Ok(Some(Session {
         id_sha256,
         csrf: row.csrf_token,
         principal,
         caller,
+        may_audit,
     }))
 }
 
@@ -235,9 +244,15 @@ impl FromRequestParts<AppState> for SignedIn {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        // Pages are returned to after sign-in; the live stream and assets are not pages.
+        let back_to = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .filter(|p| !p.starts_with("/console/"));
         current(state, &parts.headers)
             .await?
             .map(SignedIn)
-            .ok_or(ConsoleError::SignIn)
+            .ok_or(ConsoleError::SignIn { back_to })
     }
 }

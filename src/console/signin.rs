@@ -1,4 +1,5 @@
-//! Sign-in and sign-out pages.
+//! Sign-in and sign-out pages. (The OIDC flow behind the page's provider button is
+//! [`super::oidc`].)
 //!
 //! Dev sign-in exists only when the server runs with dev auth (`--dev-auth`, or the embedded
 //! quick start without an issuer): the same mode in which `model-ledger token` mints any
@@ -7,7 +8,7 @@
 //! issuer, exactly as a dev token's would.
 
 use askama::Template;
-use axum::extract::{Form, State};
+use axum::extract::{Form, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -37,19 +38,38 @@ struct SigninPage {
     chrome: Chrome,
     dev: bool,
     oidc: bool,
+    /// The issuer the OIDC button names.
+    oidc_issuer: String,
+    /// The page to return to after sign-in (checked again when used), as is and query-encoded.
+    next: String,
+    next_query: String,
     signin_csrf: String,
     known_groups: &'static [&'static str],
+}
+
+#[derive(Deserialize)]
+struct SigninParams {
+    next: Option<String>,
 }
 
 async fn signin_page(
     State(state): State<AppState>,
     headers: HeaderMap,
+    Query(params): Query<SigninParams>,
 ) -> Result<Response, ConsoleError> {
     let token = session::random_token();
     let mut response = page(&SigninPage {
         chrome: Chrome::default(),
         dev: state.console.dev_sign_in,
-        oidc: false,
+        oidc: state.console.oidc.is_some(),
+        oidc_issuer: state
+            .console
+            .oidc
+            .as_ref()
+            .map(|c| c.issuer().to_string())
+            .unwrap_or_default(),
+        next: super::oidc::local_path(params.next.as_deref()),
+        next_query: super::segment(&super::oidc::local_path(params.next.as_deref())),
         signin_csrf: token.clone(),
         known_groups: KNOWN_GROUPS,
     })?;
@@ -117,7 +137,8 @@ async fn dev_signin(
         groups,
     };
     let cookie = session::start(&state, principal, session::over_https(&headers)).await?;
-    Ok(signed_in_redirect(cookie, &headers, "/models"))
+    let next = super::oidc::local_path(field(&fields, "next"));
+    Ok(signed_in_redirect(cookie, &headers, &next))
 }
 
 /// The sign-in form's token must equal the `ml_signin` cookie set with the form.

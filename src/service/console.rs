@@ -89,6 +89,30 @@ impl Service {
         }
     }
 
+    /// Whether `caller` may take `action` on the registry as a whole (reading the audit,
+    /// say), previewed like [`Service::may_now`]: nothing is recorded.
+    pub async fn may_on_registry(
+        &self,
+        caller: &Caller,
+        action: Action,
+    ) -> Result<bool, ServiceError> {
+        match self
+            .check_change(
+                caller,
+                action,
+                Resource::Registry,
+                Change::default(),
+                None,
+                false,
+            )
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(ServiceError::Denied(_)) => Ok(false),
+            Err(other) => Err(other),
+        }
+    }
+
     /// Whether `caller` may take `action` now (see [`Service::preview_decision`]).
     pub async fn may_now(
         &self,

@@ -49,7 +49,7 @@ pub use crate::store::{
 };
 pub use access::Resource;
 pub use per_model::StateCache;
-pub use queries::{AuditReader, ModelWithLatest};
+pub use queries::{AuditReader, ModelSummary, ModelWithLatest};
 
 /// Per-request metadata recorded with the events.
 #[derive(Debug, Clone, Default)]

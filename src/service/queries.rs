@@ -21,12 +21,19 @@ use crate::reports::kinds::{self, Period};
 use crate::reports::search::{EventFilter, Exporter, Format};
 use crate::reports::{AsOf, ReportError, history};
 use crate::store::{
-    CheckpointRecord, EventQuery, ModelQuery, ModelView, Page, SharedStore, VersionQuery,
-    VersionView,
+    CheckpointRecord, EventQuery, LastChange, ModelQuery, ModelView, Page, SharedStore,
+    VersionQuery, VersionView,
 };
 
 use super::access::Resource;
 use super::{Caller, Missing, Service, ServiceError};
+
+/// A models-page row: the model, its latest version per stage, and its newest event.
+#[derive(Debug, Clone)]
+pub struct ModelSummary {
+    pub model: ModelWithLatest,
+    pub last_change: Option<LastChange>,
+}
 
 /// A model with the newest version in each stage (MLflow's `latest_versions`).
 #[derive(Debug, Clone)]
@@ -141,6 +148,39 @@ impl Service {
             .collect();
         Ok(Page {
             items,
+            next: page.next,
+        })
+    }
+
+    /// [`Service::search_models_with_latest`] plus each model's newest event (who changed it
+    /// last, and when): one more query for the whole page.
+    pub async fn search_model_summaries(
+        &self,
+        caller: &Caller,
+        query: &ModelQuery,
+    ) -> Result<Page<ModelSummary>, ServiceError> {
+        let page = self.search_models_with_latest(caller, query).await?;
+        let ids: Vec<String> = page
+            .items
+            .iter()
+            .map(|m| m.model.model_id.clone())
+            .collect();
+        let mut last: HashMap<String, LastChange> = self
+            .store
+            .last_changes_many(&ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.model_id.clone(), c))
+            .collect();
+        Ok(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|model| ModelSummary {
+                    last_change: last.remove(&model.model.model_id),
+                    model,
+                })
+                .collect(),
             next: page.next,
         })
     }

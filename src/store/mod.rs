@@ -43,7 +43,7 @@ use crate::domain::uri::ModelUri;
 pub use admin::{Admin, RebuildPause, RebuildReport};
 pub use commits::CommitClock;
 pub use sql::EventColumns as StoredEvent;
-pub use views::{ModelView, VersionView};
+pub use views::{LastChange, ModelView, VersionView};
 
 pub type SharedStore = Arc<dyn Store>;
 
@@ -358,6 +358,9 @@ pub trait RegistryReads: Send + Sync + 'static {
         &self,
         model_ids: &[String],
     ) -> Result<Vec<VersionView>, StoreError>;
+    /// Each live model's newest event (the projection's stream version, looked up in the log
+    /// by its unique key), for several models in one query; models not found are left out.
+    async fn last_changes_many(&self, model_ids: &[String]) -> Result<Vec<LastChange>, StoreError>;
 }
 
 /// What the relay publishes, and the lease that makes one process the publisher.

@@ -14,6 +14,15 @@ pub struct Principal {
     pub issuer: String,
 }
 
+/// A model's newest event: what changed last, who changed it and when.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct LastChange {
+    pub model_id: String,
+    pub event_type: String,
+    pub actor: crate::domain::Actor,
+    pub occurred_at: DateTime<Utc>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ModelView {
     pub model_id: String,

@@ -244,7 +244,11 @@ both_backends!(
             .await
             .expect("page");
         assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
-        assert_eq!(anonymous.headers()[LOCATION], "/signin");
+        // ...and back to the page after (a local path, query-encoded).
+        assert_eq!(
+            anonymous.headers()[LOCATION].to_str().expect("ascii"),
+            format!("/signin?next={}", enc(&format!("/models/{name}")))
+        );
         let root = browser()
             .get(format!("{}/", app.url))
             .send()
@@ -654,5 +658,58 @@ both_backends!(
             .await
             .expect("stream");
         assert_eq!(anonymous.status(), StatusCode::SEE_OTHER);
+    }
+);
+
+both_backends!(
+    models_show_their_last_change_and_audit_is_offered_only_to_auditors,
+    |backend: Backend| async move {
+        let app = spawn_app(backend).await;
+        // Created by an admin, last changed by CI (its upload and verification).
+        hostile_model(&app).await;
+        // Created by the admin and then tagged by CI.
+        app.create_model("quiet-model").await;
+        let tagged = app
+            .put(
+                "/api/v1/models/quiet-model/tags/owner",
+                &app.token("rachel", &["ml-ci"]),
+                json!({"value": "growth"}),
+            )
+            .await;
+        assert_eq!(tagged.status, 200, "{:?}", tagged.body);
+        let reader = Console::sign_in(&app.url, "rita", &["ml-readers"]).await;
+        let (status, html, _) = reader.get("/models").await;
+        assert_eq!(status, StatusCode::OK, "{html}");
+        let row = |name: &str| -> String {
+            let start = html
+                .find(name)
+                .unwrap_or_else(|| panic!("{name} row: {html}"));
+            html[start..]
+                .split("</tr>")
+                .next()
+                .expect("row")
+                .to_string()
+        };
+        let hostile = row("fraud&#60;script&#62;");
+        assert!(
+            hostile.contains("class=\"changed-by\">ci<"),
+            "last changed by CI, not its creator: {hostile}"
+        );
+        assert!(hostile.contains("ArtifactVerified"), "{hostile}");
+        let quiet = row("quiet-model");
+        assert!(quiet.contains("class=\"changed-by\">rachel<"), "{quiet}");
+        assert!(quiet.contains("ModelTagSet"), "{quiet}");
+        assert!(quiet.contains(" UTC"), "{quiet}");
+
+        // A reader may not read the audit: no Audit link on any page. An admin has it.
+        for path in ["/models", "/models/quiet-model", "/approvals"] {
+            let (status, page, _) = reader.get(path).await;
+            assert_eq!(status, StatusCode::OK, "{path}: {page}");
+            assert!(!page.contains("href=\"/audit\""), "{path}: {page}");
+            assert!(page.contains("href=\"/approvals\""), "{path}");
+        }
+        let admin = Console::sign_in(&app.url, "audra", &["ml-admins"]).await;
+        let (_, page, _) = admin.get("/models").await;
+        assert!(page.contains("href=\"/audit\""), "{page}");
     }
 );

@@ -94,6 +94,12 @@ pub async fn spawn_app_on(
     };
     let policies = repo_path("policies");
     let custom_policies = extra_args.contains(&"--policies");
+    // Bound first, so a flag may name the server's own URL as `{url}` (the console's
+    // external URL, which the OIDC redirect URI is built from).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let mut argv: Vec<String> = vec![
         "model-ledger".into(),
         "serve".into(),
@@ -101,25 +107,24 @@ pub async fn spawn_app_on(
         database_url.clone(),
         "--data-dir".into(),
         data_dir.path().display().to_string(),
-        "--dev-auth".into(),
         "--listen".into(),
         "127.0.0.1:0".into(),
         "--db-max-connections".into(),
         "8".into(),
     ];
+    // Dev auth unless the test trusts a real issuer (the two cannot be combined).
+    if !extra_args.contains(&"--oidc-issuer") {
+        argv.push("--dev-auth".into());
+    }
     if !custom_policies {
         argv.extend(["--policies".to_string(), policies.display().to_string()]);
     }
-    argv.extend(extra_args.iter().map(|s| s.to_string()));
+    argv.extend(extra_args.iter().map(|s| s.replace("{url}", &url)));
     let Commands::Serve(args) = Cli::parse_from(argv).command else {
         panic!("not a serve command")
     };
     let built = model_ledger::app::build(&args).await.expect("app builds");
     let store = built.store.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let url = format!("http://{}", listener.local_addr().expect("addr"));
     let (tx, rx) = oneshot::channel::<()>();
     tokio::spawn(async move {
         let _ = model_ledger::app::serve(listener, built.state, async {

@@ -14,6 +14,7 @@ mod cli;
 mod concurrency;
 // the web console (issue #19)
 mod console;
+mod console_oidc;
 mod governance;
 mod hostile_input;
 mod http_hardening;

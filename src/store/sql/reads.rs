@@ -15,8 +15,8 @@ use super::{Args, Conn, Db, RowOf, SqlStore, like_literal};
 use crate::domain::uri::{ModelUri, VersionRef};
 use crate::store::dialect::Dialect;
 use crate::store::{
-    ModelFilter, ModelQuery, ModelView, NumberMatch, Page, Paging, RegistryReads, SortKey,
-    StoreError, TextMatch, VersionFilter, VersionQuery, VersionView,
+    LastChange, ModelFilter, ModelQuery, ModelView, NumberMatch, Page, Paging, RegistryReads,
+    SortKey, StoreError, TextMatch, VersionFilter, VersionQuery, VersionView,
 };
 
 /// Pushes one text condition for `column` onto a query builder.
@@ -438,5 +438,41 @@ where
         // In the order asked for, as if `latest_versions` had been called for each.
         views.sort_by_key(|v| (rank.get(v.model_id.as_str()).copied(), v.version));
         Ok(views)
+    }
+
+    async fn last_changes_many(&self, model_ids: &[String]) -> Result<Vec<LastChange>, StoreError> {
+        if model_ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        // The projection row knows its stream version, and (stream_id, stream_version) is the
+        // log's unique key: one index probe per model, however long its history.
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            "SELECT m.model_id, e.event_type, e.actor_subject, e.actor_issuer, \
+             e.actor_display_name, e.occurred_at_us FROM registered_models m \
+             JOIN events e ON e.stream_id = m.model_id AND e.stream_version = m.stream_version \
+             WHERE m.model_id IN (",
+        );
+        let mut ids = qb.separated(", ");
+        for id in model_ids {
+            ids.push_bind(id.clone());
+        }
+        qb.push(")");
+        let rows: Vec<(String, String, String, String, Option<String>, i64)> =
+            qb.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(model_id, event_type, subject, issuer, display_name, at_us)| LastChange {
+                    model_id,
+                    event_type,
+                    actor: crate::domain::Actor {
+                        subject,
+                        issuer,
+                        display_name,
+                    },
+                    occurred_at: crate::store::projection::from_micros(at_us),
+                },
+            )
+            .collect())
     }
 }
