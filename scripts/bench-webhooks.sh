@@ -7,16 +7,20 @@
 #   bash scripts/bench-webhooks.sh [profile=debug] [scale=100:2:60]
 # `scale` is SUBSCRIPTIONS:EVENTS_PER_SECOND:SECONDS for the sustained-load scenario.
 # SCENARIOS="latency scale hang" (the default) picks which run; RECEIVER=rust uses
-# examples/webhook_receiver.rs (built in the same profile) instead of the Python receiver.
+# examples/webhook_receiver.rs (built in the same profile) instead of the Python receiver;
+# BUILD=0 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-debug}
 SCALE=${2:-100:2:60}
 PG_ADMIN=${MODEL_LEDGER_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
-if [ "$PROFILE" = release ]; then cargo build --release --bins >/dev/null; else cargo build --bins >/dev/null; fi
+# One cargo invocation: building the example separately would resolve other dependency
+# features and rebuild half the tree. BUILD=0 runs what is already built.
+build=(cargo build --bins)
+[ "$PROFILE" = release ] && build+=(--release)
+[ "${RECEIVER:-python}" = rust ] && build+=(--example webhook_receiver)
+if [ "${BUILD:-1}" != 0 ]; then "${build[@]}" >/dev/null; fi
 if [ "${RECEIVER:-python}" = rust ]; then
-    if [ "$PROFILE" = release ]; then cargo build --release --example webhook_receiver >/dev/null
-    else cargo build --example webhook_receiver >/dev/null; fi
     export WEBHOOK_RECEIVER_BIN="$PWD/target/$PROFILE/examples/webhook_receiver"
 fi
 BIN=target/$PROFILE/model-ledger
