@@ -48,7 +48,9 @@ async fn hook(
         .and_then(|b| b["timestamp"].as_str().map(str::to_string))
         .and_then(|t| chrono::DateTime::parse_from_rfc3339(&t).ok());
     if let Some(sent) = sent {
-        let latency = (now - sent.with_timezone(&chrono::Utc)).num_microseconds().unwrap_or(0);
+        let latency = (now - sent.with_timezone(&chrono::Utc))
+            .num_microseconds()
+            .unwrap_or(0);
         let id = headers
             .get("webhook-id")
             .and_then(|v| v.to_str().ok())

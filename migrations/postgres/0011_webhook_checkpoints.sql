@@ -27,6 +27,14 @@ CREATE UNIQUE INDEX webhook_deliveries_one_per_checkpoint ON webhook_deliveries 
 CREATE INDEX webhook_deliveries_pending_events ON webhook_deliveries (webhook_id, position)
     WHERE status = 'pending' AND checkpoint_id IS NULL;
 
+-- The lease orders due rows by (next_attempt_at_us, position) and stops after the first free
+-- slots' worth of queue heads; with an index on next_attempt_at_us alone every row of one
+-- fan-out batch (they share next_attempt_at_us) had to be read and checked first, so one lease
+-- cost 7.6 s at 400,000 pending rows (EXPLAIN ANALYZE; 13 ms with this index).
+DROP INDEX webhook_deliveries_due;
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at_us, position)
+    WHERE status = 'pending';
+
 ALTER TABLE checkpoint_outbox ADD COLUMN webhooks_fanned_out_at_us BIGINT;
 -- Checkpoints made before this migration could not have been subscribed to: nobody is owed them.
 UPDATE checkpoint_outbox SET webhooks_fanned_out_at_us = 0;

@@ -34,7 +34,8 @@ SELECT id, webhook_id, position, event_name, order_key, payload, status, attempt
 FROM webhook_deliveries;
 DROP TABLE webhook_deliveries;
 ALTER TABLE webhook_deliveries_v11 RENAME TO webhook_deliveries;
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at_us) WHERE status = 'pending';
+-- In the lease's order, so it reads only as far as it leases (see the PostgreSQL migration).
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at_us, position) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_queue ON webhook_deliveries (webhook_id, order_key, position) WHERE status = 'pending';
 CREATE INDEX webhook_deliveries_history ON webhook_deliveries (webhook_id, created_at_us DESC, id DESC);
 CREATE UNIQUE INDEX webhook_deliveries_one_per_event ON webhook_deliveries (webhook_id, position)

@@ -660,8 +660,10 @@ pub trait Webhooks: Send + Sync + 'static {
     /// Signed checkpoints not yet fanned out whose position the event fan-out has passed
     /// (so their events' deliveries are queued first), oldest first; none while no webhook is
     /// active.
-    async fn webhook_checkpoints_due(&self, limit: i64)
-    -> Result<Vec<CheckpointRecord>, StoreError>;
+    async fn webhook_checkpoints_due(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<CheckpointRecord>, StoreError>;
     /// In one transaction: marks each checkpoint fanned out (skipping any another process
     /// marked first) and queues, for each one this call marked, a delivery to every active
     /// webhook subscribed to its name that existed when it was made. The deliveries queued.

@@ -82,7 +82,10 @@ both_backends!(
         assert_eq!(record.position, app.event_count().await);
 
         // 2 failed attempts + 3 versions + 1 checkpoint.
-        eventually("the subscriber got the checkpoint", || both.hits().len() >= 6).await;
+        eventually("the subscriber got the checkpoint", || {
+            both.hits().len() >= 6
+        })
+        .await;
         eventually("the other receiver got the versions", || {
             events_only.hits().len() >= 3
         })

@@ -29,8 +29,8 @@ use super::rows::{CHECKPOINT_COLUMNS, CheckpointRow};
 use super::{Args, Conn, Db, RowOf, SqlStore};
 use crate::store::dialect::Dialect;
 use crate::store::{
-    AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, StoreError, WebhookEventRow,
-    WebhookRecord, WebhookStatus, Webhooks,
+    AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, StoreError,
+    WebhookEventRow, WebhookRecord, WebhookStatus, Webhooks,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, name, description, url, events, secret_sealed, \
