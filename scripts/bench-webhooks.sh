@@ -6,12 +6,23 @@
 # machine. docs/performance.md records a run.
 #   bash scripts/bench-webhooks.sh [profile=debug] [scale=100:2:60]
 # `scale` is SUBSCRIPTIONS:EVENTS_PER_SECOND:SECONDS for the sustained-load scenario.
+# SCENARIOS="latency scale hang" (the default) picks which run; RECEIVER=rust uses
+# examples/webhook_receiver.rs (built in the same profile) instead of the Python receiver;
+# BUILD=0 skips the build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-debug}
 SCALE=${2:-100:2:60}
 PG_ADMIN=${MODEL_LEDGER_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
-if [ "$PROFILE" = release ]; then cargo build --release --bins >/dev/null; else cargo build --bins >/dev/null; fi
+# One cargo invocation: building the example separately would resolve other dependency
+# features and rebuild half the tree. BUILD=0 runs what is already built.
+build=(cargo build --bins)
+[ "$PROFILE" = release ] && build+=(--release)
+[ "${RECEIVER:-python}" = rust ] && build+=(--example webhook_receiver)
+if [ "${BUILD:-1}" != 0 ]; then "${build[@]}" >/dev/null; fi
+if [ "${RECEIVER:-python}" = rust ]; then
+    export WEBHOOK_RECEIVER_BIN="$PWD/target/$PROFILE/examples/webhook_receiver"
+fi
 BIN=target/$PROFILE/model-ledger
 WORK=$(mktemp -d)
 DB="ml_bench_webhooks_$$"
@@ -30,7 +41,8 @@ mkdir -p "$WORK/policies"
 cp policies/model_ledger.cedarschema "$WORK/policies/"
 printf '@id("bench-allow-all")\npermit(principal, action, resource);\n' > "$WORK/policies/allow_all.cedar"
 
-for scenario in latency "scale:$SCALE" hang; do
+for scenario in ${SCENARIOS:-latency scale hang}; do
+    [ "$scenario" = scale ] && scenario="scale:$SCALE"
     psql "$PG_ADMIN" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null
     psql "$PG_ADMIN" -qc "CREATE DATABASE $DB" >/dev/null
     rm -rf "$WORK/data"; mkdir -p "$WORK/data"

@@ -6,14 +6,22 @@ server's attempt timeout). Writers create model versions through the MLflow API 
 rate, spread over 20 models; every subscription listens to `model_version.created`. Latency is
 the receiver's arrival time minus the event's `timestamp` in the payload (set when the command
 was decided, just before its commit: an upper bound on commit -> first attempt). The delivery
-backlog (pending rows) is read from PostgreSQL every 5 s.
+backlog (pending rows) is read from PostgreSQL every 5 s, and during the sustained-load
+scenario `top` is sampled every 5 s (CPU % per command, summed over its processes), to tell
+which component saturates.
+
+With WEBHOOK_RECEIVER_BIN set (scripts/bench-webhooks.sh does it for RECEIVER=rust) the
+receiver is examples/webhook_receiver.rs instead: the same paths and the same latency reading,
+on tokio, for rates the standard-library receiver cannot take.
 
 usage: bench_webhooks.py URL TOKEN PG_URL SCENARIO
   SCENARIO = latency | scale:<subs>:<events_per_s>:<seconds> | hang
 """
 
 import json
+import os
 import subprocess
+from collections import defaultdict
 import sys
 import threading
 import time
@@ -58,9 +66,53 @@ class Server(ThreadingHTTPServer):
     request_queue_size = 1024
 
 
-receiver = Server(("127.0.0.1", 0), Handler)
-threading.Thread(target=receiver.serve_forever, daemon=True).start()
-RECV = f"http://127.0.0.1:{receiver.server_address[1]}"
+RUST_RECEIVER = os.environ.get("WEBHOOK_RECEIVER_BIN")
+if RUST_RECEIVER:
+    receiver_process = subprocess.Popen([RUST_RECEIVER], stdout=subprocess.PIPE, text=True)
+    RECV = f"http://127.0.0.1:{receiver_process.stdout.readline().strip()}"
+else:
+    receiver = Server(("127.0.0.1", 0), Handler)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    RECV = f"http://127.0.0.1:{receiver.server_address[1]}"
+
+
+def receiver_stats(paths=None):
+    query = "?paths=" + ",".join(sorted(paths)) if paths else ""
+    with urllib.request.urlopen(RECV + "/stats" + query, timeout=30) as r:
+        return json.loads(r.read())
+
+
+def arrived():
+    if RUST_RECEIVER:
+        return receiver_stats()["deliveries"]
+    with lock:
+        return len(arrivals)
+
+
+def clear_arrivals():
+    if RUST_RECEIVER:
+        urllib.request.urlopen(urllib.request.Request(RECV + "/reset", data=b"", method="POST"), timeout=30).close()
+    else:
+        with lock:
+            arrivals.clear()
+
+
+def cpu_sample():
+    """CPU % per command over one second (top's second frame), summed over its processes."""
+    out = subprocess.run(["top", "-b", "-n", "2", "-d", "1", "-w", "512"], capture_output=True, text=True).stdout
+    frame = out.split("\ntop - ")[-1]
+    usage, header = defaultdict(float), None
+    for line in frame.splitlines():
+        cols = line.split()
+        if cols and cols[0] == "PID":
+            header = cols
+            continue
+        if header and len(cols) >= len(header):
+            try:
+                usage[cols[-1][:15]] += float(cols[header.index("%CPU")].replace(",", "."))
+            except ValueError:
+                pass
+    return {k: round(v) for k, v in sorted(usage.items(), key=lambda kv: -kv[1])[:4] if v >= 5}
 
 
 def call(path, body):
@@ -88,7 +140,10 @@ def pct(values, p):
     return values[min(len(values) - 1, int(len(values) * p / 100))]
 
 
-def drive(rate, seconds, tag):
+cpu = []  # (s, {command: %CPU}) during the sustained-load scenario
+
+
+def drive(rate, seconds, tag, sample_cpu=False):
     """Creates `rate` versions a second for `seconds`; returns how many were written."""
     written = [0]
     stop = time.time() + seconds
@@ -102,8 +157,16 @@ def drive(rate, seconds, tag):
             if time.time() > stop and samples[-1][1] == 0:
                 break
 
+    def watch_cpu():
+        start = time.time()
+        while time.time() < stop:
+            cpu.append((round(time.time() - start), cpu_sample()))
+            time.sleep(4)
+
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
+    if sample_cpu:
+        threading.Thread(target=watch_cpu, daemon=True).start()
     with ThreadPoolExecutor(max_workers=16) as pool:
         t0 = time.time()
         i = 0
@@ -126,15 +189,23 @@ def setup_models(tag):
 
 
 def wait_for(n, timeout=120):
-    end = time.time() + timeout
+    """Waits until `n` deliveries arrived; returns the seconds waited."""
+    start = time.time()
+    end = start + timeout
     while time.time() < end:
-        with lock:
-            if len(arrivals) >= n:
-                return
+        if arrived() >= n:
+            break
         time.sleep(0.2)
+    return time.time() - start
 
 
 def report(label, paths=None):
+    if RUST_RECEIVER:
+        s = receiver_stats(paths)
+        nan = float("nan")
+        print(f"{label}: deliveries={s['deliveries']} duplicates={s['duplicates']} p50={s['p50'] or nan:.1f}ms "
+              f"p99={s['p99'] or nan:.1f}ms max={s['max'] or nan:.1f}ms", flush=True)
+        return
     with lock:
         lat = [a[2] for a in arrivals if paths is None or a[0] in paths]
         ids = [a[1] for a in arrivals if paths is None or a[0] in paths]
@@ -159,12 +230,17 @@ elif kind == "scale":
     setup_models("scale")
     for n in range(subs):
         subscribe(n, f"/hook/{n}")
-    written, actual, samples = drive(rate, seconds, "scale")
-    wait_for(written * subs, timeout=300)
+    t0 = time.time()
+    written, actual, samples = drive(rate, seconds, "scale", sample_cpu=True)
+    drained = wait_for(written * subs, timeout=300)
+    got = arrived()
     print(f"scale: {subs} subscriptions, {written} events at {actual:.1f}/s for {seconds} s "
-          f"= {written * subs} deliveries ({written * subs / seconds:.0f}/s offered)")
+          f"= {written * subs} deliveries ({written * subs / seconds:.0f}/s offered); "
+          f"{got} arrived in {time.time() - t0:.0f} s ({got / (time.time() - t0):.0f}/s delivered, "
+          f"{drained:.0f} s of it after the writes stopped)")
     report("all receivers")
     print("backlog (s, pending):", samples)
+    print("cpu % (s, {command: %}):", cpu)
 elif kind == "hang":
     setup_models("hang")
     healthy = {f"/hook/{n}" for n in range(10)}
@@ -174,12 +250,14 @@ elif kind == "hang":
     wait_for(written * 10)
     print(f"hang baseline: 10 healthy subscriptions, {written} events at {actual:.1f}/s for 20 s")
     report("healthy, no hanging receiver", healthy)
-    with lock:
-        arrivals.clear()
+    clear_arrivals()
     subscribe(99, "/hang")
     written, actual, samples = drive(10, 20, "hang")
     wait_for(written * 10)
     print(f"hang: same 10 + 1 receiver that never answers, {written} events at {actual:.1f}/s for 20 s")
     report("healthy, with a hanging receiver", healthy)
     print("backlog (s, pending; includes the hanging receiver's retries):", samples)
-receiver.shutdown()
+if RUST_RECEIVER:
+    receiver_process.terminate()
+else:
+    receiver.shutdown()

@@ -541,6 +541,8 @@ pub struct WebhookEventRow {
     pub occurred_at_us: i64,
     /// The body, exactly as it will be signed and sent.
     pub payload: String,
+    /// Set for a signed checkpoint (then `position` is the position it vouches for).
+    pub checkpoint_id: Option<String>,
 }
 
 /// Where a delivery stands.
@@ -577,6 +579,8 @@ pub struct DeliveryRecord {
     pub webhook_id: String,
     pub position: i64,
     pub event_name: String,
+    /// The checkpoint a `ledger.checkpoint.created` delivery carries.
+    pub checkpoint_id: Option<String>,
     pub status: DeliveryStatus,
     pub attempts: i64,
     pub next_attempt_at_us: i64,
@@ -656,9 +660,25 @@ pub trait Webhooks: Send + Sync + 'static {
         events: &[WebhookEventRow],
         now_us: i64,
     ) -> Result<Option<u64>, StoreError>;
+    /// Signed checkpoints not yet fanned out whose position the event fan-out has passed
+    /// (so their events' deliveries are queued first), oldest first; none while no webhook is
+    /// active.
+    async fn webhook_checkpoints_due(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<CheckpointRecord>, StoreError>;
+    /// In one transaction: marks each checkpoint fanned out (skipping any another process
+    /// marked first) and queues, for each one this call marked, a delivery to every active
+    /// webhook subscribed to its name that existed when it was made. The deliveries queued.
+    async fn fan_out_webhook_checkpoints(
+        &self,
+        checkpoints: &[WebhookEventRow],
+        now_us: i64,
+    ) -> Result<u64, StoreError>;
     /// Leases up to `limit` due deliveries to `owner` until `lease_until_us`: pending, due, not
     /// leased by anyone else (or their lease expired), each the oldest pending delivery of its
-    /// webhook and order key, and not of a webhook in `busy_webhooks`.
+    /// webhook and order key, and not of a webhook in `busy_webhooks`. A checkpoint delivery
+    /// also waits until its webhook has no pending event delivery at or before its position.
     async fn lease_webhook_deliveries(
         &self,
         owner: &str,

@@ -9,6 +9,8 @@
 //! artifact verification, model tags and descriptions) MLflow has no event for; those go out
 //! under `ledger.<entity>.<action>` names, so they can never collide with an event MLflow adds
 //! later, and their `data` is our own event payload plus the model's name.
+//! Signed checkpoints of the chain head are not events in the log, but a receiver can subscribe
+//! to them too, as `ledger.checkpoint.created` (see [`checkpoint_event`]).
 //!
 //! The body has exactly MLflow's four top-level keys, so receivers that validate the shape
 //! strictly keep working; anything else a receiver needs (the delivery id that makes a
@@ -17,9 +19,10 @@
 use serde_json::{Value, json};
 
 use crate::domain::events::{EventEnvelope, EventPayload};
+use crate::store::CheckpointRecord;
 
 /// The events a webhook may subscribe to, MLflow's first.
-pub const EVENT_NAMES: [&str; 18] = [
+pub const EVENT_NAMES: [&str; 19] = [
     "registered_model.created",
     "model_version.created",
     "model_version_tag.set",
@@ -36,12 +39,17 @@ pub const EVENT_NAMES: [&str; 18] = [
     "ledger.model_version.deleted",
     "ledger.model_version.artifact_verified",
     "ledger.model_version.artifact_verification_failed",
+    CHECKPOINT_CREATED,
     // Sent only by `test_webhook`, never by a committed event.
     "ledger.webhook.test",
     // Reserved for MLflow clients that subscribe to prompt events; model-ledger has no prompts,
     // so nothing is ever delivered under it, but subscribing is not an error.
     "prompt.created",
 ];
+
+/// A signed checkpoint of the chain head was recorded (not an event in the log: see
+/// [`checkpoint_event`]).
+pub const CHECKPOINT_CREATED: &str = "ledger.checkpoint.created";
 
 /// Whether `name` is an event a webhook may subscribe to.
 pub fn is_known_event(name: &str) -> bool {
@@ -117,6 +125,28 @@ pub fn webhook_event(envelope: &EventEnvelope) -> Option<WebhookEvent> {
     })
 }
 
+/// What a receiver gets for a signed checkpoint: the fields of the NATS checkpoint event
+/// (`origin`, `position`, `hash`, `key_id`, and `note`, the signed-note text whose signature
+/// line a receiver verifies with the registry's public key) plus its `id` and `created_at`.
+pub fn checkpoint_event(checkpoint: &CheckpointRecord) -> WebhookEvent {
+    let at = checkpoint
+        .created_at
+        .to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    WebhookEvent {
+        name: CHECKPOINT_CREATED,
+        body: json!({
+            "entity": "ledger.checkpoint",
+            "action": "created",
+            "timestamp": at,
+            "data": {
+                "id": checkpoint.id, "position": checkpoint.position, "hash": checkpoint.hash,
+                "created_at": at, "origin": checkpoint.origin, "key_id": checkpoint.key_id,
+                "note": checkpoint.note,
+            },
+        }),
+    }
+}
+
 /// The body `test_webhook` sends for `name`: the event's shape with example data, so a
 /// receiver can be checked before any real event happens. `None` for an unknown name.
 pub fn test_event(name: &str, at: chrono::DateTime<chrono::Utc>) -> Option<WebhookEvent> {
@@ -142,6 +172,12 @@ pub fn test_event(name: &str, at: chrono::DateTime<chrono::Utc>) -> Option<Webho
         }
         "model_version_alias.deleted" => json!({"name": "example_model", "alias": "example_alias"}),
         "prompt.created" => json!({"name": "example_prompt", "tags": {}, "description": null}),
+        CHECKPOINT_CREATED => json!({
+            "id": "00000000-0000-7000-8000-000000000000", "position": 42,
+            "hash": "0".repeat(64), "created_at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            "origin": "model-ledger", "key_id": "00000000", "note": "model-ledger\n42\n…",
+            "test": true,
+        }),
         _ => json!({"name": "example_model", "test": true}),
     };
     let (entity, action) = name.rsplit_once('.').unwrap_or((name, ""));
@@ -280,6 +316,34 @@ mod tests {
         assert_eq!(e.body["data"]["to"], "Production");
         assert!(e.body["data"].get("type").is_none());
         assert!(is_known_event(e.name));
+    }
+
+    #[test]
+    fn a_checkpoint_carries_what_the_nats_checkpoint_event_does() {
+        let record = CheckpointRecord {
+            id: "c1".into(),
+            position: 7,
+            hash: "ab".repeat(32),
+            created_at: chrono::Utc.with_ymd_and_hms(2026, 1, 2, 3, 4, 5).unwrap(),
+            origin: "model-ledger".into(),
+            key_id: "0a0b0c0d".into(),
+            note: "model-ledger\n7\nsigned".into(),
+        };
+        let e = checkpoint_event(&record);
+        assert_eq!(e.name, "ledger.checkpoint.created");
+        assert!(is_known_event(e.name));
+        assert_eq!(e.body["entity"], "ledger.checkpoint");
+        assert_eq!(e.body["action"], "created");
+        assert_eq!(e.body["timestamp"], "2026-01-02T03:04:05.000000Z");
+        let nats = crate::publish::cloudevent::checkpoint_event("src", &record);
+        for field in ["origin", "position", "hash", "key_id", "note"] {
+            assert_eq!(e.body["data"][field], nats["data"][field], "{field}");
+        }
+        assert_eq!(e.body["data"]["id"], "c1");
+        assert_eq!(e.body["data"]["created_at"], e.body["timestamp"]);
+        let sample = test_event(CHECKPOINT_CREATED, record.created_at).expect("a sample");
+        assert_eq!(sample.body["entity"], "ledger.checkpoint");
+        assert_eq!(sample.body["data"]["test"], true);
     }
 
     #[test]

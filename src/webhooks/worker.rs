@@ -10,13 +10,16 @@
 //!    delivery row per matching active subscription. If another process moved the cursor
 //!    first, nothing is written and the events are read again from the new cursor. So each
 //!    committed event is fanned out once, none is skipped, and a server that was down catches
-//!    up from where the cursor stands.
+//!    up from where the cursor stands. Signed checkpoints follow, once the cursor has passed
+//!    their position: each is fanned out once under a compare-and-set marker of its own (see
+//!    [`crate::store::Webhooks::fan_out_webhook_checkpoints`]).
 //! 2. **Delivery.** Lease as many due rows as there are free slots (at most
 //!    [`WebhookSettings::concurrency`], and no new ones for a webhook that already has
 //!    [`WebhookSettings::per_webhook_concurrency`] in flight here), and send each in its own
 //!    task, so a slow or hanging receiver holds only its own slots while the others' deliveries
 //!    go on. The store leases only the oldest pending delivery of each (webhook, model), so one
-//!    receiver gets one model's events in commit order. The task records the outcome: delivered,
+//!    receiver gets one model's events in commit order, and a checkpoint only after that
+//!    receiver's events up to its position are no longer pending. The task records the outcome: delivered,
 //!    failed for good, or due again after the backoff of [`super::retry`].
 //!
 //! A lease lasts the attempt's total timeout plus a margin. A process that dies mid-delivery
@@ -32,7 +35,7 @@ use rand::Rng;
 use tokio::sync::{Notify, Semaphore, broadcast::error::TryRecvError};
 
 use super::WebhookSettings;
-use super::events::webhook_event;
+use super::events::{checkpoint_event, webhook_event};
 use super::retry::NextStep;
 use super::sender::{SendOutcome, Sender};
 use crate::store::projection::micros;
@@ -46,6 +49,8 @@ use crate::store::{
 pub const POLL: Duration = Duration::from_millis(250);
 /// Events read per fan-out transaction.
 const FAN_OUT_BATCH: i64 = 500;
+/// Checkpoints read per fan-out transaction (they are made seconds apart, not per commit).
+const CHECKPOINT_BATCH: i64 = 50;
 /// How long past the attempt's own timeout a lease is kept before another process may take
 /// the delivery over.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
@@ -90,17 +95,27 @@ impl Worker {
         let mut commits = self.store.subscribe();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut failing = false;
+        // Checkpoints come minutes apart, rounds as often as deliveries finish: looking for
+        // them once per POLL keeps that read off the busy path and delays one by 250 ms at most.
+        let mut checkpoints_checked: Option<tokio::time::Instant> = None;
         loop {
             while !matches!(
                 commits.try_recv(),
                 Err(TryRecvError::Empty | TryRecvError::Closed)
             ) {}
+            let check_checkpoints = checkpoints_checked.is_none_or(|at| at.elapsed() >= POLL);
             let round = async {
                 while self.fan_out_once().await? {}
+                if check_checkpoints {
+                    while self.fan_out_checkpoints().await? {}
+                }
                 self.start_due(&slots).await
             };
             match round.await {
                 Ok(()) => {
+                    if check_checkpoints {
+                        checkpoints_checked = Some(tokio::time::Instant::now());
+                    }
                     if failing {
                         tracing::info!("webhook delivery recovered");
                         failing = false;
@@ -152,6 +167,7 @@ impl Worker {
                     order_key: envelope.stream_id.to_string(),
                     occurred_at_us: micros(&envelope.occurred_at),
                     payload: event.body.to_string(),
+                    checkpoint_id: None,
                 })
             })
             .collect();
@@ -171,6 +187,36 @@ impl Worker {
                 Ok(events.len() as i64 == FAN_OUT_BATCH)
             }
         }
+    }
+
+    /// Fans out one batch of signed checkpoints; `Ok(true)` when more may follow.
+    async fn fan_out_checkpoints(&self) -> Result<bool, StoreError> {
+        let due = self.store.webhook_checkpoints_due(CHECKPOINT_BATCH).await?;
+        if due.is_empty() {
+            return Ok(false);
+        }
+        let rows: Vec<WebhookEventRow> = due
+            .iter()
+            .map(|checkpoint| {
+                let event = checkpoint_event(checkpoint);
+                WebhookEventRow {
+                    position: checkpoint.position,
+                    event_name: event.name.to_string(),
+                    // Checkpoints queue behind each other, and (see the lease) behind every
+                    // model's events up to their position.
+                    order_key: "~checkpoint".to_string(),
+                    occurred_at_us: micros(&checkpoint.created_at),
+                    payload: event.body.to_string(),
+                    checkpoint_id: Some(checkpoint.id.clone()),
+                }
+            })
+            .collect();
+        let now = micros(&chrono::Utc::now());
+        let queued = self.store.fan_out_webhook_checkpoints(&rows, now).await?;
+        if queued > 0 {
+            metrics::counter!("model_ledger_webhook_deliveries_queued_total").increment(queued);
+        }
+        Ok(due.len() as i64 == CHECKPOINT_BATCH)
     }
 
     /// Leases due deliveries for the free slots and starts a task for each.

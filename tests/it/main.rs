@@ -37,3 +37,5 @@ mod run_pinning;
 mod signatures;
 // registry webhooks (issue #18)
 mod webhooks;
+mod webhooks_checkpoints;
+mod webhooks_processes;

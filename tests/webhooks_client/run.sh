@@ -56,6 +56,10 @@ export MLFLOW_TRACKING_URI="$url"
 export MLFLOW_TRACKING_TOKEN="$(token webhook-admin ml-admins)"
 export MODEL_LEDGER_READER_TOKEN="$(token webhook-reader ml-readers)"
 export MLFLOW_HTTP_REQUEST_MAX_RETRIES=0
+# For the checkpoint test, which signs one with `model-ledger audit checkpoint`.
+export MODEL_LEDGER_BIN="$bin"
+export MODEL_LEDGER_DATA_DIR="$data_dir"
+export MODEL_LEDGER_DATABASE_URL="sqlite://${data_dir}/ledger.db"
 export MLFLOW_DISABLE_TELEMETRY=true
 export DO_NOT_TRACK=true
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import json
 import os
+import subprocess
 import threading
 import time
 import uuid
@@ -263,5 +264,45 @@ def test_test_webhook_and_retries(client):
         got = receiver.wait_for(2)
         assert got[-1][1]["data"]["name"] == name
         assert not receiver.rejected
+    finally:
+        receiver.close()
+
+
+def test_signed_checkpoints_reach_a_subscribed_receiver_after_their_events(client):
+    """`ledger.checkpoint.created` is model-ledger's own event: subscribed over REST (the MLflow
+    client has no enum for it), signed like every delivery, sent after the events it vouches for,
+    and the MLflow client still lists the webhook (its `events` show MLflow's events only)."""
+    receiver = Receiver(SECRET)
+    try:
+        created = requests.post(
+            f"{os.environ['MLFLOW_TRACKING_URI']}/api/2.0/mlflow/webhooks",
+            headers={"Authorization": f"Bearer {os.environ['MLFLOW_TRACKING_TOKEN']}"},
+            json={"name": "checkpoints", "url": receiver.url, "secret": SECRET,
+                  "events": ["model_version.created", "ledger.checkpoint.created"]},
+        )
+        assert created.status_code == 200, created.text
+        webhook_id = created.json()["webhook"]["webhook_id"]
+        listed = {w.webhook_id: w for w in client.list_webhooks(max_results=100)}
+        assert listed[webhook_id].events == [MV_CREATED]
+        assert client.get_webhook(webhook_id).events == [MV_CREATED]
+
+        name = "wh-ckpt-" + uuid.uuid4().hex[:8]
+        client.create_registered_model(name)
+        client.create_model_version(name, source="s3://bucket/model", run_id=None)
+        signed = subprocess.run(
+            [os.environ["MODEL_LEDGER_BIN"], "audit", "checkpoint",
+             "--database-url", os.environ["MODEL_LEDGER_DATABASE_URL"],
+             "--data-dir", os.environ["MODEL_LEDGER_DATA_DIR"]],
+            capture_output=True, text=True, check=True,
+        )
+        got = receiver.wait_for(2)
+        assert not receiver.rejected
+        assert [(b["entity"], b["action"]) for _, b in got] == [
+            ("model_version", "created"), ("ledger.checkpoint", "created")
+        ]
+        data = got[1][1]["data"]
+        assert data["note"] == signed.stdout
+        assert data["origin"] and data["key_id"] and len(data["hash"]) == 64
+        assert data["position"] >= 1 and data["created_at"] == got[1][1]["timestamp"]
     finally:
         receiver.close()

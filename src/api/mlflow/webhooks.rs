@@ -177,6 +177,7 @@ fn delivery_json(d: &DeliveryRecord) -> Value {
         "event": event_json(&d.event_name),
         "event_name": d.event_name,
         "position": d.position,
+        "checkpoint_id": d.checkpoint_id,
         "status": d.status.as_str().to_ascii_uppercase(),
         "attempts": d.attempts,
         "next_attempt_timestamp": d.next_attempt_at_us / 1000,

@@ -15,15 +15,22 @@
 //! process that died are taken over, under the same delivery id. Only the oldest pending
 //! delivery of each (webhook, model) is ever leased, which keeps a receiver's events of one
 //! model in commit order even across retries.
+//!
+//! Signed checkpoints are delivered the same way from their own fan-out marker on
+//! `checkpoint_outbox` (set by compare-and-set in the transaction that queues their rows), and
+//! only once the event cursor has passed their position. A checkpoint delivery is leased only
+//! when its webhook has no pending event delivery at or before that position, so a receiver
+//! gets a checkpoint after the events it vouches for that it subscribed to.
 
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
+use super::rows::{CHECKPOINT_COLUMNS, CheckpointRow};
 use super::{Args, Conn, Db, RowOf, SqlStore};
 use crate::store::dialect::Dialect;
 use crate::store::{
-    AttemptRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, StoreError, WebhookEventRow,
-    WebhookRecord, WebhookStatus, Webhooks,
+    AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, StoreError,
+    WebhookEventRow, WebhookRecord, WebhookStatus, Webhooks,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, name, description, url, events, secret_sealed, \
@@ -67,7 +74,7 @@ impl WebhookRow {
     }
 }
 
-const DELIVERY_COLUMNS: &str = "id, webhook_id, position, event_name, status, attempts, next_attempt_at_us, first_attempt_at_us, last_response_code, last_latency_ms, last_error, created_at_us, updated_at_us";
+const DELIVERY_COLUMNS: &str = "id, webhook_id, position, event_name, checkpoint_id, status, attempts, next_attempt_at_us, first_attempt_at_us, last_response_code, last_latency_ms, last_error, created_at_us, updated_at_us";
 
 #[derive(sqlx::FromRow)]
 struct DeliveryRow {
@@ -75,6 +82,7 @@ struct DeliveryRow {
     webhook_id: String,
     position: i64,
     event_name: String,
+    checkpoint_id: Option<String>,
     status: String,
     attempts: i64,
     next_attempt_at_us: i64,
@@ -96,6 +104,7 @@ impl DeliveryRow {
             webhook_id: self.webhook_id,
             position: self.position,
             event_name: self.event_name,
+            checkpoint_id: self.checkpoint_id,
             status,
             attempts: self.attempts,
             next_attempt_at_us: self.next_attempt_at_us,
@@ -159,7 +168,95 @@ where
     )
     .execute(&mut **tx)
     .await?;
+    // Likewise the checkpoints made while nobody listened: 0 marks them passed over.
+    sqlx::query(
+        "UPDATE checkpoint_outbox SET webhooks_fanned_out_at_us = 0 \
+         WHERE webhooks_fanned_out_at_us IS NULL AND NOT EXISTS (SELECT 1 FROM webhooks \
+         WHERE status = 'ACTIVE' AND deleted_at_us IS NULL)",
+    )
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// The active subscriptions, read inside a fan-out transaction: (id, event names, created at).
+async fn active_subscriptions<D>(
+    tx: &mut sqlx::Transaction<'static, Db<D>>,
+) -> Result<Vec<(String, Vec<String>, i64)>, StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Decode<'q, Db<D>> + Type<Db<D>>,
+{
+    let subscriptions: Vec<Subscription> = sqlx::query_as(
+        "SELECT id, events, created_at_us FROM webhooks \
+         WHERE status = 'ACTIVE' AND deleted_at_us IS NULL",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    subscriptions
+        .into_iter()
+        .map(|s| {
+            let names: Vec<String> = serde_json::from_str(&s.events)
+                .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", s.id)))?;
+            Ok((s.id, names, s.created_at_us))
+        })
+        .collect()
+}
+
+/// Queues one delivery per (webhook, event) pair for every subscription that is subscribed to
+/// the event's name and existed when it happened (a server that was down catches up, yet a
+/// webhook never receives what happened before it was created). The rows queued.
+async fn queue_deliveries<D>(
+    tx: &mut sqlx::Transaction<'static, Db<D>>,
+    events: &[&WebhookEventRow],
+    now_us: i64,
+) -> Result<u64, StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> Option<String>: Encode<'q, Db<D>>,
+{
+    if events.is_empty() {
+        return Ok(0);
+    }
+    let subscriptions = active_subscriptions::<D>(tx).await?;
+    let mut rows: Vec<(String, &WebhookEventRow)> = Vec::new();
+    for event in events.iter().copied() {
+        for (id, names, created_at_us) in &subscriptions {
+            if *created_at_us <= event.occurred_at_us && names.contains(&event.event_name) {
+                rows.push((id.clone(), event));
+            }
+        }
+    }
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
+             payload, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id) ",
+        );
+        qb.push_values(chunk, |mut b, (webhook_id, event)| {
+            b.push_bind(uuid::Uuid::now_v7().to_string())
+                .push_bind(webhook_id.clone())
+                .push_bind(event.position)
+                .push_bind(event.event_name.clone())
+                .push_bind(event.order_key.clone())
+                .push_bind(event.payload.clone())
+                .push("'pending'")
+                .push_bind(now_us)
+                .push_bind(now_us)
+                .push_bind(now_us)
+                .push_bind(event.checkpoint_id.clone());
+        });
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 #[async_trait]
@@ -315,51 +412,58 @@ where
         if D::rows_affected(&moved) == 0 {
             return Ok(None);
         }
-        let subscriptions: Vec<Subscription> = sqlx::query_as(
-            "SELECT id, events, created_at_us FROM webhooks \
-             WHERE status = 'ACTIVE' AND deleted_at_us IS NULL",
-        )
-        .fetch_all(&mut *tx)
+        let events: Vec<&WebhookEventRow> = events.iter().collect();
+        let queued = queue_deliveries::<D>(&mut tx, &events, now_us).await?;
+        tx.commit().await?;
+        Ok(Some(queued))
+    }
+
+    async fn webhook_checkpoints_due(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<CheckpointRecord>, StoreError> {
+        let rows: Vec<CheckpointRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT {CHECKPOINT_COLUMNS} \
+             FROM checkpoint_outbox o JOIN checkpoints c ON c.id = o.checkpoint_id \
+             WHERE o.webhooks_fanned_out_at_us IS NULL \
+               AND o.position <= (SELECT position FROM webhook_cursor WHERE id = 1) \
+               AND EXISTS (SELECT 1 FROM webhooks WHERE status = 'ACTIVE' AND deleted_at_us IS NULL) \
+             ORDER BY o.position, c.created_at_us LIMIT $1"
+        )))
+        .bind(limit)
+        .fetch_all(&self.pool)
         .await?;
-        let subscriptions = subscriptions
-            .into_iter()
-            .map(|s| {
-                let names: Vec<String> = serde_json::from_str(&s.events)
-                    .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", s.id)))?;
-                Ok((s.id, names, s.created_at_us))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        let mut rows: Vec<(String, &WebhookEventRow)> = Vec::new();
-        for event in events {
-            for (id, names, created_at_us) in &subscriptions {
-                // A webhook receives what happened after it was created, even when the
-                // fan-out runs late (a server that was down catches up).
-                if *created_at_us <= event.occurred_at_us && names.contains(&event.event_name) {
-                    rows.push((id.clone(), event));
-                }
+        Ok(rows.into_iter().map(CheckpointRow::into_record).collect())
+    }
+
+    async fn fan_out_webhook_checkpoints(
+        &self,
+        checkpoints: &[WebhookEventRow],
+        now_us: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let mut marked = Vec::new();
+        for checkpoint in checkpoints {
+            let Some(id) = &checkpoint.checkpoint_id else {
+                continue;
+            };
+            // The compare-and-set, as for the event cursor: a second process waits for the
+            // first's commit, then finds the marker set and queues nothing for this one.
+            let done = sqlx::query(
+                "UPDATE checkpoint_outbox SET webhooks_fanned_out_at_us = $2 \
+                 WHERE checkpoint_id = $1 AND webhooks_fanned_out_at_us IS NULL",
+            )
+            .bind(id)
+            .bind(now_us)
+            .execute(&mut *tx)
+            .await?;
+            if D::rows_affected(&done) > 0 {
+                marked.push(checkpoint);
             }
         }
-        for chunk in rows.chunks(INSERT_CHUNK) {
-            let mut qb = QueryBuilder::<Db<D>>::new(
-                "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
-                 payload, status, next_attempt_at_us, created_at_us, updated_at_us) ",
-            );
-            qb.push_values(chunk, |mut b, (webhook_id, event)| {
-                b.push_bind(uuid::Uuid::now_v7().to_string())
-                    .push_bind(webhook_id.clone())
-                    .push_bind(event.position)
-                    .push_bind(event.event_name.clone())
-                    .push_bind(event.order_key.clone())
-                    .push_bind(event.payload.clone())
-                    .push("'pending'")
-                    .push_bind(now_us)
-                    .push_bind(now_us)
-                    .push_bind(now_us);
-            });
-            qb.build().execute(&mut *tx).await?;
-        }
+        let queued = queue_deliveries::<D>(&mut tx, &marked, now_us).await?;
         tx.commit().await?;
-        Ok(Some(rows.len() as u64))
+        Ok(queued)
     }
 
     async fn lease_webhook_deliveries(
@@ -392,7 +496,10 @@ where
         qb.push(
             ") AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
              WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key \
-             AND e.status = 'pending' AND e.position < d.position)",
+             AND e.status = 'pending' AND e.position < d.position) \
+             AND (d.checkpoint_id IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries f \
+             WHERE f.webhook_id = d.webhook_id AND f.status = 'pending' \
+             AND f.checkpoint_id IS NULL AND f.position <= d.position))",
         );
         if !busy_webhooks.is_empty() {
             qb.push(" AND d.webhook_id NOT IN (");
