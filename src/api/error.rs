@@ -91,6 +91,17 @@ impl IntoResponse for ApiError {
                 HeaderValue::from_static("Bearer realm=\"model-ledger\""),
             );
         }
+        // A body refused for its size or its slowness was not read to the end, so the server
+        // drops the connection after answering. Saying so keeps a client from pooling it and
+        // sending its next request into a closed socket (seen as IncompleteMessage in reqwest).
+        if matches!(
+            self.status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::REQUEST_TIMEOUT
+        ) {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     }
 }

@@ -245,6 +245,16 @@ async fn oversized_bodies_are_413_json_on_both_apis() {
             "{path}: {:?}",
             sized.body
         );
+        // The body was left unread: the connection is closed, and the answer says so, so a
+        // pooling client does not reuse it.
+        assert_eq!(
+            sized
+                .headers
+                .get("connection")
+                .and_then(|v| v.to_str().ok()),
+            Some("close"),
+            "{path}"
+        );
         let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
             big.as_bytes().chunks(512).map(|c| Ok(c.to_vec())).collect();
         let resp = app
