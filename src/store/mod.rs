@@ -612,7 +612,7 @@ pub struct DeliveryJob {
     pub webhook_status: Option<WebhookStatus>,
 }
 
-/// How one attempt ended, to be recorded by [`Webhooks::finish_webhook_delivery`].
+/// How one attempt ended, to be recorded by [`Webhooks::finish_webhook_deliveries`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
     /// `Pending` means "try again at `next_attempt_at_us`".
@@ -687,14 +687,15 @@ pub trait Webhooks: Send + Sync + 'static {
         limit: i64,
         busy_webhooks: &[String],
     ) -> Result<Vec<DeliveryJob>, StoreError>;
-    /// Records an attempt made under `owner`'s lease and releases it; `false` when the lease had
-    /// been lost (expired and taken over), in which case nothing is written.
-    async fn finish_webhook_delivery(
+    /// Records attempts made under `owner`'s leases and releases them, all in one statement
+    /// (a worker records outcomes in batches: one commit per delivery would make the commit
+    /// rate, not the receivers, the limit). Returns the ids recorded; an id missing from the
+    /// answer had lost its lease (expired and taken over), and nothing was written for it.
+    async fn finish_webhook_deliveries(
         &self,
-        id: &str,
         owner: &str,
-        attempt: &AttemptRecord,
-    ) -> Result<bool, StoreError>;
+        attempts: &[(String, AttemptRecord)],
+    ) -> Result<Vec<String>, StoreError>;
     /// A webhook's deliveries, newest first.
     async fn list_webhook_deliveries(
         &self,

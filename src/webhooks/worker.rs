@@ -19,8 +19,18 @@
 //!    task, so a slow or hanging receiver holds only its own slots while the others' deliveries
 //!    go on. The store leases only the oldest pending delivery of each (webhook, model), so one
 //!    receiver gets one model's events in commit order, and a checkpoint only after that
-//!    receiver's events up to its position are no longer pending. The task records the outcome: delivered,
-//!    failed for good, or due again after the backoff of [`super::retry`].
+//!    receiver's events up to its position are no longer pending.
+//! 3. **Recording.** A task hands its outcome (delivered, failed for good, or due again after
+//!    the backoff of [`super::retry`]) to one recorder, which writes every outcome that is
+//!    waiting in a single statement and only then frees their slots. At low rates that is a
+//!    batch of one, as fast as before; at thousands of deliveries a second it is one commit
+//!    per batch instead of one per delivery, which is what bounded throughput. A slot stays
+//!    taken until its outcome is written because the next event of the same model can only be
+//!    leased once this one is no longer pending in the database.
+//!
+//! The fan-out runs when a commit was announced, or every [`POLL`] in case an announcement was
+//! missed; rounds woken by finished deliveries only lease, so a busy worker does not re-read
+//! the cursor hundreds of times a second for nothing.
 //!
 //! A lease lasts the attempt's total timeout plus a margin. A process that dies mid-delivery
 //! leaves its leases to expire; another process (or this one after a restart) then sends
@@ -32,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use tokio::sync::{Notify, Semaphore, broadcast::error::TryRecvError};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast::error::TryRecvError, mpsc};
 
 use super::WebhookSettings;
 use super::events::{checkpoint_event, webhook_event};
@@ -54,6 +64,11 @@ const CHECKPOINT_BATCH: i64 = 50;
 /// How long past the attempt's own timeout a lease is kept before another process may take
 /// the delivery over.
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
+/// Outcomes written per recording statement at most.
+const RECORD_BATCH: usize = 500;
+/// Attempts at writing a batch of outcomes before leaving them to their leases' expiry (which
+/// sends them again, under the same delivery ids).
+const RECORD_TRIES: u32 = 3;
 
 /// Starts the worker; it runs until `stop` resolves.
 pub fn spawn(
@@ -61,6 +76,7 @@ pub fn spawn(
     settings: Arc<WebhookSettings>,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<tokio::task::JoinHandle<()>, String> {
+    let (outcomes, outcomes_to_record) = mpsc::unbounded_channel();
     let worker = Arc::new(Worker {
         sender: Sender::new(&settings)?,
         store,
@@ -68,10 +84,12 @@ pub fn spawn(
         owner: uuid::Uuid::now_v7().to_string(),
         in_flight: Mutex::new(HashMap::new()),
         finished: Notify::new(),
+        outcomes,
     });
     Ok(tokio::spawn(async move {
         tokio::select! {
-            () = worker.run() => {}
+            () = worker.clone().run() => {}
+            () = worker.record_outcomes(outcomes_to_record) => {}
             () = stop => {}
         }
     }))
@@ -85,8 +103,19 @@ struct Worker {
     owner: String,
     /// Deliveries in flight here, by webhook id.
     in_flight: Mutex<HashMap<String, usize>>,
-    /// Woken when a delivery task ends: its slot (and its model's next event) is free.
+    /// Woken when outcomes were recorded: their slots (and their models' next events) are free.
     finished: Notify,
+    /// Attempts made, on their way to the recorder (at most one per slot, so bounded by
+    /// [`WebhookSettings::concurrency`] although the channel is not).
+    outcomes: mpsc::UnboundedSender<Finished>,
+}
+
+/// One attempt's outcome, waiting to be written, with the slot it still holds.
+struct Finished {
+    delivery_id: String,
+    webhook_id: String,
+    record: AttemptRecord,
+    _slot: OwnedSemaphorePermit,
 }
 
 impl Worker {
@@ -95,17 +124,29 @@ impl Worker {
         let mut commits = self.store.subscribe();
         let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut failing = false;
+        // The first round fans out whatever committed while no worker ran.
+        let mut commit_announced = true;
+        let mut fanned_out: Option<tokio::time::Instant> = None;
         // Checkpoints come minutes apart, rounds as often as deliveries finish: looking for
         // them once per POLL keeps that read off the busy path and delays one by 250 ms at most.
         let mut checkpoints_checked: Option<tokio::time::Instant> = None;
         loop {
+            // A lagged receiver also means commits happened.
             while !matches!(
                 commits.try_recv(),
                 Err(TryRecvError::Empty | TryRecvError::Closed)
-            ) {}
+            ) {
+                commit_announced = true;
+            }
+            let fan_out = commit_announced || fanned_out.is_none_or(|at| at.elapsed() >= POLL);
+            // Cleared before reading, so a commit announced during the fan-out is seen by the
+            // next round's drain above.
+            commit_announced = false;
             let check_checkpoints = checkpoints_checked.is_none_or(|at| at.elapsed() >= POLL);
             let round = async {
-                while self.fan_out_once().await? {}
+                if fan_out {
+                    while self.fan_out_once().await? {}
+                }
                 if check_checkpoints {
                     while self.fan_out_checkpoints().await? {}
                 }
@@ -113,6 +154,9 @@ impl Worker {
             };
             match round.await {
                 Ok(()) => {
+                    if fan_out {
+                        fanned_out = Some(tokio::time::Instant::now());
+                    }
                     if check_checkpoints {
                         checkpoints_checked = Some(tokio::time::Instant::now());
                     }
@@ -126,12 +170,14 @@ impl Worker {
                         tracing::warn!(error = %e, "webhook delivery cannot reach the store; retrying");
                         failing = true;
                     }
+                    // The events are read again once the store answers.
+                    commit_announced = true;
                     tokio::time::sleep(POLL * 4).await;
                     continue;
                 }
             }
             tokio::select! {
-                _ = commits.recv() => {}
+                _ = commits.recv() => commit_announced = true,
                 () = self.finished.notified() => {}
                 () = tokio::time::sleep(POLL) => {}
             }
@@ -259,42 +305,80 @@ impl Worker {
             }
             let worker = self.clone();
             tokio::spawn(async move {
-                let webhook_id = job.webhook_id.clone();
-                worker.deliver(job).await;
-                if let Ok(mut m) = worker.in_flight.lock()
-                    && let Some(n) = m.get_mut(&webhook_id)
-                {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        m.remove(&webhook_id);
-                    }
-                }
-                drop(permit);
-                worker.finished.notify_one();
+                let record = worker.attempt(&job).await;
+                metrics::counter!("model_ledger_webhook_attempts_total", "outcome" => record.status.as_str())
+                    .increment(1);
+                // Fails only while the worker stops; the slot is then dropped with it.
+                let _ = worker.outcomes.send(Finished {
+                    delivery_id: job.id,
+                    webhook_id: job.webhook_id,
+                    record,
+                    _slot: permit,
+                });
             });
         }
         Ok(())
     }
 
-    /// Makes one attempt at a leased delivery and records how it ended.
-    async fn deliver(&self, job: DeliveryJob) {
-        let record = self.attempt(&job).await;
-        let outcome = record.status.as_str();
-        metrics::counter!("model_ledger_webhook_attempts_total", "outcome" => outcome).increment(1);
-        match self
-            .store
-            .finish_webhook_delivery(&job.id, &self.owner, &record)
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                delivery = %job.id,
-                "a webhook delivery's lease expired during its attempt; another worker retries it"
-            ),
-            Err(e) => tracing::warn!(
-                delivery = %job.id, error = %e,
-                "a webhook attempt could not be recorded; it is retried when its lease expires"
-            ),
+    /// Writes outcomes as they arrive, each time all that are waiting, then frees their slots.
+    async fn record_outcomes(self: Arc<Self>, mut outcomes: mpsc::UnboundedReceiver<Finished>) {
+        let mut batch = Vec::new();
+        while outcomes.recv_many(&mut batch, RECORD_BATCH).await > 0 {
+            let attempts: Vec<(String, AttemptRecord)> = batch
+                .iter()
+                .map(|f| (f.delivery_id.clone(), f.record.clone()))
+                .collect();
+            self.write_outcomes(&attempts).await;
+            if let Ok(mut m) = self.in_flight.lock() {
+                for finished in &batch {
+                    if let Some(n) = m.get_mut(&finished.webhook_id) {
+                        *n = n.saturating_sub(1);
+                        if *n == 0 {
+                            m.remove(&finished.webhook_id);
+                        }
+                    }
+                }
+            }
+            // Frees the slots.
+            batch.clear();
+            self.finished.notify_one();
+        }
+    }
+
+    async fn write_outcomes(&self, attempts: &[(String, AttemptRecord)]) {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match self
+                .store
+                .finish_webhook_deliveries(&self.owner, attempts)
+                .await
+            {
+                Ok(recorded) => {
+                    if recorded.len() < attempts.len() {
+                        let recorded: std::collections::HashSet<&str> =
+                            recorded.iter().map(String::as_str).collect();
+                        for (id, _) in attempts
+                            .iter()
+                            .filter(|(id, _)| !recorded.contains(id.as_str()))
+                        {
+                            tracing::warn!(
+                                delivery = %id,
+                                "a webhook delivery's lease expired during its attempt; another worker retries it"
+                            );
+                        }
+                    }
+                    return;
+                }
+                Err(e) if tries >= RECORD_TRIES => {
+                    tracing::warn!(
+                        deliveries = attempts.len(), error = %e,
+                        "webhook attempts could not be recorded; they are sent again when their leases expire"
+                    );
+                    return;
+                }
+                Err(_) => tokio::time::sleep(POLL).await,
+            }
         }
     }
 

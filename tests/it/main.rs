@@ -39,3 +39,4 @@ mod signatures;
 mod webhooks;
 mod webhooks_checkpoints;
 mod webhooks_processes;
+mod webhooks_store;

@@ -145,6 +145,8 @@ struct Subscription {
 
 /// Rows per multi-row INSERT: 9 binds each, far below either database's bind limit.
 const INSERT_CHUNK: usize = 200;
+/// Outcomes recorded per statement (7 bound values each, far below either database's limit).
+const FINISH_CHUNK: usize = 500;
 
 fn events_json(events: &[String]) -> Result<String, StoreError> {
     serde_json::to_string(events).map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))
@@ -560,30 +562,46 @@ where
             .collect()
     }
 
-    async fn finish_webhook_delivery(
+    async fn finish_webhook_deliveries(
         &self,
-        id: &str,
         owner: &str,
-        attempt: &AttemptRecord,
-    ) -> Result<bool, StoreError> {
-        let done = sqlx::query(
-            "UPDATE webhook_deliveries SET status = $3, attempts = attempts + 1, \
-             next_attempt_at_us = $4, first_attempt_at_us = COALESCE(first_attempt_at_us, $5), \
-             last_response_code = $6, last_latency_ms = $7, last_error = $8, \
-             lease_owner = NULL, lease_until_us = NULL, updated_at_us = $5 \
-             WHERE id = $1 AND lease_owner = $2 AND status = 'pending'",
-        )
-        .bind(id)
-        .bind(owner)
-        .bind(attempt.status.as_str())
-        .bind(attempt.next_attempt_at_us)
-        .bind(attempt.attempted_at_us)
-        .bind(attempt.response_code)
-        .bind(attempt.latency_ms)
-        .bind(attempt.error.as_deref())
-        .execute(&self.pool)
-        .await?;
-        Ok(D::rows_affected(&done) > 0)
+        attempts: &[(String, AttemptRecord)],
+    ) -> Result<Vec<String>, StoreError> {
+        let mut recorded = Vec::with_capacity(attempts.len());
+        for chunk in attempts.chunks(FINISH_CHUNK) {
+            // A CTE of the outcomes joined to the rows (`UPDATE … FROM`, which both
+            // PostgreSQL and SQLite 3.33+ have): one statement and one commit for the batch.
+            // Every row is still re-checked on itself, as a single finish was: recorded only
+            // while this owner holds its lease and it is pending.
+            let mut qb = QueryBuilder::<Db<D>>::new(
+                "WITH outcome (d_id, d_status, d_next_at, d_at, d_code, d_latency, d_error) AS (",
+            );
+            qb.push_values(chunk, |mut b, (id, attempt)| {
+                b.push_bind(id.clone())
+                    .push_bind(attempt.status.as_str())
+                    .push_bind(attempt.next_attempt_at_us)
+                    .push_bind(attempt.attempted_at_us)
+                    .push_bind(attempt.response_code)
+                    .push_bind(attempt.latency_ms)
+                    .push_bind(attempt.error.clone());
+            });
+            qb.push(
+                ") UPDATE webhook_deliveries SET status = outcome.d_status, \
+                 attempts = webhook_deliveries.attempts + 1, \
+                 next_attempt_at_us = outcome.d_next_at, \
+                 first_attempt_at_us = COALESCE(webhook_deliveries.first_attempt_at_us, outcome.d_at), \
+                 last_response_code = outcome.d_code, last_latency_ms = outcome.d_latency, \
+                 last_error = outcome.d_error, lease_owner = NULL, lease_until_us = NULL, \
+                 updated_at_us = outcome.d_at \
+                 FROM outcome WHERE webhook_deliveries.id = outcome.d_id \
+                 AND webhook_deliveries.status = 'pending' AND webhook_deliveries.lease_owner = ",
+            );
+            qb.push_bind(owner.to_string());
+            qb.push(" RETURNING webhook_deliveries.id");
+            let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&self.pool).await?;
+            recorded.extend(ids.into_iter().map(|(id,)| id));
+        }
+        Ok(recorded)
     }
 
     async fn list_webhook_deliveries(
