@@ -183,8 +183,8 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     let probe = crate::service::DatabaseProbe::new(&database_url, store_for_relay.clone())?;
     let db_health = Arc::new(crate::api::health::DbHealth::new(Some(probe)));
     db_health.spawn_watch();
-    state.db_health = db_health;
-    state.console = Arc::new(crate::console::ConsoleSettings {
+    state.parts_mut().db_health = db_health;
+    state.parts_mut().console = Arc::new(crate::console::ConsoleSettings {
         dev_sign_in: dev_auth,
         oidc: console_oidc.map(Arc::new),
     });
@@ -192,7 +192,7 @@ pub async fn build(args: &ServeArgs) -> Result<Built, StartError> {
     // Stops with the relay when `serve` shuts down.
     crate::webhooks::worker::spawn(store_for_relay.clone(), webhooks, state.publish.stopped())
         .map_err(StartError::Config)?;
-    state.artifacts = Arc::new(artifacts);
+    state.parts_mut().artifacts = Arc::new(artifacts);
     if let Some(upstream) = tracking_upstream(&args.tracking)? {
         tracing::info!(upstream = %upstream.base(), "MLflow tracking pass-through enabled");
         state = state.with_tracking(Arc::new(upstream));
@@ -459,7 +459,7 @@ pub fn app_state_with(
     config: ApiConfig,
     webhooks: Arc<crate::webhooks::WebhookSettings>,
 ) -> AppState {
-    AppState {
+    AppState::from(crate::api::AppParts {
         service: Arc::new(Service::with_webhook_settings(
             store.clone(),
             authorizer,
@@ -479,7 +479,7 @@ pub fn app_state_with(
         tracking: None,
         db_health: Arc::new(crate::api::health::DbHealth::new(None)),
         console: Arc::default(),
-    }
+    })
 }
 
 /// Serves until `shutdown` completes, then finishes in-flight requests.

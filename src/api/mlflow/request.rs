@@ -144,13 +144,15 @@ pub struct MlflowRequest {
 impl FromRequest<AppState> for MlflowRequest {
     type Rejection = MlflowError;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request(mut req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
         let authorization = req
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let caller = state.auth.authenticate(authorization).await?;
-        let headers = req.headers().clone();
+        // Moved out rather than copied (the body extractor below reads only the body and the
+        // size limit in the extensions): a copy of the map cost several allocations a request.
+        let headers = std::mem::take(req.headers_mut());
         let method = req.method().clone();
         let query = req.uri().query().unwrap_or("").to_string();
         let body = Bytes::from_request(req, state)
