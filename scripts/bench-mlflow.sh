@@ -6,6 +6,7 @@
 # through the MLflow API (newest in Production, the one before in Staging, alias `champion`);
 # every request picks a random model. Reads first, then the writes. Results go to stdout;
 # docs/performance.md records a run. Usage: bash scripts/bench-mlflow.sh [seconds=10] [clients=32]
+# (BUILD=0 runs the release build already there)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECONDS_PER_RUN=${1:-10}
@@ -16,7 +17,7 @@ PG_ADMIN=${MODEL_LEDGER_TEST_PG:-postgres://postgres@127.0.0.1:5432/postgres}
 READS="healthz resolve get-version get-model mlflow-alias mlflow-get-version mlflow-get-model
     mlflow-latest-versions mlflow-search"
 WRITES="mlflow-transition mlflow-create-version"
-cargo build --release --bins --examples >/dev/null
+if [ "${BUILD:-1}" != 0 ]; then cargo build --release --bins --examples >/dev/null; fi
 BIN=target/release/model-ledger
 BENCH=target/release/examples/bench
 WORK=$(mktemp -d)

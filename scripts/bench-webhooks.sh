@@ -8,7 +8,7 @@
 # `scale` is SUBSCRIPTIONS:EVENTS_PER_SECOND:SECONDS for the sustained-load scenario.
 # SCENARIOS="latency scale hang" (the default) picks which run; RECEIVER=rust uses
 # examples/webhook_receiver.rs (built in the same profile) instead of the Python receiver;
-# BUILD=0 skips the build.
+# BUILD=0 skips the build; SERVER_ARGS adds flags to `serve` (e.g. "--webhook-concurrency 256").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PROFILE=${1:-debug}
@@ -49,7 +49,7 @@ for scenario in ${SCENARIOS:-latency scale hang}; do
     port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
     RUST_LOG=warn $BIN serve --database-url "$PG_BASE/$DB" --data-dir "$WORK/data" --dev-auth \
         --policies "$WORK/policies" --listen "127.0.0.1:$port" --webhook-allow-private-ips \
-        --webhook-timeout 2s >"$WORK/server.log" 2>&1 &
+        --webhook-timeout 2s ${SERVER_ARGS:-} >"$WORK/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break; sleep 0.1; done
     token=$($BIN token --data-dir "$WORK/data" --sub bench --group ml-admins --ttl 2h)

@@ -8,6 +8,8 @@
 //! whether the model exists. Writes are checked against the model's current state, because the
 //! shipped policies (separation of duties, verified artifacts, metric gates) read it.
 
+use std::sync::Arc;
+
 use chrono::Utc;
 
 use crate::domain::{Action, ModelName, ModelState, Stage};
@@ -95,7 +97,8 @@ pub struct Change<'a> {
 /// make an entry wrong. Entries also expire after [`ReadDecisions::TTL`], which bounds how long
 /// a policy reading `context.now` (none of the shipped ones does) can see a cached answer.
 pub struct ReadDecisions {
-    cache: moka::sync::Cache<ReadKey, AccessDecision>,
+    // Shared, so a hit is a reference count rather than a copy of the decision's JSON record.
+    cache: moka::sync::Cache<ReadKey, Arc<AccessDecision>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -128,9 +131,9 @@ impl Default for ReadDecisions {
 
 impl Service {
     /// Asks the authorizer, through the read-decision cache when the question is a read.
-    fn decide(&self, question: &AuthzQuestion<'_>, cacheable: bool) -> AccessDecision {
+    fn decide(&self, question: &AuthzQuestion<'_>, cacheable: bool) -> Arc<AccessDecision> {
         if !cacheable {
-            return self.authorizer.authorize(question);
+            return Arc::new(self.authorizer.authorize(question));
         }
         // Read before deciding: a reload between the two can only file a new answer under the
         // old generation, where nobody looks for it any more.
@@ -147,7 +150,7 @@ impl Service {
         if let Some(hit) = self.read_decisions.cache.get(&key) {
             return hit;
         }
-        let decision = self.authorizer.authorize(question);
+        let decision = Arc::new(self.authorizer.authorize(question));
         self.read_decisions.cache.insert(key, decision.clone());
         decision
     }
@@ -159,8 +162,8 @@ impl Service {
         caller: &Caller,
         action: Action,
         resource: Resource<'_>,
-    ) -> Result<AccessDecision, ServiceError> {
-        self.check_change(caller, action, resource, Change::default(), None, true)
+    ) -> Result<Arc<AccessDecision>, ServiceError> {
+        self.check_shared(caller, action, resource, Change::default(), None, true)
             .await
     }
 
@@ -176,6 +179,23 @@ impl Service {
         request_id: Option<&str>,
         record_refusal: bool,
     ) -> Result<AccessDecision, ServiceError> {
+        // A command's decision is never cached, so this unwraps without copying.
+        self.check_shared(caller, action, resource, change, request_id, record_refusal)
+            .await
+            .map(Arc::unwrap_or_clone)
+    }
+
+    /// [`Service::check_change`], answering with the shared decision (a read's comes from the
+    /// cache).
+    async fn check_shared(
+        &self,
+        caller: &Caller,
+        action: Action,
+        resource: Resource<'_>,
+        change: Change<'_>,
+        request_id: Option<&str>,
+        record_refusal: bool,
+    ) -> Result<Arc<AccessDecision>, ServiceError> {
         let (model_name, model, version) = resource.parts();
         let cacheable = action.is_read()
             && model.is_none()
@@ -201,7 +221,7 @@ impl Service {
             return Ok(decision);
         }
         if !record_refusal {
-            return Err(ServiceError::Denied(decision));
+            return Err(ServiceError::Denied(Arc::unwrap_or_clone(decision)));
         }
         let denial = AccessDenial {
             id: uuid::Uuid::now_v7().to_string(),
@@ -214,7 +234,7 @@ impl Service {
             request_id: request_id.map(str::to_string),
         };
         self.denials.record(denial).await?;
-        Err(ServiceError::Denied(decision))
+        Err(ServiceError::Denied(Arc::unwrap_or_clone(decision)))
     }
 
     /// Checks `action` against the model as it is now and hands back that state: for requests
