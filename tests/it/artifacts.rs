@@ -1,6 +1,7 @@
 //! Artifacts end to end: uploads, registration of existing files, download, verification,
-//! tampering and repair, path safety, an S3-compatible server (moto) and the push/pull/verify
-//! CLI against a spawned server.
+//! tampering and repair, path safety, and uploads spread over processes or cut off mid-body.
+//! The S3-compatible store (moto) is tested in `artifacts_s3.rs`, the push/pull/verify CLI in
+//! `artifacts_cli.rs`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -14,12 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::both_backends;
 use crate::helpers::{Backend, TestApp, spawn_app, spawn_app_on, spawn_app_with};
 
-fn sha(bytes: &[u8]) -> String {
+pub(crate) fn sha(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
 /// A few MLflow-like files, one spanning several multipart parts.
-fn model_files() -> Vec<(&'static str, Vec<u8>)> {
+pub(crate) fn model_files() -> Vec<(&'static str, Vec<u8>)> {
     let big: Vec<u8> = (0..(9 * 1024 * 1024 + 123))
         .map(|i| (i % 251) as u8)
         .collect();
@@ -53,7 +54,7 @@ async fn put_bytes(app: &TestApp, path: &str, token: &str, body: Vec<u8>) -> (u1
 }
 
 /// Uploads `files` in one session and commits: returns the version's JSON.
-async fn upload_version(
+pub(crate) async fn upload_version(
     app: &TestApp,
     token: &str,
     model: &str,
@@ -83,7 +84,7 @@ async fn upload_version(
     r.body
 }
 
-fn expected_manifest(files: &[(&str, Vec<u8>)]) -> Vec<ManifestFile> {
+pub(crate) fn expected_manifest(files: &[(&str, Vec<u8>)]) -> Vec<ManifestFile> {
     manifest::sorted(
         files
             .iter()
@@ -96,7 +97,7 @@ fn expected_manifest(files: &[(&str, Vec<u8>)]) -> Vec<ManifestFile> {
     )
 }
 
-async fn verify(app: &TestApp, token: &str, model: &str, version: u64) -> Value {
+pub(crate) async fn verify(app: &TestApp, token: &str, model: &str, version: u64) -> Value {
     let r = app
         .post(
             &format!("/api/v1/models/{model}/versions/{version}/verify"),
@@ -108,7 +109,7 @@ async fn verify(app: &TestApp, token: &str, model: &str, version: u64) -> Value 
     r.body
 }
 
-async fn download(
+pub(crate) async fn download(
     app: &TestApp,
     token: &str,
     model: &str,
@@ -132,7 +133,7 @@ async fn download(
 
 /// The local directory of a location in the app's default (local) store: locations there are
 /// store-relative (`store://default/<key>`), never the server's absolute path.
-fn local_dir(app: &TestApp, location: &str) -> PathBuf {
+pub(crate) fn local_dir(app: &TestApp, location: &str) -> PathBuf {
     let key = location
         .strip_prefix("store://default/")
         .unwrap_or_else(|| panic!("not a default-store location: {location}"));
@@ -525,292 +526,6 @@ both_backends!(
         );
     }
 );
-
-/// A moto S3 server on a free port, killed when dropped.
-struct Moto {
-    child: tokio::process::Child,
-    url: String,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn moto_binary() -> PathBuf {
-    if let Ok(path) = std::env::var("MODEL_LEDGER_MOTO_SERVER") {
-        return PathBuf::from(path);
-    }
-    let path = crate::helpers::repo_path("target/moto-venv/bin/moto_server");
-    if !path.exists() {
-        let status = std::process::Command::new("bash")
-            .arg(crate::helpers::repo_path("tests/support/ensure_moto.sh"))
-            .status();
-        assert!(
-            matches!(status, Ok(s) if s.success()),
-            "moto_server is required for the S3 tests and tests/support/ensure_moto.sh could not install it"
-        );
-    }
-    path
-}
-
-async fn start_moto() -> Moto {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let binary = moto_binary();
-    let child = tokio::process::Command::new(&binary)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
-    let url = format!("http://127.0.0.1:{port}");
-    let moto = Moto { child, url };
-    let client = reqwest::Client::new();
-    for _ in 0..150 {
-        if client
-            .get(format!("{}/moto-api/", moto.url))
-            .send()
-            .await
-            .is_ok()
-        {
-            return moto;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("moto_server did not start on port {port} within 15 s");
-}
-
-fn s3_args(endpoint: &str) -> Vec<String> {
-    [
-        "--artifact-store",
-        "s3://ledger-artifacts/registry",
-        "--artifact-stores",
-        "training=s3://training-output",
-        "--s3-endpoint",
-        endpoint,
-        "--s3-allow-http",
-        "--s3-region",
-        "us-east-1",
-        "--artifact-store-option",
-        "aws_access_key_id=testing",
-        "--artifact-store-option",
-        "aws_secret_access_key=testing",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect()
-}
-
-fn s3_store(endpoint: &str, bucket: &str) -> std::sync::Arc<dyn object_store::ObjectStore> {
-    std::sync::Arc::new(
-        object_store::aws::AmazonS3Builder::new()
-            .with_bucket_name(bucket)
-            .with_endpoint(endpoint)
-            .with_allow_http(true)
-            .with_region("us-east-1")
-            .with_access_key_id("testing")
-            .with_secret_access_key("testing")
-            .build()
-            .expect("s3 store"),
-    )
-}
-
-both_backends!(
-    s3_compatible_store_upload_register_verify_download,
-    |backend: Backend| async move {
-        use object_store::ObjectStoreExt;
-        let moto = start_moto().await;
-        let http = reqwest::Client::new();
-        for bucket in ["ledger-artifacts", "training-output"] {
-            let r = http
-                .put(format!("{}/{bucket}", moto.url))
-                .send()
-                .await
-                .expect("create bucket");
-            assert!(
-                r.status().is_success(),
-                "create bucket {bucket}: {}",
-                r.status()
-            );
-        }
-        let args = s3_args(&moto.url);
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let app = spawn_app_with(backend, &args).await;
-        let admin = app.admin();
-        app.create_model("s3model").await;
-
-        let files = model_files();
-        let version = upload_version(&app, &admin, "s3model", &files).await;
-        let location = version["artifact"]["location"]
-            .as_str()
-            .expect("location")
-            .to_string();
-        assert!(
-            location.starts_with("s3://ledger-artifacts/registry/models/s3model/"),
-            "{location}"
-        );
-        assert_eq!(verify(&app, &admin, "s3model", 1).await["verified"], true);
-        for (path, bytes) in &files {
-            let (status, headers, body) = download(&app, &admin, "s3model", 1, path).await;
-            assert_eq!((status, &body), (200, bytes), "{path}");
-            assert_eq!(headers["x-content-sha256"], sha(bytes).as_str());
-        }
-
-        // Files a training job wrote to another configured bucket.
-        let training = s3_store(&moto.url, "training-output");
-        let weights = vec![3u8; 50_000];
-        training
-            .put(
-                &object_store::path::Path::from("run-9/model/weights.bin"),
-                weights.clone().into(),
-            )
-            .await
-            .expect("put");
-        let expected = expected_manifest(&[("weights.bin", weights.clone())]);
-        let registered = app
-        .post(
-            "/api/v1/models/s3model/versions",
-            &admin,
-            json!({"source": "run-9", "artifact": {"location": "s3://training-output/run-9/model", "files": expected}}),
-        )
-        .await;
-        assert_eq!(registered.status, 201, "{:?}", registered.body);
-        assert_eq!(verify(&app, &admin, "s3model", 2).await["verified"], true);
-
-        // Tamper in the bucket: verification names the file.
-        training
-            .put(
-                &object_store::path::Path::from("run-9/model/weights.bin"),
-                vec![4u8; 50_000].into(),
-            )
-            .await
-            .expect("overwrite");
-        let failed = verify(&app, &admin, "s3model", 2).await;
-        assert_eq!(failed["verified"], false);
-        assert_eq!(failed["failures"][0]["path"], "weights.bin");
-
-        let before = app.event_count().await;
-        let outside = app
-        .post(
-            "/api/v1/models/s3model/versions",
-            &admin,
-            json!({"source": "x", "artifact": {"location": "s3://some-other-bucket/run-9", "digest": "0".repeat(64)}}),
-        )
-        .await;
-        assert_eq!(outside.status, 400, "{:?}", outside.body);
-        assert_eq!(app.event_count().await, before);
-    }
-);
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_push_pull_verify() {
-    let app = spawn_app(Backend::Sqlite).await;
-    let admin = app.admin();
-    let rm = app.release_manager();
-    let work = tempfile::tempdir().expect("tempdir");
-    let src = work.path().join("model");
-    std::fs::create_dir_all(src.join("data")).expect("mkdir");
-    let files = model_files();
-    for (path, bytes) in &files {
-        std::fs::write(src.join(path), bytes).expect("write");
-    }
-
-    // The model does not exist yet: push creates it.
-    let out = app
-        .cli(&admin, &["push", "pushed", src.to_str().expect("utf-8")])
-        .await;
-    assert!(
-        out.status.success(),
-        "push: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
-    let out = app
-        .cli(
-            &admin,
-            &[
-                "push",
-                "pushed",
-                src.to_str().expect("utf-8"),
-                "--no-progress",
-            ],
-        )
-        .await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "2\n");
-
-    let out = app.cli(&admin, &["verify", "models:/pushed/1"]).await;
-    assert!(
-        out.status.success(),
-        "verify: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("verified pushed/1"));
-
-    let promoted = app
-        .post(
-            "/api/v1/models/pushed/versions/1/stage",
-            &rm,
-            json!({"stage": "Production"}),
-        )
-        .await;
-    assert_eq!(promoted.status, 200, "{:?}", promoted.body);
-    let dest = work.path().join("pulled");
-    let out = app
-        .cli(
-            &admin,
-            &[
-                "pull",
-                "models:/pushed/Production",
-                dest.to_str().expect("utf-8"),
-            ],
-        )
-        .await;
-    assert!(
-        out.status.success(),
-        "pull: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    for (path, bytes) in &files {
-        assert_eq!(
-            &std::fs::read(dest.join(path)).expect("pulled file"),
-            bytes,
-            "{path}"
-        );
-    }
-
-    // Damage version 2 in the store: verify and pull both fail, naming the file.
-    let v2 = app.get("/api/v1/models/pushed/versions/2", &admin).await;
-    let dir = local_dir(
-        &app,
-        v2.body["artifact"]["location"].as_str().expect("location"),
-    );
-    std::fs::write(dir.join("MLmodel"), b"flavors: {}\n").expect("tamper");
-    let out = app.cli(&admin, &["verify", "models:/pushed/2"]).await;
-    assert!(!out.status.success());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        stdout.contains("NOT verified") && stdout.contains("MLmodel"),
-        "{stdout}"
-    );
-    let dest2 = work.path().join("pulled2");
-    let out = app
-        .cli(
-            &admin,
-            &["pull", "models:/pushed/2", dest2.to_str().expect("utf-8")],
-        )
-        .await;
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("MLmodel"));
-    assert!(
-        !dest2.join("MLmodel").exists(),
-        "a mismatching file is not left behind"
-    );
-}
 
 both_backends!(
     one_upload_spread_over_two_processes_commits_every_file,
