@@ -421,7 +421,7 @@ pub struct WebhookArgs {
     #[arg(long, env = "MODEL_LEDGER_WEBHOOK_SECRET_OVERLAP", default_value = "24h", value_parser = parse_duration)]
     pub webhook_secret_overlap: std::time::Duration,
     /// Webhook deliveries in flight at once in this process.
-    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_CONCURRENCY", default_value_t = 64)]
+    #[arg(long, env = "MODEL_LEDGER_WEBHOOK_CONCURRENCY", default_value_t = 256)]
     pub webhook_concurrency: usize,
 }
 

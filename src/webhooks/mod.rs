@@ -83,7 +83,7 @@ impl WebhookSettings {
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
             retry: RetryPolicy::default(),
-            concurrency: 64,
+            concurrency: 256,
             per_webhook_concurrency: 8,
             secret_overlap: Duration::from_secs(24 * 3600),
         }

@@ -1,6 +1,8 @@
 //! The delivery queue's store contract on both backends, without a server: outcomes are
 //! recorded in batches, each row re-checked on itself, so a batch that holds a delivery whose
-//! lease was taken over records the rest and leaves that one to its new owner.
+//! lease was taken over records the rest and leaves that one to its new owner. An event's body
+//! is stored once however many webhooks receive it, and rows queued before that change still
+//! carry (and send) their own.
 
 use model_ledger::store::{
     AttemptRecord, DeliveryStatus, SharedStore, WebhookEventRow, WebhookRecord, WebhookStatus,
@@ -11,6 +13,11 @@ use crate::helpers::{Backend, fresh_pg_database};
 
 /// A migrated store of its own (no server runs, so no worker leases behind the test's back).
 async fn fresh_store(backend: Backend, dir: &tempfile::TempDir) -> SharedStore {
+    fresh_store_at(backend, dir).await.0
+}
+
+/// [`fresh_store`] and its database URL, for a test that looks at the tables themselves.
+async fn fresh_store_at(backend: Backend, dir: &tempfile::TempDir) -> (SharedStore, String) {
     let url = match backend {
         Backend::Postgres => fresh_pg_database().await,
         Backend::Sqlite => format!("sqlite://{}", dir.path().join("store.db").display()),
@@ -19,7 +26,63 @@ async fn fresh_store(backend: Backend, dir: &tempfile::TempDir) -> SharedStore {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    store
+    (store, url)
+}
+
+/// Runs one statement on the store's database directly; `Some(n)` is a `SELECT`'s single
+/// integer.
+async fn raw_sql(backend: Backend, url: &str, statement: &str) -> Option<i64> {
+    let select = statement.trim_start().starts_with("SELECT");
+    let statement = sqlx::AssertSqlSafe(statement.to_string());
+    match backend {
+        Backend::Postgres => {
+            let pool = sqlx::PgPool::connect(url).await.expect("connect pg");
+            if select {
+                let (n,): (i64,) = sqlx::query_as(statement)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("select");
+                return Some(n);
+            }
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect("statement");
+        }
+        Backend::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(url)
+                .await
+                .expect("connect sqlite");
+            if select {
+                let (n,): (i64,) = sqlx::query_as(statement)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("select");
+                return Some(n);
+            }
+            sqlx::query(statement)
+                .execute(&pool)
+                .await
+                .expect("statement");
+        }
+    }
+    None
+}
+
+fn webhook(id: &str, events: &[&str], at_us: i64) -> WebhookRecord {
+    WebhookRecord {
+        id: id.into(),
+        name: format!("receiver {id}"),
+        description: None,
+        url: format!("http://127.0.0.1:9/{id}"),
+        events: events.iter().map(|e| e.to_string()).collect(),
+        secret_sealed: None,
+        previous_secret_sealed: None,
+        previous_secret_until_us: None,
+        status: WebhookStatus::Active,
+        created_at_us: at_us,
+        updated_at_us: at_us,
+    }
 }
 
 fn attempt(
@@ -175,5 +238,102 @@ both_backends!(
         assert_eq!(due.len(), 1);
         assert_eq!(due[0].id, ids[1]);
         assert_eq!(due[0].attempts, 1);
+    }
+);
+
+both_backends!(
+    an_event_body_is_stored_once_and_every_receiver_gets_it,
+    |backend: Backend| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (store, url) = fresh_store_at(backend, &dir).await;
+        let t0: i64 = 1_000_000_000;
+        for (id, events) in [
+            ("wh-a", &["model_version.created"][..]),
+            (
+                "wh-b",
+                &["model_version.created", "model_version_tag.set"][..],
+            ),
+            ("wh-c", &["model_version_tag.set"][..]),
+            ("wh-d", &["registered_model.created"][..]),
+        ] {
+            store
+                .insert_webhook(&webhook(id, events, t0))
+                .await
+                .expect("insert webhook");
+        }
+        let (cursor, _) = store.webhook_cursor().await.expect("cursor");
+        let names = [
+            "model_version.created",
+            "model_version_tag.set",
+            "model_version.created",
+        ];
+        let rows: Vec<WebhookEventRow> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| WebhookEventRow {
+                position: cursor + 1 + i as i64,
+                event_name: name.to_string(),
+                order_key: format!("model-{i}"),
+                occurred_at_us: t0 + 1,
+                payload: format!("{{\"event\":{i}}}"),
+                checkpoint_id: None,
+            })
+            .collect();
+        let queued = store
+            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10)
+            .await
+            .expect("fan out");
+        // created -> a, b; tag.set -> b, c; created -> a, b. Nobody receives the fourth kind.
+        assert_eq!(queued, Some(6));
+        let bodies = raw_sql(backend, &url, "SELECT COUNT(*) FROM webhook_payloads").await;
+        assert_eq!(
+            bodies,
+            Some(3),
+            "one stored body per event, not per delivery"
+        );
+        let inline = raw_sql(
+            backend,
+            &url,
+            "SELECT COUNT(*) FROM webhook_deliveries WHERE payload IS NOT NULL",
+        )
+        .await;
+        assert_eq!(inline, Some(0));
+
+        // A row queued before bodies moved out carries its own, and sends it.
+        raw_sql(
+            backend,
+            &url,
+            &format!(
+                "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, \
+                 order_key, payload, status, next_attempt_at_us, created_at_us, updated_at_us) \
+                 VALUES ('old-row', 'wh-d', {}, 'registered_model.created', 'model-old', \
+                 '{{\"old\":true}}', 'pending', {t0}, {t0}, {t0})",
+                cursor
+            ),
+        )
+        .await;
+
+        let jobs = store
+            .lease_webhook_deliveries("w", t0 + 20, t0 + 1_000_000, 20, &[])
+            .await
+            .expect("lease");
+        let mut got: Vec<(String, String)> = jobs
+            .iter()
+            .map(|j| (j.webhook_id.clone(), j.payload.clone()))
+            .collect();
+        got.sort();
+        let expected: Vec<(String, String)> = [
+            ("wh-a", "{\"event\":0}"),
+            ("wh-a", "{\"event\":2}"),
+            ("wh-b", "{\"event\":0}"),
+            ("wh-b", "{\"event\":1}"),
+            ("wh-b", "{\"event\":2}"),
+            ("wh-c", "{\"event\":1}"),
+            ("wh-d", "{\"old\":true}"),
+        ]
+        .iter()
+        .map(|(w, p)| (w.to_string(), p.to_string()))
+        .collect();
+        assert_eq!(got, expected);
     }
 );

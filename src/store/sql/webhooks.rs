@@ -2,7 +2,8 @@
 //!
 //! Delivery is derived from the event log, never from the request that wrote an event: a
 //! worker reads the events after `webhook_cursor` and, in one transaction, moves the cursor and
-//! queues one `webhook_deliveries` row per matching subscription. The cursor moves with a
+//! queues one `webhook_deliveries` row per matching subscription (the body itself is stored
+//! once per event, in `webhook_payloads`). The cursor moves with a
 //! compare-and-set (`UPDATE … WHERE position = expected`), so when two processes fan out the
 //! same events the second finds the cursor moved and writes nothing: every event is fanned out
 //! exactly once, and none is skipped, because the cursor never passes an event whose rows were
@@ -143,7 +144,7 @@ struct Subscription {
     created_at_us: i64,
 }
 
-/// Rows per multi-row INSERT: 9 binds each, far below either database's bind limit.
+/// Rows per multi-row INSERT: at most 9 binds each, far below either database's bind limit.
 const INSERT_CHUNK: usize = 200;
 /// Outcomes recorded per statement (7 bound values each, far below either database's limit).
 const FINISH_CHUNK: usize = 500;
@@ -209,6 +210,15 @@ where
         .collect()
 }
 
+/// The key a body is stored under in `webhook_payloads`: an event's position, or a
+/// checkpoint's id (several checkpoints may vouch for one position).
+fn payload_key(event: &WebhookEventRow) -> String {
+    match &event.checkpoint_id {
+        Some(id) => format!("checkpoint:{id}"),
+        None => format!("event:{}", event.position),
+    }
+}
+
 /// Queues one delivery per (webhook, event) pair for every subscription that is subscribed to
 /// the event's name and existed when it happened (a server that was down catches up, yet a
 /// webhook never receives what happened before it was created). The rows queued.
@@ -238,10 +248,33 @@ where
             }
         }
     }
+    // Each body once, however many webhooks receive it (migration 0012): only for the events
+    // that some webhook receives, in the order they were offered.
+    let mut bodies: Vec<&WebhookEventRow> = Vec::new();
+    for (_, event) in &rows {
+        if bodies
+            .last()
+            .is_none_or(|last| !std::ptr::eq(*last, *event))
+        {
+            bodies.push(event);
+        }
+    }
+    for chunk in bodies.chunks(INSERT_CHUNK) {
+        let mut qb =
+            QueryBuilder::<Db<D>>::new("INSERT INTO webhook_payloads (payload_key, payload) ");
+        qb.push_values(chunk, |mut b, event| {
+            b.push_bind(payload_key(event))
+                .push_bind(event.payload.clone());
+        });
+        // The cursor and the checkpoint marker fan each out once, so no key is written twice;
+        // were one, its body is the same, and the first is kept.
+        qb.push(" ON CONFLICT (payload_key) DO NOTHING");
+        qb.build().execute(&mut **tx).await?;
+    }
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<Db<D>>::new(
             "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
-             payload, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id) ",
+             payload_key, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id) ",
         );
         qb.push_values(chunk, |mut b, (webhook_id, event)| {
             b.push_bind(uuid::Uuid::now_v7().to_string())
@@ -249,7 +282,7 @@ where
                 .push_bind(event.position)
                 .push_bind(event.event_name.clone())
                 .push_bind(event.order_key.clone())
-                .push_bind(event.payload.clone())
+                .push_bind(payload_key(event))
                 .push("'pending'")
                 .push_bind(now_us)
                 .push_bind(now_us)
@@ -519,10 +552,13 @@ where
             return Ok(Vec::new());
         }
         let mut qb = QueryBuilder::<Db<D>>::new(
-            "SELECT d.id, d.webhook_id, d.position, d.event_name, d.payload, d.attempts, \
+            // Rows queued before migration 0012 carry their own body.
+            "SELECT d.id, d.webhook_id, d.position, d.event_name, \
+             COALESCE(d.payload, p.payload) AS payload, d.attempts, \
              d.first_attempt_at_us, w.url, w.secret_sealed, w.previous_secret_sealed, \
              w.previous_secret_until_us, w.status, w.deleted_at_us \
              FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             LEFT JOIN webhook_payloads p ON p.payload_key = d.payload_key \
              WHERE d.lease_owner = ",
         );
         qb.push_bind(owner.to_string());
