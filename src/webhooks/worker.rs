@@ -30,7 +30,13 @@
 //!
 //! The fan-out runs when a commit was announced, or every [`POLL`] in case an announcement was
 //! missed; rounds woken by finished deliveries only lease, so a busy worker does not re-read
-//! the cursor hundreds of times a second for nothing.
+//! the cursor hundreds of times a second for nothing. A worker whose last round found no
+//! active webhook and nothing to send is idle: it ignores commits and looks again once per
+//! [`POLL`]. Without that, a registry with no webhooks paid a cursor read and an empty lease
+//! for every commit, about as many statements as the writes themselves (measured: 1,220 of
+//! each for 696 transitions). Nothing is missed meanwhile, because the cursor, not the
+//! announcement, says what is still to be fanned out; the first events after a webhook is
+//! created wait at most one [`POLL`].
 //!
 //! A lease lasts the attempt's total timeout plus a margin. A process that dies mid-delivery
 //! leaves its leases to expire; another process (or this one after a restart) then sends
@@ -38,6 +44,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +89,7 @@ pub fn spawn(
         store,
         settings,
         owner: uuid::Uuid::now_v7().to_string(),
+        webhooks_active: AtomicBool::new(true),
         in_flight: Mutex::new(HashMap::new()),
         finished: Notify::new(),
         outcomes,
@@ -101,6 +109,8 @@ struct Worker {
     sender: Sender,
     /// This process's lease owner id.
     owner: String,
+    /// Whether the last cursor read found an active webhook.
+    webhooks_active: AtomicBool,
     /// Deliveries in flight here, by webhook id.
     in_flight: Mutex<HashMap<String, usize>>,
     /// Woken when outcomes were recorded: their slots (and their models' next events) are free.
@@ -152,8 +162,18 @@ impl Worker {
                 }
                 self.start_due(&slots).await
             };
+            // Set when this round found no active webhook and nothing to send (see the module
+            // docs).
+            let idle_since: Option<tokio::time::Instant>;
             match round.await {
-                Ok(()) => {
+                Ok(leased) => {
+                    let nothing_in_flight =
+                        self.in_flight.lock().map(|m| m.is_empty()).unwrap_or(false);
+                    idle_since = (fan_out
+                        && leased == 0
+                        && nothing_in_flight
+                        && !self.webhooks_active.load(Ordering::Relaxed))
+                    .then(tokio::time::Instant::now);
                     if fan_out {
                         fanned_out = Some(tokio::time::Instant::now());
                     }
@@ -176,10 +196,13 @@ impl Worker {
                     continue;
                 }
             }
+            // An idle worker leaves commits queued in the channel (the next round's drain sees
+            // them, or sees that it lagged) and sleeps out its POLL.
+            let wake_at = idle_since.unwrap_or_else(tokio::time::Instant::now) + POLL;
             tokio::select! {
-                _ = commits.recv() => commit_announced = true,
+                _ = commits.recv(), if idle_since.is_none() => commit_announced = true,
                 () = self.finished.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep_until(wake_at) => {}
             }
         }
     }
@@ -187,9 +210,11 @@ impl Worker {
     /// Fans out one batch of events; `Ok(true)` when more may follow.
     async fn fan_out_once(&self) -> Result<bool, StoreError> {
         let (cursor, any_active) = self.store.webhook_cursor().await?;
+        self.webhooks_active.store(any_active, Ordering::Relaxed);
         if !any_active {
-            // Nothing to deliver, so nothing to write: a registry without webhooks pays one
-            // read per commit. The cursor catches up when a webhook becomes active.
+            // Nothing to deliver, so nothing to write: a registry without webhooks pays this
+            // read once per POLL (the worker is then idle). The cursor catches up when a webhook
+            // becomes active.
             return Ok(false);
         }
         let events = self
@@ -265,11 +290,11 @@ impl Worker {
         Ok(due.len() as i64 == CHECKPOINT_BATCH)
     }
 
-    /// Leases due deliveries for the free slots and starts a task for each.
-    async fn start_due(self: &Arc<Self>, slots: &Arc<Semaphore>) -> Result<(), StoreError> {
+    /// Leases due deliveries for the free slots and starts a task for each; how many.
+    async fn start_due(self: &Arc<Self>, slots: &Arc<Semaphore>) -> Result<usize, StoreError> {
         let free = slots.available_permits();
         if free == 0 {
-            return Ok(());
+            return Ok(0);
         }
         let busy: Vec<String> = self
             .in_flight
@@ -294,6 +319,7 @@ impl Worker {
                 &busy,
             )
             .await?;
+        let leased = jobs.len();
         for job in jobs {
             let Ok(permit) = slots.clone().try_acquire_owned() else {
                 // Cannot happen (we leased no more than were free); the lease then expires and
@@ -317,7 +343,7 @@ impl Worker {
                 });
             });
         }
-        Ok(())
+        Ok(leased)
     }
 
     /// Writes outcomes as they arrive, each time all that are waiting, then frees their slots.
