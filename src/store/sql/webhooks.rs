@@ -512,26 +512,25 @@ where
         if limit <= 0 {
             return Ok(Vec::new());
         }
-        let mut qb = QueryBuilder::<Db<D>>::new("UPDATE webhook_deliveries SET lease_owner = ");
-        qb.push_bind(owner.to_string());
-        qb.push(", lease_until_us = ");
-        qb.push_bind(lease_until_us);
-        // Re-checked on the row itself (see the module docs): what makes a lease exclusive.
-        qb.push(" WHERE status = 'pending' AND next_attempt_at_us <= ");
-        qb.push_bind(now_us);
-        qb.push(" AND (lease_until_us IS NULL OR lease_until_us < ");
-        qb.push_bind(now_us);
-        qb.push(
-            ") AND id IN (SELECT d.id FROM webhook_deliveries d \
+        // The heads are picked once, in a materialized CTE, and then updated by id. Written as
+        // `UPDATE … WHERE id IN (SELECT … LIMIT n)` with the head check as `NOT EXISTS`, the
+        // statement was at the planner's mercy: on a young table without statistics PostgreSQL
+        // estimated one row everywhere, re-ran the LIMITed subquery once per pending row and
+        // checked the anti-join by filtering the whole queue index, so with 800 pending rows
+        // one lease ran for 27 s and every webhook's deliveries stopped behind one receiver
+        // that hung (auto_explain, 2026-12-04). A CTE that is MATERIALIZED runs once, and a
+        // head check written as a correlated `MIN` is always an index lookup per candidate.
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            "WITH picked AS MATERIALIZED (SELECT d.id FROM webhook_deliveries d \
              WHERE d.status = 'pending' AND d.next_attempt_at_us <= ",
         );
         qb.push_bind(now_us);
         qb.push(" AND (d.lease_until_us IS NULL OR d.lease_until_us < ");
         qb.push_bind(now_us);
         qb.push(
-            ") AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
+            ") AND d.position = (SELECT MIN(e.position) FROM webhook_deliveries e \
              WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key \
-             AND e.status = 'pending' AND e.position < d.position) \
+             AND e.status = 'pending') \
              AND (d.checkpoint_id IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries f \
              WHERE f.webhook_id = d.webhook_id AND f.status = 'pending' \
              AND f.checkpoint_id IS NULL AND f.position <= d.position))",
@@ -546,7 +545,23 @@ where
         }
         qb.push(" ORDER BY d.next_attempt_at_us, d.position LIMIT ");
         qb.push_bind(limit);
-        qb.push(") RETURNING id");
+        qb.push(") UPDATE webhook_deliveries SET lease_owner = ");
+        qb.push_bind(owner.to_string());
+        qb.push(", lease_until_us = ");
+        qb.push_bind(lease_until_us);
+        // Re-checked on the row itself (see the module docs): what makes a lease exclusive.
+        qb.push(
+            " FROM picked WHERE webhook_deliveries.id = picked.id \
+             AND webhook_deliveries.status = 'pending' \
+             AND webhook_deliveries.next_attempt_at_us <= ",
+        );
+        qb.push_bind(now_us);
+        qb.push(
+            " AND (webhook_deliveries.lease_until_us IS NULL \
+             OR webhook_deliveries.lease_until_us < ",
+        );
+        qb.push_bind(now_us);
+        qb.push(") RETURNING webhook_deliveries.id");
         let leased: Vec<(String,)> = qb.build_query_as().fetch_all(&self.pool).await?;
         if leased.is_empty() {
             return Ok(Vec::new());
