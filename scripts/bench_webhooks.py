@@ -172,8 +172,11 @@ def drive(rate, seconds, tag, sample_cpu=False):
         i = 0
         while time.time() < stop:
             due = t0 + i / rate
-            if due > time.time():
-                time.sleep(due - time.time())
+            # One reading of the clock: checked and slept on two readings, the wait could turn
+            # negative in between (a ValueError that ended a run).
+            wait = due - time.time()
+            if wait > 0:
+                time.sleep(wait)
             pool.submit(lambda i=i: (call("/api/2.0/mlflow/model-versions/create",
                                            {"name": f"{tag}-{i % MODELS}", "source": f"s3://b/{i}"}),
                                       written.__setitem__(0, written[0] + 1)))

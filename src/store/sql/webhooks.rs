@@ -513,13 +513,14 @@ where
             return Ok(Vec::new());
         }
         // The heads are picked once, in a materialized CTE, and then updated by id. Written as
-        // `UPDATE … WHERE id IN (SELECT … LIMIT n)` with the head check as `NOT EXISTS`, the
-        // statement was at the planner's mercy: on a young table without statistics PostgreSQL
-        // estimated one row everywhere, re-ran the LIMITed subquery once per pending row and
-        // checked the anti-join by filtering the whole queue index, so with 800 pending rows
-        // one lease ran for 27 s and every webhook's deliveries stopped behind one receiver
-        // that hung (auto_explain, 2026-12-04). A CTE that is MATERIALIZED runs once, and a
-        // head check written as a correlated `MIN` is always an index lookup per candidate.
+        // `UPDATE … WHERE id IN (SELECT … LIMIT n)`, the statement was at the planner's mercy:
+        // on a young table without statistics PostgreSQL estimated one row everywhere and
+        // re-ran the LIMITed subquery once per pending row, so with 800 pending rows one lease
+        // ran for 27 s and every webhook's deliveries stopped behind one receiver that hung
+        // (auto_explain, 2026-12-04). A MATERIALIZED CTE runs once. The head check stays a
+        // `NOT EXISTS`: written as `position = (SELECT MIN(…))` it is estimated as a selective
+        // filter, and with a million pending rows PostgreSQL then evaluated it for all of them
+        // instead of walking the due index until the LIMIT (23 deliveries/s, same day).
         let mut qb = QueryBuilder::<Db<D>>::new(
             "WITH picked AS MATERIALIZED (SELECT d.id FROM webhook_deliveries d \
              WHERE d.status = 'pending' AND d.next_attempt_at_us <= ",
@@ -528,9 +529,9 @@ where
         qb.push(" AND (d.lease_until_us IS NULL OR d.lease_until_us < ");
         qb.push_bind(now_us);
         qb.push(
-            ") AND d.position = (SELECT MIN(e.position) FROM webhook_deliveries e \
+            ") AND NOT EXISTS (SELECT 1 FROM webhook_deliveries e \
              WHERE e.webhook_id = d.webhook_id AND e.order_key = d.order_key \
-             AND e.status = 'pending') \
+             AND e.status = 'pending' AND e.position < d.position) \
              AND (d.checkpoint_id IS NULL OR NOT EXISTS (SELECT 1 FROM webhook_deliveries f \
              WHERE f.webhook_id = d.webhook_id AND f.status = 'pending' \
              AND f.checkpoint_id IS NULL AND f.position <= d.position))",
