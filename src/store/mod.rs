@@ -612,6 +612,31 @@ pub struct DeliveryJob {
     pub webhook_status: Option<WebhookStatus>,
 }
 
+/// A fan-out that leases what it queues to its own process, so the healthy path needs no
+/// separate lease: a delivery queued as the head of its (webhook, order key) queue (no other
+/// delivery of that queue pending, in the database or earlier in the batch) is inserted
+/// already leased to `owner` until `lease_until_us` and returned to be sent at once. At most
+/// `limit` of them, and none that would give a webhook more than `per_webhook` in flight here,
+/// counting `in_flight`. Everything else is queued unleased, as without a hand-off.
+#[derive(Debug, Clone, Default)]
+pub struct HandOff {
+    pub owner: String,
+    pub lease_until_us: i64,
+    pub limit: usize,
+    pub per_webhook: usize,
+    /// Deliveries already in flight in the owner's process, by webhook id.
+    pub in_flight: std::collections::HashMap<String, usize>,
+}
+
+/// What one fan-out transaction queued.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FannedOut {
+    /// Deliveries queued, leased or not.
+    pub queued: u64,
+    /// The ones leased to the hand-off's owner, oldest first.
+    pub leased: Vec<DeliveryJob>,
+}
+
 /// How one attempt ended, to be recorded by [`Webhooks::finish_webhook_deliveries`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
@@ -652,14 +677,16 @@ pub trait Webhooks: Send + Sync + 'static {
     /// In one transaction: moves the cursor from `expected` to `advance_to` and queues one
     /// delivery per event for every webhook that is active, subscribed to its name and existed
     /// when it happened. `None` (nothing written) when the cursor was no longer at `expected`:
-    /// another process fanned these events out first. Otherwise the number of deliveries queued.
+    /// another process fanned these events out first. Otherwise what was queued, and, with a
+    /// [`HandOff`], the deliveries queued already leased to its owner (see there).
     async fn fan_out_webhook_events(
         &self,
         expected: i64,
         advance_to: i64,
         events: &[WebhookEventRow],
         now_us: i64,
-    ) -> Result<Option<u64>, StoreError>;
+        hand_off: Option<&HandOff>,
+    ) -> Result<Option<FannedOut>, StoreError>;
     /// Signed checkpoints not yet fanned out whose position the event fan-out has passed
     /// (so their events' deliveries are queued first), oldest first; none while no webhook is
     /// active.

@@ -9,7 +9,11 @@
 //!    the cursor and queues a delivery row per matching active subscription. If another
 //!    process moved the cursor first, nothing is written and the events are read again from
 //!    the new cursor. So each committed event is fanned out once, none is skipped, and a
-//!    server that was down catches up from where the cursor stands. Signed checkpoints
+//!    server that was down catches up from where the cursor stands. The same transaction
+//!    leases to this process the deliveries it can start at once (the hand-off,
+//!    [`HandOff`]): those that head their (webhook, model) queue, up to the free slots, which
+//!    the fan-out takes before it writes. They are sent without a lease statement of their
+//!    own; on the healthy path that is most deliveries. Signed checkpoints
 //!    follow, once the cursor has passed their position: each is fanned out once under a
 //!    compare-and-set marker of its own (see
 //!    [`crate::store::Webhooks::fan_out_webhook_checkpoints`]).
@@ -32,7 +36,9 @@
 //!
 //! Fan-out and delivery were one loop until 2026-12-06; then every lease waited for the
 //! fan-out before it (a transaction writing a hundred rows per event at 200 events a second),
-//! and every fan-out for the lease. After a round the fan-out waits [`FAN_OUT_GAP`] before it
+//! and every fan-out for the lease. The hand-off exists because a lease reads past every
+//! delivery still in flight before it finds a queue head: at thousands of deliveries a second
+//! it cost PostgreSQL as much as queueing them (docs/performance.md). After a round the fan-out waits [`FAN_OUT_GAP`] before it
 //! looks at the next commit, so commits that land together are fanned out by one transaction
 //! instead of one each. A fan-out whose last round found no active webhook is idle: it
 //! ignores commits and looks again once per [`POLL`]. Without that, a registry with no
@@ -59,8 +65,8 @@ use super::retry::NextStep;
 use super::sender::{SendOutcome, Sender};
 use crate::store::projection::micros;
 use crate::store::{
-    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, SharedStore, StoreError,
-    WebhookEventRow, WebhookStatus,
+    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, FannedOut, HandOff, SharedStore,
+    StoreError, WebhookEventRow, WebhookStatus,
 };
 
 /// How often the worker looks for due deliveries when no commit woke it (retries that came
@@ -91,6 +97,7 @@ pub fn spawn(
     let worker = Arc::new(Worker {
         sender: Sender::new(&settings)?,
         store,
+        slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
         settings,
         owner: uuid::Uuid::now_v7().to_string(),
         in_flight: Mutex::new(HashMap::new()),
@@ -114,6 +121,8 @@ struct Worker {
     sender: Sender,
     /// This process's lease owner id.
     owner: String,
+    /// One permit per delivery that may be in flight here ([`WebhookSettings::concurrency`]).
+    slots: Arc<Semaphore>,
     /// Deliveries in flight here, by webhook id.
     in_flight: Mutex<HashMap<String, usize>>,
     /// Woken when outcomes were recorded: their slots (and their models' next events) are free.
@@ -131,8 +140,8 @@ struct FanOutBatch {
     more: bool,
     /// Some webhook is active; when none is, the fan-out is idle (see the module docs).
     any_active: bool,
-    /// Deliveries queued.
-    queued: u64,
+    /// Deliveries queued and left for the delivery loop to lease (not handed off).
+    waiting: u64,
 }
 
 /// One attempt's outcome, waiting to be written, with the slot it still holds.
@@ -163,11 +172,11 @@ impl Worker {
             let check_checkpoints = checkpoints_checked.is_none_or(|at| at.elapsed() >= POLL);
             let round = async {
                 let mut active = false;
-                let mut queued = 0;
+                let mut waiting = 0;
                 loop {
                     let batch = self.fan_out_once().await?;
                     active |= batch.any_active;
-                    queued += batch.queued;
+                    waiting += batch.waiting;
                     if !batch.more {
                         break;
                     }
@@ -175,17 +184,17 @@ impl Worker {
                 if check_checkpoints {
                     loop {
                         let (more, n) = self.fan_out_checkpoints().await?;
-                        queued += n;
+                        waiting += n;
                         if !more {
                             break;
                         }
                     }
                 }
-                Ok::<_, StoreError>((active, queued))
+                Ok::<_, StoreError>((active, waiting))
             };
             let idle = match round.await {
-                Ok((active, queued)) => {
-                    if queued > 0 {
+                Ok((active, waiting)) => {
+                    if waiting > 0 {
                         self.queued.notify_one();
                     }
                     if check_checkpoints {
@@ -227,10 +236,9 @@ impl Worker {
     /// queued some, outcomes freed slots, or a [`POLL`] passed (retries that came due,
     /// expired leases, deliveries queued by another process).
     async fn deliver_loop(self: Arc<Self>) {
-        let slots = Arc::new(Semaphore::new(self.settings.concurrency.max(1)));
         let mut failing = false;
         loop {
-            match self.start_due(&slots).await {
+            match self.start_due().await {
                 Ok(_) => {
                     if failing {
                         tracing::info!("webhook delivery recovered");
@@ -254,13 +262,14 @@ impl Worker {
         }
     }
 
-    /// Fans out one batch of events.
-    async fn fan_out_once(&self) -> Result<FanOutBatch, StoreError> {
+    /// Fans out one batch of events, starting at once the deliveries it could lease to this
+    /// process (see [`HandOff`]).
+    async fn fan_out_once(self: &Arc<Self>) -> Result<FanOutBatch, StoreError> {
         let (cursor, any_active) = self.store.webhook_cursor().await?;
         let done = FanOutBatch {
             more: false,
             any_active,
-            queued: 0,
+            waiting: 0,
         };
         if !any_active {
             // Nothing to deliver, so nothing to write: a registry without webhooks pays this
@@ -293,22 +302,39 @@ impl Worker {
                 })
             })
             .collect();
-        let now = micros(&chrono::Utc::now());
+        // The free slots are taken before the transaction, so what it leases can be sent at
+        // once.
+        let mut permits = self.take_free_slots();
+        let now = chrono::Utc::now();
+        let hand_off = HandOff {
+            owner: self.owner.clone(),
+            lease_until_us: micros(&later(now, self.lease_length())),
+            limit: permits.len(),
+            per_webhook: self.settings.per_webhook_concurrency,
+            in_flight: self.in_flight.lock().map(|m| m.clone()).unwrap_or_default(),
+        };
         match self
             .store
-            .fan_out_webhook_events(cursor, last, &rows, now)
+            .fan_out_webhook_events(cursor, last, &rows, micros(&now), Some(&hand_off))
             .await?
         {
             // Another process fanned these out first: read on from where it left the cursor.
             None => Ok(FanOutBatch { more: true, ..done }),
-            Some(queued) => {
+            Some(FannedOut { queued, leased }) => {
+                let waiting = queued - leased.len() as u64;
+                for job in leased {
+                    // `leased` is at most as long as `permits`.
+                    if let Some(permit) = permits.pop() {
+                        self.dispatch(job, permit);
+                    }
+                }
                 if queued > 0 {
                     metrics::counter!("model_ledger_webhook_deliveries_queued_total")
                         .increment(queued);
                 }
                 Ok(FanOutBatch {
                     more: events.len() as i64 == FAN_OUT_BATCH,
-                    queued,
+                    waiting,
                     ..done
                 })
             }
@@ -346,10 +372,27 @@ impl Worker {
         Ok((due.len() as i64 == CHECKPOINT_BATCH, queued))
     }
 
+    /// How long a lease lasts: the attempt's timeouts and a margin.
+    fn lease_length(&self) -> Duration {
+        self.settings.timeout + self.settings.connect_timeout + LEASE_MARGIN
+    }
+
+    /// Takes every free slot: the fan-out's hand-off and the lease each take theirs before
+    /// they lease, so a delivery is never leased without a slot to send it in (it would sit
+    /// leased, and its model's later events behind it, until the lease expired). Dropping the
+    /// permits frees what was not used.
+    fn take_free_slots(&self) -> Vec<OwnedSemaphorePermit> {
+        let mut permits = Vec::new();
+        while let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            permits.push(permit);
+        }
+        permits
+    }
+
     /// Leases due deliveries for the free slots and starts a task for each; how many.
-    async fn start_due(self: &Arc<Self>, slots: &Arc<Semaphore>) -> Result<usize, StoreError> {
-        let free = slots.available_permits();
-        if free == 0 {
+    async fn start_due(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let mut permits = self.take_free_slots();
+        if permits.is_empty() {
             return Ok(0);
         }
         let busy: Vec<String> = self
@@ -363,43 +406,46 @@ impl Worker {
             })
             .unwrap_or_default();
         let now = chrono::Utc::now();
-        let lease = self.settings.timeout + self.settings.connect_timeout + LEASE_MARGIN;
-        let until = later(now, lease);
+        let until = later(now, self.lease_length());
         let jobs = self
             .store
             .lease_webhook_deliveries(
                 &self.owner,
                 micros(&now),
                 micros(&until),
-                free as i64,
+                permits.len() as i64,
                 &busy,
             )
             .await?;
         let leased = jobs.len();
         for job in jobs {
-            let Ok(permit) = slots.clone().try_acquire_owned() else {
-                // Cannot happen (we leased no more than were free); the lease then expires and
-                // the delivery is taken up again.
-                break;
-            };
-            if let Ok(mut m) = self.in_flight.lock() {
-                *m.entry(job.webhook_id.clone()).or_default() += 1;
+            // The store leases at most `limit`, one per permit.
+            if let Some(permit) = permits.pop() {
+                self.dispatch(job, permit);
             }
-            let worker = self.clone();
-            tokio::spawn(async move {
-                let record = worker.attempt(&job).await;
-                metrics::counter!("model_ledger_webhook_attempts_total", "outcome" => record.status.as_str())
-                    .increment(1);
-                // Fails only while the worker stops; the slot is then dropped with it.
-                let _ = worker.outcomes.send(Finished {
-                    delivery_id: job.id,
-                    webhook_id: job.webhook_id,
-                    record,
-                    _slot: permit,
-                });
-            });
         }
         Ok(leased)
+    }
+
+    /// Sends a leased delivery in a task of its own, holding `slot` until its outcome is
+    /// recorded.
+    fn dispatch(self: &Arc<Self>, job: DeliveryJob, slot: OwnedSemaphorePermit) {
+        if let Ok(mut m) = self.in_flight.lock() {
+            *m.entry(job.webhook_id.clone()).or_default() += 1;
+        }
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let record = worker.attempt(&job).await;
+            metrics::counter!("model_ledger_webhook_attempts_total", "outcome" => record.status.as_str())
+                .increment(1);
+            // Fails only while the worker stops; the slot is then dropped with it.
+            let _ = worker.outcomes.send(Finished {
+                delivery_id: job.id,
+                webhook_id: job.webhook_id,
+                record,
+                _slot: slot,
+            });
+        });
     }
 
     /// Writes outcomes as they arrive, each time all that are waiting, then frees their slots.

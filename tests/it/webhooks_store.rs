@@ -5,7 +5,8 @@
 //! carry (and send) their own.
 
 use model_ledger::store::{
-    AttemptRecord, DeliveryStatus, SharedStore, WebhookEventRow, WebhookRecord, WebhookStatus,
+    AttemptRecord, DeliveryStatus, HandOff, SharedStore, WebhookEventRow, WebhookRecord,
+    WebhookStatus,
 };
 
 use crate::both_backends;
@@ -137,9 +138,10 @@ both_backends!(
             })
             .collect();
         let queued = store
-            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10)
+            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, None)
             .await
-            .expect("fan out");
+            .expect("fan out")
+            .map(|f| f.queued);
         assert_eq!(queued, Some(3));
 
         // `a` leases one delivery briefly; once that lease has run out, `b` leases all three.
@@ -280,9 +282,10 @@ both_backends!(
             })
             .collect();
         let queued = store
-            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10)
+            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, None)
             .await
-            .expect("fan out");
+            .expect("fan out")
+            .map(|f| f.queued);
         // created -> a, b; tag.set -> b, c; created -> a, b. Nobody receives the fourth kind.
         assert_eq!(queued, Some(6));
         let bodies = raw_sql(backend, &url, "SELECT COUNT(*) FROM webhook_payloads").await;
@@ -335,5 +338,147 @@ both_backends!(
         .map(|(w, p)| (w.to_string(), p.to_string()))
         .collect();
         assert_eq!(got, expected);
+    }
+);
+
+fn created(position: i64, model: &str, at_us: i64) -> WebhookEventRow {
+    WebhookEventRow {
+        position,
+        event_name: "model_version.created".into(),
+        order_key: model.into(),
+        occurred_at_us: at_us,
+        payload: format!("{{\"position\":{position}}}"),
+        checkpoint_id: None,
+    }
+}
+
+both_backends!(
+    a_fan_out_hands_off_only_queue_heads_within_its_limits,
+    |backend: Backend| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = fresh_store(backend, &dir).await;
+        let t0: i64 = 1_000_000_000;
+        for id in ["wh-a", "wh-b"] {
+            store
+                .insert_webhook(&webhook(id, &["model_version.created"], t0))
+                .await
+                .expect("insert webhook");
+        }
+        let (cursor, _) = store.webhook_cursor().await.expect("cursor");
+        let hand_off = |limit: usize, in_flight: &[(&str, usize)]| HandOff {
+            owner: "me".into(),
+            lease_until_us: t0 + 1_000_000,
+            limit,
+            per_webhook: 2,
+            in_flight: in_flight
+                .iter()
+                .map(|(id, n)| (id.to_string(), *n))
+                .collect(),
+        };
+
+        // Two events of model m1, one of m2, to two webhooks: the heads are (a, m1 first),
+        // (a, m2), (b, m1 first), (b, m2); wh-b already has one in flight here and may have two,
+        // so only one of its heads is handed off.
+        let first = vec![
+            created(cursor + 1, "m1", t0 + 1),
+            created(cursor + 2, "m1", t0 + 2),
+            created(cursor + 3, "m2", t0 + 3),
+        ];
+        let fanned = store
+            .fan_out_webhook_events(
+                cursor,
+                cursor + 3,
+                &first,
+                t0 + 10,
+                Some(&hand_off(10, &[("wh-b", 1)])),
+            )
+            .await
+            .expect("fan out")
+            .expect("cursor was where we said");
+        assert_eq!(fanned.queued, 6);
+        let mut handed: Vec<(String, i64)> = fanned
+            .leased
+            .iter()
+            .map(|j| (j.webhook_id.clone(), j.position))
+            .collect();
+        handed.sort();
+        assert_eq!(
+            handed,
+            vec![
+                ("wh-a".to_string(), cursor + 1),
+                ("wh-a".to_string(), cursor + 3),
+                ("wh-b".to_string(), cursor + 1),
+            ]
+        );
+        let positions: Vec<i64> = fanned.leased.iter().map(|j| j.position).collect();
+        assert!(positions.is_sorted(), "oldest first: {positions:?}");
+        let job = fanned
+            .leased
+            .iter()
+            .find(|j| j.webhook_id == "wh-a" && j.position == cursor + 1)
+            .expect("wh-a's first m1 delivery");
+        assert_eq!(job.payload, format!("{{\"position\":{}}}", cursor + 1));
+        assert_eq!(job.url, "http://127.0.0.1:9/wh-a");
+        assert_eq!(job.attempts, 0);
+        assert_eq!(job.webhook_status, Some(WebhookStatus::Active));
+
+        // What was handed off is leased: another owner gets only the one head left unleased
+        // (wh-b's m2); wh-a's and wh-b's second m1 events wait behind their heads.
+        let others = store
+            .lease_webhook_deliveries("other", t0 + 20, t0 + 30, 10, &[])
+            .await
+            .expect("lease");
+        let others: Vec<(String, i64)> = others
+            .iter()
+            .map(|j| (j.webhook_id.clone(), j.position))
+            .collect();
+        assert_eq!(others, vec![("wh-b".to_string(), cursor + 3)]);
+
+        // A later event of m1 finds its queues pending in the database and is not handed off;
+        // one of m3 is, within the limit of one.
+        let second = vec![
+            created(cursor + 4, "m1", t0 + 4),
+            created(cursor + 5, "m3", t0 + 5),
+        ];
+        let fanned = store
+            .fan_out_webhook_events(
+                cursor + 3,
+                cursor + 5,
+                &second,
+                t0 + 40,
+                Some(&hand_off(1, &[])),
+            )
+            .await
+            .expect("fan out")
+            .expect("cursor was where we said");
+        assert_eq!(fanned.queued, 4);
+        assert_eq!(fanned.leased.len(), 1, "{:?}", fanned.leased);
+        assert_eq!(fanned.leased[0].position, cursor + 5);
+
+        // Once wh-a's first m1 delivery is recorded, its second is the head and leasable.
+        let recorded = store
+            .finish_webhook_deliveries(
+                "me",
+                &[(
+                    job.id.clone(),
+                    attempt(DeliveryStatus::Succeeded, t0 + 50, Some(200), None),
+                )],
+            )
+            .await
+            .expect("finish");
+        assert_eq!(recorded, vec![job.id.clone()]);
+        let next = store
+            .lease_webhook_deliveries("other", t0 + 60, t0 + 70, 10, &[])
+            .await
+            .expect("lease");
+        let next: Vec<(String, i64)> = next
+            .iter()
+            .map(|j| (j.webhook_id.clone(), j.position))
+            .collect();
+        assert!(next.contains(&("wh-a".to_string(), cursor + 2)), "{next:?}");
+        assert!(
+            !next.iter().any(|(w, p)| w == "wh-a" && *p == cursor + 4),
+            "m1's later event stays behind its head: {next:?}"
+        );
     }
 );

@@ -23,6 +23,8 @@
 //! when its webhook has no pending event delivery at or before that position, so a receiver
 //! gets a checkpoint after the events it vouches for that it subscribed to.
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, Type};
 
@@ -30,8 +32,8 @@ use super::rows::{CHECKPOINT_COLUMNS, CheckpointRow};
 use super::{Args, Conn, Db, RowOf, SqlStore};
 use crate::store::dialect::Dialect;
 use crate::store::{
-    AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, StoreError,
-    WebhookEventRow, WebhookRecord, WebhookStatus, Webhooks,
+    AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, FannedOut,
+    HandOff, StoreError, WebhookEventRow, WebhookRecord, WebhookStatus, Webhooks,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, name, description, url, events, secret_sealed, \
@@ -138,10 +140,26 @@ struct JobRow {
 
 /// The subscriptions the fan-out matches against.
 #[derive(sqlx::FromRow)]
-struct Subscription {
+struct SubscriptionRow {
     id: String,
     events: String,
     created_at_us: i64,
+    url: String,
+    secret_sealed: Option<String>,
+    previous_secret_sealed: Option<String>,
+    previous_secret_until_us: Option<i64>,
+}
+
+/// An active webhook as the fan-out needs it: what it receives, and (for a hand-off) what
+/// sending to it takes.
+struct Subscription {
+    id: String,
+    events: Vec<String>,
+    created_at_us: i64,
+    url: String,
+    secret_sealed: Option<String>,
+    previous_secret_sealed: Option<String>,
+    previous_secret_until_us: Option<i64>,
 }
 
 /// Rows per multi-row INSERT: at most 9 binds each, far below either database's bind limit.
@@ -182,10 +200,10 @@ where
     Ok(())
 }
 
-/// The active subscriptions, read inside a fan-out transaction: (id, event names, created at).
+/// The active subscriptions, read inside a fan-out transaction.
 async fn active_subscriptions<D>(
     tx: &mut sqlx::Transaction<'static, Db<D>>,
-) -> Result<Vec<(String, Vec<String>, i64)>, StoreError>
+) -> Result<Vec<Subscription>, StoreError>
 where
     D: Dialect,
     for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
@@ -194,8 +212,9 @@ where
     for<'q> i64: Decode<'q, Db<D>> + Type<Db<D>>,
     for<'q> String: Decode<'q, Db<D>> + Type<Db<D>>,
 {
-    let subscriptions: Vec<Subscription> = sqlx::query_as(
-        "SELECT id, events, created_at_us FROM webhooks \
+    let subscriptions: Vec<SubscriptionRow> = sqlx::query_as(
+        "SELECT id, events, created_at_us, url, secret_sealed, previous_secret_sealed, \
+         previous_secret_until_us FROM webhooks \
          WHERE status = 'ACTIVE' AND deleted_at_us IS NULL",
     )
     .fetch_all(&mut **tx)
@@ -203,9 +222,17 @@ where
     subscriptions
         .into_iter()
         .map(|s| {
-            let names: Vec<String> = serde_json::from_str(&s.events)
+            let events: Vec<String> = serde_json::from_str(&s.events)
                 .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", s.id)))?;
-            Ok((s.id, names, s.created_at_us))
+            Ok(Subscription {
+                id: s.id,
+                events,
+                created_at_us: s.created_at_us,
+                url: s.url,
+                secret_sealed: s.secret_sealed,
+                previous_secret_sealed: s.previous_secret_sealed,
+                previous_secret_until_us: s.previous_secret_until_us,
+            })
         })
         .collect()
 }
@@ -219,14 +246,25 @@ fn payload_key(event: &WebhookEventRow) -> String {
     }
 }
 
+/// One delivery about to be queued.
+struct Queued<'a> {
+    id: String,
+    subscription: &'a Subscription,
+    event: &'a WebhookEventRow,
+    /// Inserted leased to the hand-off's owner.
+    handed_off: bool,
+}
+
 /// Queues one delivery per (webhook, event) pair for every subscription that is subscribed to
 /// the event's name and existed when it happened (a server that was down catches up, yet a
-/// webhook never receives what happened before it was created). The rows queued.
+/// webhook never receives what happened before it was created), leasing the queue heads a
+/// [`HandOff`] asks for. What was queued.
 async fn queue_deliveries<D>(
     tx: &mut sqlx::Transaction<'static, Db<D>>,
     events: &[&WebhookEventRow],
     now_us: i64,
-) -> Result<u64, StoreError>
+    hand_off: Option<&HandOff>,
+) -> Result<FannedOut, StoreError>
 where
     D: Dialect,
     for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
@@ -235,28 +273,40 @@ where
     for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
     for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
     for<'q> Option<String>: Encode<'q, Db<D>>,
+    for<'q> Option<i64>: Encode<'q, Db<D>>,
+    usize: ColumnIndex<RowOf<D>>,
 {
     if events.is_empty() {
-        return Ok(0);
+        return Ok(FannedOut::default());
     }
     let subscriptions = active_subscriptions::<D>(tx).await?;
-    let mut rows: Vec<(String, &WebhookEventRow)> = Vec::new();
+    let mut rows: Vec<Queued> = Vec::new();
     for event in events.iter().copied() {
-        for (id, names, created_at_us) in &subscriptions {
-            if *created_at_us <= event.occurred_at_us && names.contains(&event.event_name) {
-                rows.push((id.clone(), event));
+        for subscription in &subscriptions {
+            if subscription.created_at_us <= event.occurred_at_us
+                && subscription.events.contains(&event.event_name)
+            {
+                rows.push(Queued {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    subscription,
+                    event,
+                    handed_off: false,
+                });
             }
         }
+    }
+    if let Some(hand_off) = hand_off {
+        pick_hand_offs::<D>(tx, &mut rows, hand_off).await?;
     }
     // Each body once, however many webhooks receive it (migration 0012): only for the events
     // that some webhook receives, in the order they were offered.
     let mut bodies: Vec<&WebhookEventRow> = Vec::new();
-    for (_, event) in &rows {
+    for row in &rows {
         if bodies
             .last()
-            .is_none_or(|last| !std::ptr::eq(*last, *event))
+            .is_none_or(|last| !std::ptr::eq(*last, row.event))
         {
-            bodies.push(event);
+            bodies.push(row.event);
         }
     }
     for chunk in bodies.chunks(INSERT_CHUNK) {
@@ -271,14 +321,18 @@ where
         qb.push(" ON CONFLICT (payload_key) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
     }
+    let lease_owner = hand_off.map(|h| h.owner.clone());
+    let lease_until_us = hand_off.map(|h| h.lease_until_us);
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<Db<D>>::new(
             "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
-             payload_key, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id) ",
+             payload_key, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id, \
+             lease_owner, lease_until_us) ",
         );
-        qb.push_values(chunk, |mut b, (webhook_id, event)| {
-            b.push_bind(uuid::Uuid::now_v7().to_string())
-                .push_bind(webhook_id.clone())
+        qb.push_values(chunk, |mut b, row| {
+            let event = row.event;
+            b.push_bind(row.id.clone())
+                .push_bind(row.subscription.id.clone())
                 .push_bind(event.position)
                 .push_bind(event.event_name.clone())
                 .push_bind(event.order_key.clone())
@@ -288,10 +342,120 @@ where
                 .push_bind(now_us)
                 .push_bind(now_us)
                 .push_bind(event.checkpoint_id.clone());
+            if row.handed_off {
+                b.push_bind(lease_owner.clone()).push_bind(lease_until_us);
+            } else {
+                b.push("NULL").push("NULL");
+            }
         });
         qb.build().execute(&mut **tx).await?;
     }
-    Ok(rows.len() as u64)
+    let leased = rows
+        .iter()
+        .filter(|row| row.handed_off)
+        .map(|row| DeliveryJob {
+            id: row.id.clone(),
+            webhook_id: row.subscription.id.clone(),
+            position: row.event.position,
+            event_name: row.event.event_name.clone(),
+            payload: row.event.payload.clone(),
+            attempts: 0,
+            first_attempt_at_us: None,
+            url: row.subscription.url.clone(),
+            secret_sealed: row.subscription.secret_sealed.clone(),
+            previous_secret_sealed: row.subscription.previous_secret_sealed.clone(),
+            previous_secret_until_us: row.subscription.previous_secret_until_us,
+            webhook_status: Some(WebhookStatus::Active),
+        })
+        .collect();
+    Ok(FannedOut {
+        queued: rows.len() as u64,
+        leased,
+    })
+}
+
+/// Candidates at most per statement looking for pending deliveries in their queues (two bound
+/// values each).
+const HAND_OFF_CHECK_CHUNK: usize = 250;
+
+/// Marks the rows a [`HandOff`] leases: the first of each (webhook, order key) in the batch,
+/// event deliveries only (a checkpoint waits for its webhook's events, which the lease
+/// checks), within the hand-off's limits, and only where the database holds no pending
+/// delivery of that queue. Nothing else can add one meanwhile: the fan-out holds the cursor's
+/// row lock (PostgreSQL) or the write lock (SQLite) until it commits.
+async fn pick_hand_offs<D>(
+    tx: &mut sqlx::Transaction<'static, Db<D>>,
+    rows: &mut [Queued<'_>],
+    hand_off: &HandOff,
+) -> Result<(), StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    usize: ColumnIndex<RowOf<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+{
+    if hand_off.limit == 0 {
+        return Ok(());
+    }
+    // The first delivery of each queue in the batch, of at most twice as many queues as may
+    // be handed off (or one statement's worth): enough when most queues are idle (the healthy
+    // case this is for), and a bounded check when most are not (a backlog, where the lease
+    // does the work anyway).
+    let most = hand_off.limit.saturating_mul(2).max(HAND_OFF_CHECK_CHUNK);
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    let mut candidates: Vec<usize> = Vec::new();
+    for (index, row) in rows.iter().enumerate() {
+        if candidates.len() >= most {
+            break;
+        }
+        if row.event.checkpoint_id.is_none()
+            && seen.insert((row.subscription.id.as_str(), row.event.order_key.as_str()))
+        {
+            candidates.push(index);
+        }
+    }
+    let mut queue_busy: HashSet<(String, String)> = HashSet::new();
+    for chunk in candidates.chunks(HAND_OFF_CHECK_CHUNK) {
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            "SELECT DISTINCT webhook_id, order_key FROM webhook_deliveries \
+             WHERE status = 'pending' AND (",
+        );
+        let mut or = qb.separated(" OR ");
+        for &index in chunk {
+            or.push("(webhook_id = ")
+                .push_bind_unseparated(rows[index].subscription.id.clone())
+                .push_unseparated(" AND order_key = ")
+                .push_bind_unseparated(rows[index].event.order_key.clone())
+                .push_unseparated(")");
+        }
+        qb.push(")");
+        let busy: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
+        queue_busy.extend(busy);
+    }
+    let mut per_webhook: HashMap<String, usize> = HashMap::new();
+    let mut handed_off = 0;
+    for index in candidates {
+        if handed_off >= hand_off.limit {
+            break;
+        }
+        let row = &rows[index];
+        let webhook = &row.subscription.id;
+        if queue_busy.contains(&(webhook.clone(), row.event.order_key.clone())) {
+            continue;
+        }
+        let in_flight = per_webhook
+            .entry(webhook.clone())
+            .or_insert_with(|| hand_off.in_flight.get(webhook).copied().unwrap_or(0));
+        if *in_flight >= hand_off.per_webhook.max(1) {
+            continue;
+        }
+        *in_flight += 1;
+        handed_off += 1;
+        rows[index].handed_off = true;
+    }
+    Ok(())
 }
 
 #[async_trait]
@@ -434,7 +598,8 @@ where
         advance_to: i64,
         events: &[WebhookEventRow],
         now_us: i64,
-    ) -> Result<Option<u64>, StoreError> {
+        hand_off: Option<&HandOff>,
+    ) -> Result<Option<FannedOut>, StoreError> {
         let mut tx = D::begin_write(&self.pool).await?;
         // The compare-and-set: in PostgreSQL a second process waits here for the first's
         // commit, then finds the position changed and moves nothing.
@@ -448,9 +613,9 @@ where
             return Ok(None);
         }
         let events: Vec<&WebhookEventRow> = events.iter().collect();
-        let queued = queue_deliveries::<D>(&mut tx, &events, now_us).await?;
+        let fanned_out = queue_deliveries::<D>(&mut tx, &events, now_us, hand_off).await?;
         tx.commit().await?;
-        Ok(Some(queued))
+        Ok(Some(fanned_out))
     }
 
     async fn webhook_checkpoints_due(
@@ -496,7 +661,9 @@ where
                 marked.push(checkpoint);
             }
         }
-        let queued = queue_deliveries::<D>(&mut tx, &marked, now_us).await?;
+        let queued = queue_deliveries::<D>(&mut tx, &marked, now_us, None)
+            .await?
+            .queued;
         tx.commit().await?;
         Ok(queued)
     }
