@@ -47,6 +47,11 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// `None` where no other process is told of commits.
     const ANNOUNCE_REBUILD: Option<&'static str>;
 
+    /// A statement that refreshes the planner's statistics of the webhook delivery queue, run
+    /// by the fan-out as the queue grows (see `store::sql::webhooks`); `None` where the
+    /// planner does not rely on them.
+    const REFRESH_QUEUE_STATISTICS: Option<&'static str>;
+
     /// Starts a transaction that will write.
     fn begin_write(
         pool: &Pool<Self::Db>,

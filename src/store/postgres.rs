@@ -91,6 +91,7 @@ impl Dialect for PgDialect {
     // Not a position: listeners advance their commit clock and forward nothing.
     const ANNOUNCE_REBUILD: Option<&'static str> =
         Some("SELECT pg_notify('model_ledger_events', 'rebuild')");
+    const REFRESH_QUEUE_STATISTICS: Option<&'static str> = Some("ANALYZE webhook_deliveries");
     // EXCEPT over a large table hashes in memory instead of sorting on disk; EXCLUSIVE lets
     // plain SELECTs through and waits for appends already writing model rows.
     const PREPARE_SWAP: &'static [&'static str] = &[

@@ -71,6 +71,8 @@ impl Dialect for SqliteDialect {
 
     const BEGIN_WRITE: &'static str = "BEGIN IMMEDIATE";
     const ANNOUNCE_REBUILD: Option<&'static str> = None;
+    // SQLite plans these statements from their indexes alone; it never ran ANALYZE here.
+    const REFRESH_QUEUE_STATISTICS: Option<&'static str> = None;
     const PREPARE_SWAP: &'static [&'static str] = &[];
     const SWAP_ONLY_DIFFERENCES: bool = false;
 

@@ -482,3 +482,49 @@ both_backends!(
         );
     }
 );
+
+/// A queue that grows by thousands of rows gets fresh planner statistics from the fan-out
+/// itself, not a minute later from autovacuum (PostgreSQL; SQLite plans without them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
+    let backend = Backend::Postgres;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, url) = fresh_store_at(backend, &dir).await;
+    let t0: i64 = 1_000_000_000;
+    store
+        .insert_webhook(&webhook("wh-1", &["model_version.created"], t0))
+        .await
+        .expect("insert webhook");
+    let analyzed = "SELECT analyze_count FROM pg_stat_user_tables \
+                    WHERE relname = 'webhook_deliveries'";
+    let (cursor, _) = store.webhook_cursor().await.expect("cursor");
+    // A few rows refresh nothing.
+    let few: Vec<WebhookEventRow> = (1..=10)
+        .map(|i| created(cursor + i, &format!("m{}", i % 20), t0 + i))
+        .collect();
+    store
+        .fan_out_webhook_events(cursor, cursor + 10, &few, t0 + 10, None)
+        .await
+        .expect("fan out")
+        .expect("cursor was where we said");
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(raw_sql(backend, &url, analyzed).await, Some(0));
+    // Five thousand do, soon after the fan-out returns.
+    let many: Vec<WebhookEventRow> = (11..=5_010)
+        .map(|i| created(cursor + i, &format!("m{}", i % 20), t0 + i))
+        .collect();
+    store
+        .fan_out_webhook_events(cursor + 10, cursor + 5_010, &many, t0 + 20, None)
+        .await
+        .expect("fan out")
+        .expect("cursor was where we said");
+    let mut count = Some(0);
+    for _ in 0..100 {
+        count = raw_sql(backend, &url, analyzed).await;
+        if count > Some(0) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(count, Some(1), "one ANALYZE after 5,010 queued rows");
+}

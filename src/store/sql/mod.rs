@@ -60,6 +60,9 @@ pub struct SqlStore<D: Dialect> {
     /// A connection kept between failed attempts at the relay lease (see
     /// [`Dialect::try_acquire_relay_lease`]).
     lease_spare: tokio::sync::Mutex<Option<Conn<D>>>,
+    /// When the webhook fan-out last refreshed the queue's statistics, and how many rows it
+    /// queued since (see `webhooks::refresh_queue_statistics`).
+    pub(crate) queue_statistics: Arc<std::sync::Mutex<webhooks::QueueStatistics>>,
 }
 
 impl<D: Dialect> SqlStore<D> {
@@ -73,6 +76,7 @@ impl<D: Dialect> SqlStore<D> {
             commits,
             clock,
             lease_spare: tokio::sync::Mutex::new(None),
+            queue_statistics: Default::default(),
         }
     }
 

@@ -374,6 +374,65 @@ where
     })
 }
 
+/// Rows queued after which the fan-out refreshes the queue's statistics, at most once per
+/// [`REFRESH_AT_MOST_EVERY`].
+const REFRESH_AFTER_ROWS: u64 = 5_000;
+const REFRESH_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// What [`refresh_queue_statistics`] needs to know between fan-outs.
+#[derive(Default)]
+pub(crate) struct QueueStatistics {
+    queued_since: u64,
+    refreshed_at: Option<std::time::Instant>,
+    running: bool,
+}
+
+/// Refreshes PostgreSQL's statistics of the delivery queue once enough rows were queued.
+///
+/// The lease's plan depends on them, and autovacuum refreshes them at most once a minute (its
+/// naptime) and only after a tenth of the table changed, so a queue that grows from nothing
+/// to a backlog of hundreds of thousands of rows in seconds (a surge, a receiver that was down,
+/// a young database) is planned as if it held one row: a lease then filtered the whole queue
+/// for every row it checked, 33-110 ms per lease instead of a few (auto_explain, 2026-12-06),
+/// which capped delivery. `ANALYZE` samples a bounded number of rows and does not block
+/// writers; it runs in a task of its own, one at a time, so the fan-out never waits for it.
+fn refresh_queue_statistics<D: Dialect>(store: &SqlStore<D>, queued: u64)
+where
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+{
+    let Some(statement) = D::REFRESH_QUEUE_STATISTICS else {
+        return;
+    };
+    {
+        let Ok(mut stats) = store.queue_statistics.lock() else {
+            return;
+        };
+        stats.queued_since += queued;
+        let recent = stats
+            .refreshed_at
+            .is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY);
+        if stats.running || recent || stats.queued_since < REFRESH_AFTER_ROWS {
+            return;
+        }
+        stats.running = true;
+        stats.queued_since = 0;
+    }
+    let pool = store.pool.clone();
+    let stats = store.queue_statistics.clone();
+    tokio::spawn(async move {
+        let result = sqlx::query(statement).execute(&pool).await;
+        if let Err(e) = result {
+            // The lease still works on stale statistics, only slower.
+            tracing::debug!(error = %e, "refreshing the webhook queue's statistics failed");
+        }
+        if let Ok(mut stats) = stats.lock() {
+            stats.running = false;
+            stats.refreshed_at = Some(std::time::Instant::now());
+        }
+    });
+}
+
 /// Candidates at most per statement looking for pending deliveries in their queues (two bound
 /// values each).
 const HAND_OFF_CHECK_CHUNK: usize = 250;
@@ -615,6 +674,7 @@ where
         let events: Vec<&WebhookEventRow> = events.iter().collect();
         let fanned_out = queue_deliveries::<D>(&mut tx, &events, now_us, hand_off).await?;
         tx.commit().await?;
+        refresh_queue_statistics(self, fanned_out.queued);
         Ok(Some(fanned_out))
     }
 
