@@ -303,19 +303,25 @@ impl Worker {
             })
             .collect();
         // The free slots are taken before the transaction, so what it leases can be sent at
-        // once.
-        let mut permits = self.take_free_slots();
+        // once. Not for a full batch: the fan-out is then catching up on a backlog, whose
+        // queues are busy (nothing to hand off), and its long transaction would keep every
+        // slot from the lease meanwhile.
+        let mut permits = if events.len() as i64 == FAN_OUT_BATCH {
+            Vec::new()
+        } else {
+            self.take_free_slots()
+        };
         let now = chrono::Utc::now();
-        let hand_off = HandOff {
+        let hand_off = (!permits.is_empty()).then(|| HandOff {
             owner: self.owner.clone(),
             lease_until_us: micros(&later(now, self.lease_length())),
             limit: permits.len(),
             per_webhook: self.settings.per_webhook_concurrency,
             in_flight: self.in_flight.lock().map(|m| m.clone()).unwrap_or_default(),
-        };
+        });
         match self
             .store
-            .fan_out_webhook_events(cursor, last, &rows, micros(&now), Some(&hand_off))
+            .fan_out_webhook_events(cursor, last, &rows, micros(&now), hand_off.as_ref())
             .await?
         {
             // Another process fanned these out first: read on from where it left the cursor.

@@ -377,7 +377,7 @@ where
 /// Rows queued after which the fan-out refreshes the queue's statistics, at most once per
 /// [`REFRESH_AT_MOST_EVERY`].
 const REFRESH_AFTER_ROWS: u64 = 5_000;
-const REFRESH_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+const REFRESH_AT_MOST_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What [`refresh_queue_statistics`] needs to know between fan-outs.
 #[derive(Default)]
@@ -396,6 +396,9 @@ pub(crate) struct QueueStatistics {
 /// for every row it checked, 33-110 ms per lease instead of a few (auto_explain, 2026-12-06),
 /// which capped delivery. `ANALYZE` samples a bounded number of rows and does not block
 /// writers; it runs in a task of its own, one at a time, so the fan-out never waits for it.
+/// The first refresh after a quiet spell comes after 5,000 rows (a fraction of a second into
+/// a surge); later ones at most every 10 s, because on a table of millions of rows each one
+/// reads its sample from disk.
 fn refresh_queue_statistics<D: Dialect>(store: &SqlStore<D>, queued: u64)
 where
     for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
