@@ -134,6 +134,37 @@ struct Worker {
     outcomes: mpsc::UnboundedSender<Finished>,
 }
 
+/// A loop's view of the store being unreachable: logged once when it starts and once when it
+/// ends, however many rounds fail in between, each followed by a pause.
+struct Outage {
+    task: &'static str,
+    failing: bool,
+}
+
+impl Outage {
+    fn new(task: &'static str) -> Self {
+        Outage {
+            task,
+            failing: false,
+        }
+    }
+
+    async fn wait(&mut self, error: &StoreError) {
+        if !self.failing {
+            tracing::warn!(task = self.task, %error, "webhook worker cannot reach the store; retrying");
+            self.failing = true;
+        }
+        tokio::time::sleep(POLL * 4).await;
+    }
+
+    fn over(&mut self) {
+        if self.failing {
+            tracing::info!(task = self.task, "webhook worker reaches the store again");
+            self.failing = false;
+        }
+    }
+}
+
 /// What one fan-out transaction did.
 struct FanOutBatch {
     /// A full batch was read (or another process moved the cursor first): read again.
@@ -158,7 +189,7 @@ impl Worker {
     async fn fan_out_loop(self: Arc<Self>) {
         // Subscribed before the first read, so no commit between a read and the wait is missed.
         let mut commits = self.store.subscribe();
-        let mut failing = false;
+        let mut outage = Outage::new("fan-out");
         // Checkpoints come minutes apart, commits hundreds of times a second: looking for
         // them once per POLL keeps that read off the busy path and delays one by 250 ms at most.
         let mut checkpoints_checked: Option<tokio::time::Instant> = None;
@@ -200,19 +231,12 @@ impl Worker {
                     if check_checkpoints {
                         checkpoints_checked = Some(tokio::time::Instant::now());
                     }
-                    if failing {
-                        tracing::info!("webhook fan-out recovered");
-                        failing = false;
-                    }
+                    outage.over();
                     !active
                 }
                 Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "webhook fan-out cannot reach the store; retrying");
-                        failing = true;
-                    }
                     // The events are read again once the store answers.
-                    tokio::time::sleep(POLL * 4).await;
+                    outage.wait(&e).await;
                     continue;
                 }
             };
@@ -236,21 +260,12 @@ impl Worker {
     /// queued some, outcomes freed slots, or a [`POLL`] passed (retries that came due,
     /// expired leases, deliveries queued by another process).
     async fn deliver_loop(self: Arc<Self>) {
-        let mut failing = false;
+        let mut outage = Outage::new("delivery");
         loop {
             match self.start_due().await {
-                Ok(_) => {
-                    if failing {
-                        tracing::info!("webhook delivery recovered");
-                        failing = false;
-                    }
-                }
+                Ok(_) => outage.over(),
                 Err(e) => {
-                    if !failing {
-                        tracing::warn!(error = %e, "webhook delivery cannot reach the store; retrying");
-                        failing = true;
-                    }
-                    tokio::time::sleep(POLL * 4).await;
+                    outage.wait(&e).await;
                     continue;
                 }
             }

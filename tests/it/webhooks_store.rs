@@ -5,8 +5,8 @@
 //! carry (and send) their own.
 
 use model_ledger::store::{
-    AttemptRecord, DeliveryStatus, HandOff, SharedStore, WebhookEventRow, WebhookRecord,
-    WebhookStatus,
+    AttemptRecord, DeliveryJob, DeliveryStatus, HandOff, SharedStore, WebhookEventRow,
+    WebhookRecord, WebhookStatus,
 };
 
 use crate::both_backends;
@@ -341,6 +341,13 @@ both_backends!(
     }
 );
 
+/// Which webhook each job is for and which event it carries, in the jobs' order.
+fn webhook_and_position(jobs: &[DeliveryJob]) -> Vec<(String, i64)> {
+    jobs.iter()
+        .map(|j| (j.webhook_id.clone(), j.position))
+        .collect()
+}
+
 fn created(position: i64, model: &str, at_us: i64) -> WebhookEventRow {
     WebhookEventRow {
         position,
@@ -396,11 +403,7 @@ both_backends!(
             .expect("fan out")
             .expect("cursor was where we said");
         assert_eq!(fanned.queued, 6);
-        let mut handed: Vec<(String, i64)> = fanned
-            .leased
-            .iter()
-            .map(|j| (j.webhook_id.clone(), j.position))
-            .collect();
+        let mut handed = webhook_and_position(&fanned.leased);
         handed.sort();
         assert_eq!(
             handed,
@@ -428,10 +431,7 @@ both_backends!(
             .lease_webhook_deliveries("other", t0 + 20, t0 + 30, 10, &[])
             .await
             .expect("lease");
-        let others: Vec<(String, i64)> = others
-            .iter()
-            .map(|j| (j.webhook_id.clone(), j.position))
-            .collect();
+        let others = webhook_and_position(&others);
         assert_eq!(others, vec![("wh-b".to_string(), cursor + 3)]);
 
         // A later event of m1 finds its queues pending in the database and is not handed off;
@@ -471,10 +471,7 @@ both_backends!(
             .lease_webhook_deliveries("other", t0 + 60, t0 + 70, 10, &[])
             .await
             .expect("lease");
-        let next: Vec<(String, i64)> = next
-            .iter()
-            .map(|j| (j.webhook_id.clone(), j.position))
-            .collect();
+        let next = webhook_and_position(&next);
         assert!(next.contains(&("wh-a".to_string(), cursor + 2)), "{next:?}");
         assert!(
             !next.iter().any(|(w, p)| w == "wh-a" && *p == cursor + 4),

@@ -15,7 +15,9 @@
 //! it skips it), and SQLite runs one write at a time. A lease expires, so the deliveries of a
 //! process that died are taken over, under the same delivery id. Only the oldest pending
 //! delivery of each (webhook, model) is ever leased, which keeps a receiver's events of one
-//! model in commit order even across retries.
+//! model in commit order even across retries. A fan-out may also lease what it queues (the
+//! hand-off, [`HandOff`]): a row that heads its queue is inserted already leased, which is
+//! the same rule applied at insert time, under the fan-out's own lock on the cursor.
 //!
 //! Signed checkpoints are delivered the same way from their own fan-out marker on
 //! `checkpoint_outbox` (set by compare-and-set in the transaction that queues their rows), and
