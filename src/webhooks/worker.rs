@@ -38,12 +38,12 @@
 //! fan-out before it (a transaction writing a hundred rows per event at 200 events a second),
 //! and every fan-out for the lease. The hand-off exists because a lease reads past every
 //! delivery still in flight before it finds a queue head: at thousands of deliveries a second
-//! it cost PostgreSQL as much as queueing them (docs/performance.md). After a round the fan-out waits [`FAN_OUT_GAP`] before it
-//! looks at the next commit, so commits that land together are fanned out by one transaction
-//! instead of one each. A fan-out whose last round found no active webhook is idle: it
-//! ignores commits and looks again once per [`POLL`]. Without that, a registry with no
-//! webhooks paid a cursor read for every commit (measured: 1,220 statements for 696
-//! transitions). Nothing is missed meanwhile, because the cursor, not the announcement, says
+//! it cost PostgreSQL as much as queueing them (docs/performance.md). After a round the
+//! fan-out waits [`FAN_OUT_GAP`] before it looks at the next commit, so commits that land
+//! together are fanned out by one transaction instead of one each. A fan-out whose last
+//! round found no active webhook is idle: it ignores commits and looks again once per
+//! [`POLL`]. Without that, a registry with no webhooks paid a cursor read for every commit
+//! (measured: 1,220 statements for 696 transitions). Nothing is missed meanwhile, because the cursor, not the announcement, says
 //! what is still to be fanned out; the first events after a webhook is created wait at most
 //! one [`POLL`].
 //!
