@@ -124,9 +124,17 @@ def call(path, body):
 
 
 def backlog():
-    out = subprocess.run(["psql", PG, "-tAc", "SELECT count(*) FROM webhook_deliveries WHERE status = 'pending'"],
+    """(deliveries pending, events not yet fanned out): the leader sends new events before it
+    writes their rows, so events behind the cursor are backlog too."""
+    out = subprocess.run(["psql", PG, "-tAc",
+                          "SELECT (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') || ',' || "
+                          "((SELECT COALESCE(MAX(position), 0) FROM events) - (SELECT position FROM webhook_cursor))"],
                          capture_output=True, text=True)
-    return int(out.stdout.strip() or -1)
+    try:
+        pending, behind = out.stdout.strip().split(",")
+        return int(pending), int(behind)
+    except ValueError:
+        return -1, -1
 
 
 def subscribe(n, path):
@@ -152,9 +160,9 @@ def drive(rate, seconds, tag, sample_cpu=False):
     def watch():
         start = time.time()
         while time.time() < stop + 30:
-            samples.append((round(time.time() - start), backlog()))
+            samples.append((round(time.time() - start), *backlog()))
             time.sleep(5)
-            if time.time() > stop and samples[-1][1] == 0:
+            if time.time() > stop and samples[-1][1:] == (0, 0):
                 break
 
     def watch_cpu():
@@ -226,7 +234,7 @@ if kind == "latency":
     wait_for(written * 5)
     print(f"latency: 5 subscriptions, {written} events at {actual:.1f}/s for 20 s")
     report("healthy receivers")
-    print("backlog (s, pending):", samples)
+    print("backlog (s, pending, events behind the cursor):", samples)
 elif kind == "scale":
     _, subs, rate, seconds = SCENARIO.split(":")
     subs, rate, seconds = int(subs), float(rate), int(seconds)
@@ -242,7 +250,7 @@ elif kind == "scale":
           f"{got} arrived in {time.time() - t0:.0f} s ({got / (time.time() - t0):.0f}/s delivered, "
           f"{drained:.0f} s of it after the writes stopped)")
     report("all receivers")
-    print("backlog (s, pending):", samples)
+    print("backlog (s, pending, events behind the cursor):", samples)
     print("cpu % (s, {command: %}):", cpu)
 elif kind == "hang":
     setup_models("hang")
@@ -259,7 +267,7 @@ elif kind == "hang":
     wait_for(written * 10)
     print(f"hang: same 10 + 1 receiver that never answers, {written} events at {actual:.1f}/s for 20 s")
     report("healthy, with a hanging receiver", healthy)
-    print("backlog (s, pending; includes the hanging receiver's retries):", samples)
+    print("backlog (s, pending, events behind the cursor; pending includes the hanging receiver's retries):", samples)
 if RUST_RECEIVER:
     receiver_process.terminate()
 else:

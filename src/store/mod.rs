@@ -612,29 +612,74 @@ pub struct DeliveryJob {
     pub webhook_status: Option<WebhookStatus>,
 }
 
-/// A fan-out that leases what it queues to its own process, so the healthy path needs no
-/// separate lease: a delivery queued as the head of its (webhook, order key) queue (no other
-/// delivery of that queue pending, in the database or earlier in the batch) is inserted
-/// already leased to `owner` until `lease_until_us` and returned to be sent at once. At most
-/// `limit` of them, and none that would give a webhook more than `per_webhook` in flight here,
-/// counting `in_flight`. Everything else is queued unleased, as without a hand-off.
-#[derive(Debug, Clone, Default)]
-pub struct HandOff {
-    pub owner: String,
-    pub lease_until_us: i64,
-    pub limit: usize,
-    pub per_webhook: usize,
-    /// Deliveries already in flight in the owner's process, by webhook id.
-    pub in_flight: std::collections::HashMap<String, usize>,
+/// What the fan-out's leader already did with one (webhook, event) delivery before the
+/// transaction that records it (see [`Webhooks::fan_out_webhook_events`]). The leader sends
+/// first and writes after: on the healthy path a delivery is one row inserted with its outcome,
+/// instead of a row queued, leased and then updated. It is safe because the cursor moves in the
+/// same transaction: a leader that dies before it commits leaves the events after the cursor,
+/// and the next leader sends them again under the same delivery ids
+/// ([`event_delivery_id`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Settled {
+    /// Attempted once: recorded with its outcome (delivered, failed for good, or pending until
+    /// its retry is due).
+    Attempted(AttemptRecord),
+    /// Still on the wire when the transaction began: recorded pending, leased to `owner` until
+    /// `lease_until_us`, and finished later by [`Webhooks::finish_webhook_deliveries`].
+    InFlight { owner: String, lease_until_us: i64 },
 }
 
-/// What one fan-out transaction queued.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// The leader's deliveries by (webhook id, event position). A delivery the fan-out writes that
+/// is not in it is queued pending and unleased, for the lease to send.
+pub type SettledDeliveries = std::collections::HashMap<(String, i64), Settled>;
+
+/// What one fan-out transaction wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FannedOut {
-    /// Deliveries queued, leased or not.
-    pub queued: u64,
-    /// The ones leased to the hand-off's owner, oldest first.
-    pub leased: Vec<DeliveryJob>,
+    /// Delivery rows written, settled or not.
+    pub written: u64,
+    /// Of those, the ones pending and unleased: work for the lease.
+    pub waiting: u64,
+}
+
+/// The delivery id of `webhook_id`'s delivery of the event at `position`: the same in every
+/// process, so a delivery sent by a leader that died before recording it is sent again by the
+/// next under the id receivers already saw (and deduplicate on). A version 8 UUID made of the
+/// first 16 bytes of a SHA-256 of both.
+pub fn event_delivery_id(webhook_id: &str, position: i64) -> String {
+    use sha2::Digest;
+    let mut hash = sha2::Sha256::new();
+    hash.update(b"model-ledger webhook delivery\0");
+    hash.update(webhook_id.as_bytes());
+    hash.update(b"\0");
+    hash.update(position.to_be_bytes());
+    let digest = hash.finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes)
+        .into_uuid()
+        .to_string()
+}
+
+/// An active webhook as the fan-out needs it: what it receives and what sending to it takes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookSubscription {
+    pub id: String,
+    pub events: Vec<String>,
+    pub created_at_us: i64,
+    pub url: String,
+    pub secret_sealed: Option<String>,
+    pub previous_secret_sealed: Option<String>,
+    pub previous_secret_until_us: Option<i64>,
+}
+
+impl WebhookSubscription {
+    /// Whether it receives `event`: subscribed to its name, and created before it happened (a
+    /// server that was down catches up, yet a webhook never receives what happened before it
+    /// existed).
+    pub fn receives(&self, event: &WebhookEventRow) -> bool {
+        self.created_at_us <= event.occurred_at_us && self.events.contains(&event.event_name)
+    }
 }
 
 /// How one attempt ended, to be recorded by [`Webhooks::finish_webhook_deliveries`].
@@ -674,18 +719,41 @@ pub trait Webhooks: Send + Sync + 'static {
     /// The position up to which events have been fanned out, and whether any webhook is active
     /// (with none, the fan-out has nothing to do and writes nothing).
     async fn webhook_cursor(&self) -> Result<(i64, bool), StoreError>;
-    /// In one transaction: moves the cursor from `expected` to `advance_to` and queues one
+    /// Takes the fan-out's lead for `owner` until `lease_until_us`, or renews it: `true` when
+    /// `owner` leads (it did, or nobody did, or the last leader's lease ran out before
+    /// `now_us`). Only the leader sends from the cursor, so several processes never send the
+    /// same new event; the others lease what is queued.
+    async fn lead_webhook_fan_out(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+    ) -> Result<bool, StoreError>;
+    /// Gives up `owner`'s lead (a process that stops), so another process takes it at once
+    /// instead of when the lease runs out.
+    async fn release_webhook_fan_out(&self, owner: &str) -> Result<(), StoreError>;
+    /// The active webhooks, as the fan-out's leader sends to them.
+    async fn active_webhook_subscriptions(&self) -> Result<Vec<WebhookSubscription>, StoreError>;
+    /// The (webhook id, order key) queues with a pending event delivery, of those `among` (or
+    /// of all): a new event of such a queue waits behind it (queued, not sent at once), so one
+    /// receiver gets one model's events in order.
+    async fn pending_webhook_queues(
+        &self,
+        among: Option<&[(String, String)]>,
+    ) -> Result<std::collections::HashSet<(String, String)>, StoreError>;
+    /// In one transaction: moves the cursor from `expected` to `advance_to` and writes one
     /// delivery per event for every webhook that is active, subscribed to its name and existed
-    /// when it happened. `None` (nothing written) when the cursor was no longer at `expected`:
-    /// another process fanned these events out first. Otherwise what was queued, and, with a
-    /// [`HandOff`], the deliveries queued already leased to its owner (see there).
+    /// when it happened, as `settled` says (see [`Settled`]; also the settled deliveries of a
+    /// webhook that stopped being active meanwhile, since they were sent) or else queued.
+    /// `None` (nothing written) when the cursor was no longer at `expected`: another process
+    /// fanned these events out first.
     async fn fan_out_webhook_events(
         &self,
         expected: i64,
         advance_to: i64,
         events: &[WebhookEventRow],
         now_us: i64,
-        hand_off: Option<&HandOff>,
+        settled: &SettledDeliveries,
     ) -> Result<Option<FannedOut>, StoreError>;
     /// Signed checkpoints not yet fanned out whose position the event fan-out has passed
     /// (so their events' deliveries are queued first), oldest first; none while no webhook is
@@ -809,5 +877,21 @@ pub async fn connect_with(
         Err(StoreError::Config(format!(
             "unsupported database URL '{url}': use postgres://… or sqlite://…"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::event_delivery_id;
+
+    #[test]
+    fn an_event_delivery_id_is_the_same_in_every_process_and_differs_per_pair() {
+        let id = event_delivery_id("wh-1", 42);
+        assert_eq!(id, event_delivery_id("wh-1", 42));
+        let parsed = uuid::Uuid::parse_str(&id).expect("a UUID");
+        assert_eq!(parsed.get_version_num(), 8);
+        assert_eq!(parsed.get_variant(), uuid::Variant::RFC4122);
+        assert_ne!(id, event_delivery_id("wh-1", 43));
+        assert_ne!(id, event_delivery_id("wh-2", 42));
     }
 }

@@ -2,56 +2,60 @@
 //!
 //! Every server process runs one, as three tasks that never wait on each other:
 //!
-//! 1. **Fan-out**, woken by each commit (for PostgreSQL, every process's commits, through
-//!    LISTEN/NOTIFY) and otherwise every [`POLL`]. Read the events after the store's webhook
-//!    cursor, turn each into its webhook event ([`super::events`]; an event no webhook can
-//!    receive is just passed over) and hand them to the store, which in one transaction moves
-//!    the cursor and queues a delivery row per matching active subscription. If another
-//!    process moved the cursor first, nothing is written and the events are read again from
-//!    the new cursor. So each committed event is fanned out once, none is skipped, and a
-//!    server that was down catches up from where the cursor stands. The same transaction
-//!    leases to this process the deliveries it can start at once (the hand-off,
-//!    [`HandOff`]): those that head their (webhook, model) queue, up to the free slots, which
-//!    the fan-out takes before it writes. They are sent without a lease statement of their
-//!    own; on the healthy path that is most deliveries. Signed checkpoints
-//!    follow, once the cursor has passed their position: each is fanned out once under a
-//!    compare-and-set marker of its own (see
+//! 1. **Fan-out**, in the one process that leads it (a lease on the cursor's row, taken over
+//!    when its holder stops or its [`LEAD_LEASE`] runs out), woken by each commit (for
+//!    PostgreSQL, every process's commits, through LISTEN/NOTIFY) and otherwise every
+//!    [`POLL`]. It reads the events after the store's webhook cursor as a *window*, turns each
+//!    into its webhook event ([`super::events`]; an event no webhook can receive is just
+//!    passed over) and sends each (webhook, event) delivery it can at once: the first of
+//!    every (webhook, model) queue that has nothing pending in the database, then that
+//!    queue's next one when it was delivered. It waits for those outcomes (at most
+//!    [`ATTEMPT_WAIT`] per attempt), then writes the whole window in the transaction that
+//!    moves the cursor: each delivery once, with its outcome, or pending for the delivery
+//!    task when it is due again, still on the wire (leased to this process) or was not sent.
+//!    Sending before writing is what makes the healthy path one row insert per delivery; it
+//!    is safe because nothing moves the cursor but that transaction: a leader that dies
+//!    first leaves the events to the next one, which sends them again under the same delivery
+//!    ids ([`event_delivery_id`]). If another process moved the cursor first (its lead began
+//!    when this one's had run out), nothing is written. So each committed event is fanned
+//!    out once, none is skipped, and a server that was down catches up from where the cursor
+//!    stands. Signed checkpoints follow, once the cursor has passed their position: each is
+//!    queued once under a compare-and-set marker of its own (see
 //!    [`crate::store::Webhooks::fan_out_webhook_checkpoints`]).
-//! 2. **Delivery**, woken when the fan-out queued deliveries, when outcomes freed slots, and
-//!    every [`POLL`] (retries that came due, expired leases, another process's fan-out).
-//!    Lease as many due rows as there are free slots (at most
+//! 2. **Delivery**, in every process, woken when the fan-out queued deliveries, when outcomes
+//!    freed slots, and every [`POLL`] (retries that came due, expired leases, another
+//!    process's fan-out). Lease as many due rows as there are free slots (at most
 //!    [`WebhookSettings::concurrency`], and no new ones for a webhook that already has
 //!    [`WebhookSettings::per_webhook_concurrency`] in flight here), and send each in its own
 //!    task, so a slow or hanging receiver holds only its own slots while the others' deliveries
 //!    go on. The store leases only the oldest pending delivery of each (webhook, model), so one
 //!    receiver gets one model's events in commit order, and a checkpoint only after that
 //!    receiver's events up to its position are no longer pending.
-//! 3. **Recording.** A task hands its outcome (delivered, failed for good, or due again after
-//!    the backoff of [`super::retry`]) to one recorder, which writes every outcome that is
-//!    waiting in a single statement and only then frees their slots. At low rates that is a
-//!    batch of one, as fast as before; at thousands of deliveries a second it is one commit
-//!    per batch instead of one per delivery, which is what bounded throughput. A slot stays
-//!    taken until its outcome is written because the next event of the same model can only be
-//!    leased once this one is no longer pending in the database.
+//! 3. **Recording.** A leased attempt hands its outcome (delivered, failed for good, or due
+//!    again after the backoff of [`super::retry`]) to one recorder, which writes every
+//!    outcome that is waiting in a single statement and only then frees their slots (the
+//!    next event of the same model can only be leased once this one is no longer pending in
+//!    the database). A window's attempt that outlived its window ends here too.
 //!
-//! Fan-out and delivery were one loop until 2026-12-06; then every lease waited for the
-//! fan-out before it (a transaction writing a hundred rows per event at 200 events a second),
-//! and every fan-out for the lease. The hand-off exists because a lease reads past every
-//! delivery still in flight before it finds a queue head: at thousands of deliveries a second
-//! it cost PostgreSQL as much as queueing them (docs/performance.md). After a round the
-//! fan-out waits [`FAN_OUT_GAP`] before it looks at the next commit, so commits that land
-//! together are fanned out by one transaction instead of one each. A fan-out whose last
-//! round found no active webhook is idle: it ignores commits and looks again once per
-//! [`POLL`]. Without that, a registry with no webhooks paid a cursor read for every commit
-//! (measured: 1,220 statements for 696 transitions). Nothing is missed meanwhile, because the cursor, not the announcement, says
-//! what is still to be fanned out; the first events after a webhook is created wait at most
-//! one [`POLL`].
+//! Until 2026-12-07 the fan-out queued a row per delivery and a lease (or a hand-off) sent
+//! it, and the outcome updated the row: three writes to a table with seven indexes per
+//! delivery, which capped PostgreSQL at about 3,000 deliveries a second on the benchmark
+//! machine (docs/performance.md). The queue is now the slow path: retries, receivers slower
+//! than [`ATTEMPT_WAIT`], checkpoints, redeliveries, and every process but the leader.
+//!
+//! After a round the fan-out waits [`FAN_OUT_GAP`] before it looks at the next commit, so
+//! commits that land together are fanned out by one window instead of one each. A fan-out
+//! whose last round found no active webhook (or that does not lead) is idle: it ignores
+//! commits and looks again once per [`POLL`]. Without that, a registry with no webhooks paid a
+//! cursor read for every commit (measured: 1,220 statements for 696 transitions). Nothing is
+//! missed meanwhile, because the cursor, not the announcement, says what is still to be
+//! fanned out; the first events after a webhook is created wait at most one [`POLL`].
 //!
 //! A lease lasts the attempt's total timeout plus a margin. A process that dies mid-delivery
 //! leaves its leases to expire; another process (or this one after a restart) then sends
 //! those deliveries again with the same delivery id, which receivers deduplicate on.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -65,8 +69,9 @@ use super::retry::NextStep;
 use super::sender::{SendOutcome, Sender};
 use crate::store::projection::micros;
 use crate::store::{
-    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, FannedOut, HandOff, SharedStore,
-    StoreError, WebhookEventRow, WebhookStatus,
+    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, FannedOut, Settled,
+    SettledDeliveries, SharedStore, StoreError, WebhookEventRow, WebhookStatus,
+    WebhookSubscription, event_delivery_id,
 };
 
 /// How often the worker looks for due deliveries when no commit woke it (retries that came
@@ -76,6 +81,16 @@ pub const POLL: Duration = Duration::from_millis(250);
 const FAN_OUT_GAP: Duration = Duration::from_millis(10);
 /// Events read per fan-out transaction.
 const FAN_OUT_BATCH: i64 = 500;
+/// Deliveries per window at most: a window reads fewer events when many webhooks receive each
+/// (what it holds in memory, and its one transaction, stay bounded).
+const WINDOW_DELIVERIES: usize = 5_000;
+/// How long a window waits for one attempt (or for a free slot) before it stops waiting:
+/// the attempt is recorded as in flight, leased to this process, and the rest of its queue as
+/// queued for the lease. What a receiver slower than this costs the others, once.
+const ATTEMPT_WAIT: Duration = Duration::from_millis(50);
+/// How long the fan-out's lead lasts unless renewed; its holder renews it once half is left.
+/// A leader killed without a shutdown holds it this long.
+const LEAD_LEASE: Duration = Duration::from_secs(10);
 /// Checkpoints read per fan-out transaction (they are made seconds apart, not per commit).
 const CHECKPOINT_BATCH: i64 = 50;
 /// How long past the attempt's own timeout a lease is kept before another process may take
@@ -97,6 +112,7 @@ pub fn spawn(
     let worker = Arc::new(Worker {
         sender: Sender::new(&settings)?,
         store,
+        lead_until: Mutex::new(None),
         slots: Arc::new(Semaphore::new(settings.concurrency.max(1))),
         settings,
         owner: uuid::Uuid::now_v7().to_string(),
@@ -109,8 +125,13 @@ pub fn spawn(
         tokio::select! {
             () = worker.clone().fan_out_loop() => {}
             () = worker.clone().deliver_loop() => {}
-            () = worker.record_outcomes(outcomes_to_record) => {}
+            () = worker.clone().record_outcomes(outcomes_to_record) => {}
             () = stop => {}
+        }
+        // Another process takes the lead at once instead of when its lease runs out (best
+        // effort: a process that is killed, or stops before this runs, leaves it to expire).
+        if let Err(e) = worker.store.release_webhook_fan_out(&worker.owner).await {
+            tracing::debug!(error = %e, "the webhook fan-out's lead could not be given up");
         }
     }))
 }
@@ -121,6 +142,8 @@ struct Worker {
     sender: Sender,
     /// This process's lease owner id.
     owner: String,
+    /// Until when this process leads the fan-out, as far as it knows (see [`LEAD_LEASE`]).
+    lead_until: Mutex<Option<tokio::time::Instant>>,
     /// One permit per delivery that may be in flight here ([`WebhookSettings::concurrency`]).
     slots: Arc<Semaphore>,
     /// Deliveries in flight here, by webhook id.
@@ -171,16 +194,61 @@ struct FanOutBatch {
     more: bool,
     /// Some webhook is active; when none is, the fan-out is idle (see the module docs).
     any_active: bool,
-    /// Deliveries queued and left for the delivery loop to lease (not handed off).
+    /// Deliveries written pending and unleased: work for the delivery loop.
     waiting: u64,
 }
 
-/// One attempt's outcome, waiting to be written, with the slot it still holds.
+/// One attempt's outcome, waiting to be written.
 struct Finished {
     delivery_id: String,
     webhook_id: String,
     record: AttemptRecord,
-    _slot: OwnedSemaphorePermit,
+    /// A leased delivery's slot, held (with its count in `in_flight`) until the outcome is
+    /// written. `None` for a window's attempt that outlived its window, which freed both when
+    /// it ended: its row, pending and leased here until this outcome is written, is what keeps
+    /// its model's later events behind it.
+    slot: Option<OwnedSemaphorePermit>,
+}
+
+/// One window's deliveries, as the leader leaves them to [`fan_out_webhook_events`]
+/// (crate::store::Webhooks::fan_out_webhook_events).
+struct Window {
+    settled: SettledDeliveries,
+    /// The queues it leaves with a pending delivery (queued, due again, or on the wire).
+    left_pending: HashSet<(String, String)>,
+    /// How many deliveries it holds, sent or not.
+    deliveries: u64,
+    /// Attempts still on the wire when the window stopped waiting (recorded as
+    /// [`Settled::InFlight`]); their outcomes are written once the window is.
+    late: Option<mpsc::UnboundedReceiver<WindowAttempt>>,
+}
+
+/// A window's attempt that ended.
+struct WindowAttempt {
+    queue: usize,
+    job: DeliveryJob,
+    record: AttemptRecord,
+}
+
+/// A window's deliveries of one (webhook, order key), in position order: sent one at a time.
+struct WindowQueue {
+    /// The deliveries not started yet.
+    jobs: VecDeque<DeliveryJob>,
+    /// How many it held.
+    total: u64,
+    /// Nothing more is sent from it (a pending delivery of this queue is in the database, or
+    /// one of its attempts is due again, or outlived its wait): the rest is queued.
+    closed: bool,
+    /// The delivery id of its attempt on the wire.
+    running: Option<String>,
+}
+
+/// Why a window's delivery could not start now.
+enum NoStart {
+    /// Its webhook has [`WebhookSettings::per_webhook_concurrency`] in flight here.
+    WebhookFull,
+    /// Every slot is taken.
+    NoSlot,
 }
 
 impl Worker {
@@ -193,6 +261,12 @@ impl Worker {
         // Checkpoints come minutes apart, commits hundreds of times a second: looking for
         // them once per POLL keeps that read off the busy path and delays one by 250 ms at most.
         let mut checkpoints_checked: Option<tokio::time::Instant> = None;
+        // The queues with a pending delivery, as far as the leader knows (`None`: not known,
+        // read them all). Only the leader's windows make an event's queue pending (a retry
+        // or a redelivery keeps or makes pending a row that is already there), so the leader
+        // learns of new ones from its own windows and asks the database only which of those
+        // it knows have drained: nothing at all while every receiver keeps up.
+        let mut pending: Option<HashSet<(String, String)>> = None;
         loop {
             // Whatever was announced up to here is read by this round (a lagged receiver also
             // means commits happened); a commit announced during the round wakes the next one.
@@ -205,7 +279,11 @@ impl Worker {
                 let mut active = false;
                 let mut waiting = 0;
                 loop {
-                    let batch = self.fan_out_once().await?;
+                    let batch = self.fan_out_once(&mut pending).await;
+                    if batch.is_err() {
+                        pending = None;
+                    }
+                    let batch = batch?;
                     active |= batch.any_active;
                     waiting += batch.waiting;
                     if !batch.more {
@@ -277,9 +355,25 @@ impl Worker {
         }
     }
 
-    /// Fans out one batch of events, starting at once the deliveries it could lease to this
-    /// process (see [`HandOff`]).
-    async fn fan_out_once(self: &Arc<Self>) -> Result<FanOutBatch, StoreError> {
+    /// Fans out one window of events, if this process leads the fan-out: sends each delivery
+    /// it can start at once, waits (briefly, see [`ATTEMPT_WAIT`]) for the outcomes, and
+    /// writes every delivery of the window, settled or queued, in the transaction that moves
+    /// the cursor.
+    async fn fan_out_once(
+        self: &Arc<Self>,
+        pending: &mut Option<HashSet<(String, String)>>,
+    ) -> Result<FanOutBatch, StoreError> {
+        if !self.lead().await? {
+            // A new lead starts from what the database says.
+            *pending = None;
+            // Another process leads: it sends the new events, this one leases what is
+            // queued. The fan-out looks again every POLL, to take over when that lead ends.
+            return Ok(FanOutBatch {
+                more: false,
+                any_active: false,
+                waiting: 0,
+            });
+        }
         let (cursor, any_active) = self.store.webhook_cursor().await?;
         let done = FanOutBatch {
             more: false,
@@ -300,66 +394,355 @@ impl Worker {
                 ..EventQuery::default()
             })
             .await?;
-        let Some(last) = events.last().map(|e| e.position) else {
+        if events.is_empty() {
             return Ok(done);
-        };
-        let rows: Vec<WebhookEventRow> = events
-            .iter()
-            .filter_map(|envelope| {
-                let event = webhook_event(envelope)?;
-                Some(WebhookEventRow {
+        }
+        let mut more = events.len() as i64 == FAN_OUT_BATCH;
+        // Read after the events: a webhook created before an event it receives was committed
+        // before that event was read. One that is missed anyway (created meanwhile) still gets
+        // its deliveries, queued by the transaction, which reads the subscriptions again.
+        let subscriptions = self.store.active_webhook_subscriptions().await?;
+        let mut rows: Vec<WebhookEventRow> = Vec::new();
+        let mut last = cursor;
+        let mut deliveries = 0;
+        for envelope in &events {
+            if let Some(event) = webhook_event(envelope) {
+                let row = WebhookEventRow {
                     position: envelope.position,
                     event_name: event.name.to_string(),
                     order_key: envelope.stream_id.to_string(),
                     occurred_at_us: micros(&envelope.occurred_at),
                     payload: event.body.to_string(),
                     checkpoint_id: None,
-                })
-            })
-            .collect();
-        // The free slots are taken before the transaction, so what it leases can be sent at
-        // once. Not for a full batch: the fan-out is then catching up on a backlog, whose
-        // queues are busy (nothing to hand off), and its long transaction would keep every
-        // slot from the lease meanwhile.
-        let mut permits = if events.len() as i64 == FAN_OUT_BATCH {
-            Vec::new()
-        } else {
-            self.take_free_slots()
+                };
+                let receivers = subscriptions.iter().filter(|s| s.receives(&row)).count();
+                if deliveries > 0 && deliveries + receivers > WINDOW_DELIVERIES {
+                    more = true;
+                    break;
+                }
+                deliveries += receivers;
+                rows.push(row);
+            }
+            last = envelope.position;
+        }
+        let known = match pending.take() {
+            None => self.store.pending_webhook_queues(None).await?,
+            Some(known) if known.is_empty() => known,
+            Some(known) => {
+                let known: Vec<(String, String)> = known.into_iter().collect();
+                self.store.pending_webhook_queues(Some(&known)).await?
+            }
         };
-        let now = chrono::Utc::now();
-        let hand_off = (!permits.is_empty()).then(|| HandOff {
-            owner: self.owner.clone(),
-            lease_until_us: micros(&later(now, self.lease_length())),
-            limit: permits.len(),
-            per_webhook: self.settings.per_webhook_concurrency,
-            in_flight: self.in_flight.lock().map(|m| m.clone()).unwrap_or_default(),
-        });
+        let window = self.send_window(&rows, &subscriptions, &known).await?;
+        let now = micros(&chrono::Utc::now());
         match self
             .store
-            .fan_out_webhook_events(cursor, last, &rows, micros(&now), hand_off.as_ref())
+            .fan_out_webhook_events(cursor, last, &rows, now, &window.settled)
             .await?
         {
-            // Another process fanned these out first: read on from where it left the cursor.
+            // Another process fanned these out first (its lead began after this one's ran
+            // out): read on from where it left the cursor. What this window sent, it sent
+            // again under the same delivery ids.
             None => Ok(FanOutBatch { more: true, ..done }),
-            Some(FannedOut { queued, leased }) => {
-                let waiting = queued - leased.len() as u64;
-                for job in leased {
-                    // `leased` is at most as long as `permits`.
-                    if let Some(permit) = permits.pop() {
-                        self.dispatch(job, permit);
-                    }
+            Some(FannedOut { written, waiting }) => {
+                let mut known = known;
+                known.extend(window.left_pending);
+                // A webhook created or disabled after the window read the subscriptions:
+                // the transaction queued what the window did not know of, so the next
+                // window reads every pending queue again.
+                *pending = (written == window.deliveries).then_some(known);
+                if let Some(late) = window.late {
+                    self.record_late(late);
                 }
-                if queued > 0 {
+                if written > 0 {
                     metrics::counter!("model_ledger_webhook_deliveries_queued_total")
-                        .increment(queued);
+                        .increment(written);
                 }
                 Ok(FanOutBatch {
-                    more: events.len() as i64 == FAN_OUT_BATCH,
+                    more,
                     waiting,
                     ..done
                 })
             }
         }
+    }
+
+    /// Whether this process leads the fan-out, taking or renewing the lead when less than half
+    /// of its lease is left.
+    async fn lead(&self) -> Result<bool, StoreError> {
+        let now = tokio::time::Instant::now();
+        let until = self.lead_until.lock().ok().and_then(|until| *until);
+        if until.is_some_and(|until| until > now + LEAD_LEASE / 2) {
+            return Ok(true);
+        }
+        let wall = chrono::Utc::now();
+        let leads = self
+            .store
+            .lead_webhook_fan_out(&self.owner, micros(&wall), micros(&later(wall, LEAD_LEASE)))
+            .await?;
+        if let Ok(mut until) = self.lead_until.lock() {
+            // Counted from before the statement, so this process never believes in a lead
+            // longer than the database grants it.
+            *until = leads.then(|| now + LEAD_LEASE);
+        }
+        Ok(leads)
+    }
+
+    /// Sends what a window can send at once: the head of every (webhook, order key) queue that
+    /// has no pending delivery in the database, then each queue's next delivery when the one
+    /// before it was delivered (or failed for good), within the slots and the per-webhook
+    /// limit. Stops when nothing it waits for is left: an attempt that outlives
+    /// [`ATTEMPT_WAIT`] is left on the wire (and its queue closed), and so is waiting for a
+    /// slot that long.
+    async fn send_window(
+        self: &Arc<Self>,
+        rows: &[WebhookEventRow],
+        subscriptions: &[WebhookSubscription],
+        pending: &HashSet<(String, String)>,
+    ) -> Result<Window, StoreError> {
+        let mut settled = SettledDeliveries::new();
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+        let mut queues: Vec<WindowQueue> = Vec::new();
+        for row in rows {
+            for subscription in subscriptions.iter().filter(|s| s.receives(row)) {
+                let queue = *index
+                    .entry((subscription.id.as_str(), row.order_key.as_str()))
+                    .or_insert_with(|| {
+                        queues.push(WindowQueue {
+                            jobs: VecDeque::new(),
+                            total: 0,
+                            closed: false,
+                            running: None,
+                        });
+                        queues.len() - 1
+                    });
+                queues[queue].jobs.push_back(job_for(subscription, row));
+                queues[queue].total += 1;
+            }
+        }
+        if queues.is_empty() {
+            return Ok(Window {
+                settled,
+                left_pending: HashSet::new(),
+                deliveries: 0,
+                late: None,
+            });
+        }
+        if !pending.is_empty() {
+            for ((webhook, key), queue) in &index {
+                if pending.contains(&(webhook.to_string(), key.to_string())) {
+                    queues[*queue].closed = true;
+                }
+            }
+        }
+        let (finished, mut outcomes) = mpsc::unbounded_channel::<WindowAttempt>();
+        let mut ready: VecDeque<usize> = (0..queues.len()).filter(|q| !queues[*q].closed).collect();
+        // Queues waiting for their webhook's in-flight count to drop, by webhook id.
+        let mut parked: HashMap<String, Vec<usize>> = HashMap::new();
+        // Attempts waited for, oldest first (an entry whose queue moved on is stale).
+        let mut awaited: VecDeque<(tokio::time::Instant, usize, String)> = VecDeque::new();
+        let mut waiting_for: usize = 0;
+        let mut spare: Option<OwnedSemaphorePermit> = None;
+        let mut starved_since: Option<tokio::time::Instant> = None;
+        // Started and without an outcome yet: delivery id -> (webhook id, position).
+        let mut started: HashMap<String, (String, i64)> = HashMap::new();
+        loop {
+            // Start what can start.
+            let mut starved = false;
+            let mut progressed = false;
+            while let Some(&queue) = ready.front() {
+                let Some(job) = queues[queue].jobs.front() else {
+                    ready.pop_front();
+                    continue;
+                };
+                match self.take_slot(&job.webhook_id, &mut spare) {
+                    Ok(slot) => {
+                        ready.pop_front();
+                        let Some(job) = queues[queue].jobs.pop_front() else {
+                            continue;
+                        };
+                        queues[queue].running = Some(job.id.clone());
+                        awaited.push_back((tokio::time::Instant::now(), queue, job.id.clone()));
+                        started.insert(job.id.clone(), (job.webhook_id.clone(), job.position));
+                        waiting_for += 1;
+                        progressed = true;
+                        self.attempt_in_window(queue, job, slot, finished.clone());
+                    }
+                    Err(NoStart::WebhookFull) => {
+                        ready.pop_front();
+                        parked.entry(job.webhook_id.clone()).or_default().push(queue);
+                    }
+                    Err(NoStart::NoSlot) => {
+                        starved = true;
+                        break;
+                    }
+                }
+            }
+            // Waiting for a slot is bounded only while none comes free: slots taken by this
+            // window's own attempts free up as they end.
+            if !starved || progressed {
+                starved_since = None;
+            }
+            if starved && starved_since.is_none() {
+                starved_since = Some(tokio::time::Instant::now());
+            }
+            if waiting_for == 0 && !starved {
+                break;
+            }
+            let attempt_deadline = awaited.front().map(|(at, ..)| *at + ATTEMPT_WAIT);
+            let slot_deadline = starved_since.map(|at| at + ATTEMPT_WAIT);
+            let deadline = match (attempt_deadline, slot_deadline) {
+                (Some(a), Some(b)) => a.min(b),
+                (a, b) => a.or(b).unwrap_or_else(tokio::time::Instant::now),
+            };
+            tokio::select! {
+                Some(ended) = outcomes.recv() => {
+                    started.remove(&ended.job.id);
+                    let queue = ended.queue;
+                    let awaited_here = queues[queue].running.as_deref() == Some(ended.job.id.as_str());
+                    if awaited_here {
+                        queues[queue].running = None;
+                        waiting_for = waiting_for.saturating_sub(1);
+                        if ended.record.status == DeliveryStatus::Pending {
+                            // Due again later: its model's later events wait behind it.
+                            queues[queue].closed = true;
+                        } else if !queues[queue].closed {
+                            ready.push_back(queue);
+                        }
+                    }
+                    if let Some(waiting) = parked.remove(&ended.job.webhook_id) {
+                        ready.extend(waiting);
+                    }
+                    settled.insert(
+                        (ended.job.webhook_id, ended.job.position),
+                        Settled::Attempted(ended.record),
+                    );
+                }
+                permit = self.slots.clone().acquire_owned(), if starved && spare.is_none() => {
+                    spare = permit.ok();
+                }
+                () = tokio::time::sleep_until(deadline) => {
+                    let now = tokio::time::Instant::now();
+                    while let Some((at, queue, id)) = awaited.front() {
+                        if queues[*queue].running.as_deref() != Some(id.as_str()) {
+                            awaited.pop_front();
+                            continue;
+                        }
+                        if *at + ATTEMPT_WAIT > now {
+                            break;
+                        }
+                        // Left on the wire: recorded as in flight (below), its queue's rest
+                        // queued behind it.
+                        queues[*queue].running = None;
+                        queues[*queue].closed = true;
+                        waiting_for = waiting_for.saturating_sub(1);
+                        awaited.pop_front();
+                    }
+                    if starved_since.is_some_and(|at| at + ATTEMPT_WAIT <= now) {
+                        // No slot came free: the rest waits for the lease.
+                        break;
+                    }
+                }
+            }
+        }
+        drop(finished);
+        // Whatever was started and has no outcome yet is still on the wire.
+        let lease_until_us = micros(&later(chrono::Utc::now(), self.lease_length()));
+        let on_the_wire = started.len();
+        for (webhook_id, position) in started.into_values() {
+            settled.insert(
+                (webhook_id, position),
+                Settled::InFlight {
+                    owner: self.owner.clone(),
+                    lease_until_us,
+                },
+            );
+        }
+        let left_pending = index
+            .iter()
+            .filter(|(_, queue)| queues[**queue].closed || !queues[**queue].jobs.is_empty())
+            .map(|((webhook, key), _)| (webhook.to_string(), key.to_string()))
+            .collect();
+        Ok(Window {
+            settled,
+            left_pending,
+            deliveries: queues.iter().map(|q| q.total).sum(),
+            late: (on_the_wire > 0).then_some(outcomes),
+        })
+    }
+
+    /// A slot for a window's delivery to `webhook_id` (the one waited for, if any), counted in
+    /// `in_flight` until the attempt ends.
+    fn take_slot(
+        &self,
+        webhook_id: &str,
+        spare: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<OwnedSemaphorePermit, NoStart> {
+        let mut in_flight = self.in_flight.lock().map_err(|_| NoStart::NoSlot)?;
+        if in_flight.get(webhook_id).copied().unwrap_or(0)
+            >= self.settings.per_webhook_concurrency.max(1)
+        {
+            return Err(NoStart::WebhookFull);
+        }
+        let slot = match spare.take() {
+            Some(slot) => slot,
+            None => self
+                .slots
+                .clone()
+                .try_acquire_owned()
+                .map_err(|_| NoStart::NoSlot)?,
+        };
+        *in_flight.entry(webhook_id.to_string()).or_default() += 1;
+        Ok(slot)
+    }
+
+    /// Sends a window's delivery in a task of its own. Its slot and in-flight count are freed
+    /// as soon as the attempt ends (the window, not the database, keeps the queue's order).
+    fn attempt_in_window(
+        self: &Arc<Self>,
+        queue: usize,
+        job: DeliveryJob,
+        slot: OwnedSemaphorePermit,
+        finished: mpsc::UnboundedSender<WindowAttempt>,
+    ) {
+        let worker = self.clone();
+        tokio::spawn(async move {
+            let record = worker.attempt(&job).await;
+            metrics::counter!("model_ledger_webhook_attempts_total", "outcome" => record.status.as_str())
+                .increment(1);
+            worker.attempt_ended(&job.webhook_id);
+            drop(slot);
+            // Fails only when the window was given up (its transaction failed); the events
+            // are then fanned out again.
+            let _ = finished.send(WindowAttempt { queue, job, record });
+        });
+    }
+
+    fn attempt_ended(&self, webhook_id: &str) {
+        if let Ok(mut in_flight) = self.in_flight.lock()
+            && let Some(n) = in_flight.get_mut(webhook_id)
+        {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                in_flight.remove(webhook_id);
+            }
+        }
+    }
+
+    /// Hands the outcomes of a recorded window's attempts that were still on the wire to the
+    /// recorder as they arrive: their rows are pending, leased here, until then.
+    fn record_late(&self, mut late: mpsc::UnboundedReceiver<WindowAttempt>) {
+        let outcomes = self.outcomes.clone();
+        tokio::spawn(async move {
+            while let Some(ended) = late.recv().await {
+                let _ = outcomes.send(Finished {
+                    delivery_id: ended.job.id,
+                    webhook_id: ended.job.webhook_id,
+                    record: ended.record,
+                    slot: None,
+                });
+            }
+        });
     }
 
     /// Fans out one batch of signed checkpoints: whether more may follow, and the deliveries
@@ -464,7 +847,7 @@ impl Worker {
                 delivery_id: job.id,
                 webhook_id: job.webhook_id,
                 record,
-                _slot: slot,
+                slot: Some(slot),
             });
         });
     }
@@ -478,15 +861,8 @@ impl Worker {
                 .map(|f| (f.delivery_id.clone(), f.record.clone()))
                 .collect();
             self.write_outcomes(&attempts).await;
-            if let Ok(mut m) = self.in_flight.lock() {
-                for finished in &batch {
-                    if let Some(n) = m.get_mut(&finished.webhook_id) {
-                        *n = n.saturating_sub(1);
-                        if *n == 0 {
-                            m.remove(&finished.webhook_id);
-                        }
-                    }
-                }
+            for finished in batch.iter().filter(|f| f.slot.is_some()) {
+                self.attempt_ended(&finished.webhook_id);
             }
             // Frees the slots.
             batch.clear();
@@ -612,4 +988,22 @@ fn later(at: chrono::DateTime<chrono::Utc>, wait: Duration) -> chrono::DateTime<
         .ok()
         .and_then(|d| at.checked_add_signed(d))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+}
+
+/// A window's delivery of `event` to `subscription`, as it is sent.
+fn job_for(subscription: &WebhookSubscription, event: &WebhookEventRow) -> DeliveryJob {
+    DeliveryJob {
+        id: event_delivery_id(&subscription.id, event.position),
+        webhook_id: subscription.id.clone(),
+        position: event.position,
+        event_name: event.event_name.clone(),
+        payload: event.payload.clone(),
+        attempts: 0,
+        first_attempt_at_us: None,
+        url: subscription.url.clone(),
+        secret_sealed: subscription.secret_sealed.clone(),
+        previous_secret_sealed: subscription.previous_secret_sealed.clone(),
+        previous_secret_until_us: subscription.previous_secret_until_us,
+        webhook_status: Some(WebhookStatus::Active),
+    }
 }

@@ -5,8 +5,8 @@
 //! carry (and send) their own.
 
 use model_ledger::store::{
-    AttemptRecord, DeliveryJob, DeliveryStatus, HandOff, SharedStore, WebhookEventRow,
-    WebhookRecord, WebhookStatus,
+    AttemptRecord, DeliveryJob, DeliveryStatus, Settled, SettledDeliveries, SharedStore,
+    WebhookEventRow, WebhookRecord, WebhookStatus, event_delivery_id,
 };
 
 use crate::both_backends;
@@ -138,10 +138,10 @@ both_backends!(
             })
             .collect();
         let queued = store
-            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, None)
+            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, &SettledDeliveries::new())
             .await
             .expect("fan out")
-            .map(|f| f.queued);
+            .map(|f| f.written);
         assert_eq!(queued, Some(3));
 
         // `a` leases one delivery briefly; once that lease has run out, `b` leases all three.
@@ -282,10 +282,10 @@ both_backends!(
             })
             .collect();
         let queued = store
-            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, None)
+            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, &SettledDeliveries::new())
             .await
             .expect("fan out")
-            .map(|f| f.queued);
+            .map(|f| f.written);
         // created -> a, b; tag.set -> b, c; created -> a, b. Nobody receives the fourth kind.
         assert_eq!(queued, Some(6));
         let bodies = raw_sql(backend, &url, "SELECT COUNT(*) FROM webhook_payloads").await;
@@ -360,123 +360,187 @@ fn created(position: i64, model: &str, at_us: i64) -> WebhookEventRow {
 }
 
 both_backends!(
-    a_fan_out_hands_off_only_queue_heads_within_its_limits,
+    a_fan_out_records_what_its_leader_settled_and_queues_the_rest,
     |backend: Backend| async move {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = fresh_store(backend, &dir).await;
         let t0: i64 = 1_000_000_000;
-        for id in ["wh-a", "wh-b"] {
+        for id in ["wh-a", "wh-b", "wh-c"] {
             store
                 .insert_webhook(&webhook(id, &["model_version.created"], t0))
                 .await
                 .expect("insert webhook");
         }
         let (cursor, _) = store.webhook_cursor().await.expect("cursor");
-        let hand_off = |limit: usize, in_flight: &[(&str, usize)]| HandOff {
-            owner: "me".into(),
-            lease_until_us: t0 + 1_000_000,
-            limit,
-            per_webhook: 2,
-            in_flight: in_flight
-                .iter()
-                .map(|(id, n)| (id.to_string(), *n))
-                .collect(),
-        };
-
-        // Two events of model m1, one of m2, to two webhooks: the heads are (a, m1 first),
-        // (a, m2), (b, m1 first), (b, m2); wh-b already has one in flight here and may have two,
-        // so only one of its heads is handed off.
-        let first = vec![
+        let events = vec![
             created(cursor + 1, "m1", t0 + 1),
             created(cursor + 2, "m1", t0 + 2),
             created(cursor + 3, "m2", t0 + 3),
         ];
+        // The leader delivered wh-a's first m1 event, got a 503 for its m2 event, still waits
+        // for wh-b's first m1 event, and delivered wh-c's before wh-c was disabled.
+        let retry_at = t0 + 5_000_000;
+        let mut settled = SettledDeliveries::new();
+        settled.insert(
+            ("wh-a".into(), cursor + 1),
+            Settled::Attempted(attempt(DeliveryStatus::Succeeded, t0 + 5, Some(200), None)),
+        );
+        settled.insert(
+            ("wh-a".into(), cursor + 3),
+            Settled::Attempted(AttemptRecord {
+                next_attempt_at_us: retry_at,
+                ..attempt(DeliveryStatus::Pending, t0 + 6, Some(503), Some("HTTP 503"))
+            }),
+        );
+        settled.insert(
+            ("wh-b".into(), cursor + 1),
+            Settled::InFlight {
+                owner: "me".into(),
+                lease_until_us: t0 + 1_000_000,
+            },
+        );
+        settled.insert(
+            ("wh-c".into(), cursor + 1),
+            Settled::Attempted(attempt(DeliveryStatus::Succeeded, t0 + 7, Some(200), None)),
+        );
+        let mut disabled = webhook("wh-c", &["model_version.created"], t0);
+        disabled.status = WebhookStatus::Disabled;
+        assert!(store.update_webhook(&disabled).await.expect("disable"));
+
         let fanned = store
-            .fan_out_webhook_events(
-                cursor,
-                cursor + 3,
-                &first,
-                t0 + 10,
-                Some(&hand_off(10, &[("wh-b", 1)])),
-            )
+            .fan_out_webhook_events(cursor, cursor + 3, &events, t0 + 10, &settled)
             .await
             .expect("fan out")
             .expect("cursor was where we said");
-        assert_eq!(fanned.queued, 6);
-        let mut handed = webhook_and_position(&fanned.leased);
-        handed.sort();
-        assert_eq!(
-            handed,
-            vec![
-                ("wh-a".to_string(), cursor + 1),
-                ("wh-a".to_string(), cursor + 3),
-                ("wh-b".to_string(), cursor + 1),
-            ]
-        );
-        let positions: Vec<i64> = fanned.leased.iter().map(|j| j.position).collect();
-        assert!(positions.is_sorted(), "oldest first: {positions:?}");
-        let job = fanned
-            .leased
-            .iter()
-            .find(|j| j.webhook_id == "wh-a" && j.position == cursor + 1)
-            .expect("wh-a's first m1 delivery");
-        assert_eq!(job.payload, format!("{{\"position\":{}}}", cursor + 1));
-        assert_eq!(job.url, "http://127.0.0.1:9/wh-a");
-        assert_eq!(job.attempts, 0);
-        assert_eq!(job.webhook_status, Some(WebhookStatus::Active));
+        // wh-a and wh-b get all three; disabled wh-c only the one it was sent. Pending and
+        // unleased: wh-a's second m1 event and its retry, wh-b's second m1 and its m2 event.
+        assert_eq!((fanned.written, fanned.waiting), (7, 4));
+        assert_eq!(store.webhook_cursor().await.expect("cursor").0, cursor + 3);
 
-        // What was handed off is leased: another owner gets only the one head left unleased
-        // (wh-b's m2); wh-a's and wh-b's second m1 events wait behind their heads.
-        let others = store
+        let history = store
+            .list_webhook_deliveries("wh-a", 0, 10)
+            .await
+            .expect("history");
+        let row = |position: i64| {
+            history
+                .iter()
+                .find(|d| d.position == position)
+                .cloned()
+                .expect("a row")
+        };
+        let delivered = row(cursor + 1);
+        assert_eq!(delivered.id, event_delivery_id("wh-a", cursor + 1));
+        assert_eq!(delivered.status, DeliveryStatus::Succeeded);
+        assert_eq!(delivered.attempts, 1);
+        assert_eq!(delivered.last_response_code, Some(200));
+        assert_eq!(delivered.first_attempt_at_us, Some(t0 + 5));
+        let retried = row(cursor + 3);
+        assert_eq!(retried.status, DeliveryStatus::Pending);
+        assert_eq!(retried.attempts, 1);
+        assert_eq!(retried.next_attempt_at_us, retry_at);
+        assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
+        let queued = row(cursor + 2);
+        assert_eq!((queued.status, queued.attempts), (DeliveryStatus::Pending, 0));
+        let sent_before_disabling = store
+            .list_webhook_deliveries("wh-c", 0, 10)
+            .await
+            .expect("history");
+        assert_eq!(sent_before_disabling.len(), 1);
+        assert_eq!(sent_before_disabling[0].status, DeliveryStatus::Succeeded);
+
+        // The queues a new event of each would have to wait behind.
+        let asked: Vec<(String, String)> = [
+            ("wh-a", "m1"),
+            ("wh-a", "m2"),
+            ("wh-a", "m9"),
+            ("wh-b", "m1"),
+            ("wh-c", "m1"),
+        ]
+        .iter()
+        .map(|(w, m)| (w.to_string(), m.to_string()))
+        .collect();
+        let mut pending: Vec<(String, String)> = store
+            .pending_webhook_queues(Some(&asked))
+            .await
+            .expect("pending queues")
+            .into_iter()
+            .collect();
+        pending.sort();
+        // All of them, asked for none: wh-b's m2 event too, which was not sent.
+        let mut all: Vec<(String, String)> = store
+            .pending_webhook_queues(None)
+            .await
+            .expect("pending queues")
+            .into_iter()
+            .collect();
+        all.sort();
+        let mut with_wh_b_m2 = pending.clone();
+        with_wh_b_m2.push(("wh-b".to_string(), "m2".to_string()));
+        with_wh_b_m2.sort();
+        assert_eq!(all, with_wh_b_m2);
+        let expected: Vec<(String, String)> = [("wh-a", "m1"), ("wh-a", "m2"), ("wh-b", "m1")]
+            .iter()
+            .map(|(w, m)| (w.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(pending, expected);
+
+        // Another process leases the heads: wh-a's second m1 event (its first was delivered)
+        // and wh-b's m2 event; wh-a's retry is not due, wh-b's second m1 event waits behind
+        // the one still in flight.
+        let leased = store
             .lease_webhook_deliveries("other", t0 + 20, t0 + 30, 10, &[])
             .await
             .expect("lease");
-        let others = webhook_and_position(&others);
-        assert_eq!(others, vec![("wh-b".to_string(), cursor + 3)]);
-
-        // A later event of m1 finds its queues pending in the database and is not handed off;
-        // one of m3 is, within the limit of one.
-        let second = vec![
-            created(cursor + 4, "m1", t0 + 4),
-            created(cursor + 5, "m3", t0 + 5),
-        ];
-        let fanned = store
-            .fan_out_webhook_events(
-                cursor + 3,
-                cursor + 5,
-                &second,
-                t0 + 40,
-                Some(&hand_off(1, &[])),
-            )
-            .await
-            .expect("fan out")
-            .expect("cursor was where we said");
-        assert_eq!(fanned.queued, 4);
-        assert_eq!(fanned.leased.len(), 1, "{:?}", fanned.leased);
-        assert_eq!(fanned.leased[0].position, cursor + 5);
-
-        // Once wh-a's first m1 delivery is recorded, its second is the head and leasable.
+        let mut leased = webhook_and_position(&leased);
+        leased.sort();
+        assert_eq!(
+            leased,
+            vec![
+                ("wh-a".to_string(), cursor + 2),
+                ("wh-b".to_string(), cursor + 3)
+            ]
+        );
+        // The leader's late outcome is written under its lease.
+        let in_flight = event_delivery_id("wh-b", cursor + 1);
         let recorded = store
             .finish_webhook_deliveries(
                 "me",
                 &[(
-                    job.id.clone(),
-                    attempt(DeliveryStatus::Succeeded, t0 + 50, Some(200), None),
+                    in_flight.clone(),
+                    attempt(DeliveryStatus::Succeeded, t0 + 40, Some(200), None),
                 )],
             )
             .await
             .expect("finish");
-        assert_eq!(recorded, vec![job.id.clone()]);
-        let next = store
-            .lease_webhook_deliveries("other", t0 + 60, t0 + 70, 10, &[])
-            .await
-            .expect("lease");
-        let next = webhook_and_position(&next);
-        assert!(next.contains(&("wh-a".to_string(), cursor + 2)), "{next:?}");
-        assert!(
-            !next.iter().any(|(w, p)| w == "wh-a" && *p == cursor + 4),
-            "m1's later event stays behind its head: {next:?}"
-        );
+        assert_eq!(recorded, vec![in_flight]);
+    }
+);
+
+both_backends!(
+    the_fan_out_has_one_leader_until_its_lease_runs_out_or_it_lets_go,
+    |backend: Backend| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = fresh_store(backend, &dir).await;
+        let t0: i64 = 1_000_000_000;
+        let lead = |owner: &'static str, now: i64, until: i64| {
+            let store = store.clone();
+            async move {
+                store
+                    .lead_webhook_fan_out(owner, t0 + now, t0 + until)
+                    .await
+                    .expect("lead")
+            }
+        };
+        assert!(lead("a", 0, 100).await, "nobody led");
+        assert!(!lead("b", 50, 150).await, "a leads until 100");
+        assert!(lead("a", 60, 200).await, "a renews");
+        assert!(!lead("b", 150, 250).await, "renewed until 200");
+        assert!(lead("b", 201, 400).await, "a's lease ran out");
+        assert!(!lead("a", 210, 300).await);
+        store.release_webhook_fan_out("a").await.expect("release");
+        assert!(!lead("a", 220, 300).await, "only the leader can let go");
+        store.release_webhook_fan_out("b").await.expect("release");
+        assert!(lead("a", 230, 300).await, "free at once once let go");
     }
 );
 
@@ -500,7 +564,7 @@ async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
         .map(|i| created(cursor + i, &format!("m{}", i % 20), t0 + i))
         .collect();
     store
-        .fan_out_webhook_events(cursor, cursor + 10, &few, t0 + 10, None)
+        .fan_out_webhook_events(cursor, cursor + 10, &few, t0 + 10, &SettledDeliveries::new())
         .await
         .expect("fan out")
         .expect("cursor was where we said");
@@ -511,7 +575,7 @@ async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
         .map(|i| created(cursor + i, &format!("m{}", i % 20), t0 + i))
         .collect();
     store
-        .fan_out_webhook_events(cursor + 10, cursor + 5_010, &many, t0 + 20, None)
+        .fan_out_webhook_events(cursor + 10, cursor + 5_010, &many, t0 + 20, &SettledDeliveries::new())
         .await
         .expect("fan out")
         .expect("cursor was where we said");

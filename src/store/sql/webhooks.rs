@@ -2,22 +2,25 @@
 //!
 //! Delivery is derived from the event log, never from the request that wrote an event: a
 //! worker reads the events after `webhook_cursor` and, in one transaction, moves the cursor and
-//! queues one `webhook_deliveries` row per matching subscription (the body itself is stored
+//! writes one `webhook_deliveries` row per matching subscription (the body itself is stored
 //! once per event, in `webhook_payloads`). The cursor moves with a
 //! compare-and-set (`UPDATE … WHERE position = expected`), so when two processes fan out the
 //! same events the second finds the cursor moved and writes nothing: every event is fanned out
 //! exactly once, and none is skipped, because the cursor never passes an event whose rows were
-//! not written in the same commit.
+//! not written in the same commit. One process leads the fan-out (a lease on the cursor's row)
+//! and sends what it can before that transaction, which then writes those rows with their
+//! outcomes ([`Settled`]); the rest are queued pending. Event deliveries have ids derived
+//! from (webhook, position), so a leader that dies before its commit and the one after it send
+//! the same event under the same id.
 //!
-//! Sending is leased row by row. A lease is a single `UPDATE … WHERE` that re-checks on the row
-//! itself that it is still pending, due and unleased: in PostgreSQL the second of two racing
-//! updates waits for the first and re-evaluates those conditions on the row the first wrote (so
-//! it skips it), and SQLite runs one write at a time. A lease expires, so the deliveries of a
-//! process that died are taken over, under the same delivery id. Only the oldest pending
-//! delivery of each (webhook, model) is ever leased, which keeps a receiver's events of one
-//! model in commit order even across retries. A fan-out may also lease what it queues (the
-//! hand-off, [`HandOff`]): a row that heads its queue is inserted already leased, which is
-//! the same rule applied at insert time, under the fan-out's own lock on the cursor.
+//! The queue is sent by leases, row by row. A lease is a single `UPDATE … WHERE` that re-checks
+//! on the row itself that it is still pending, due and unleased: in PostgreSQL the second of
+//! two racing updates waits for the first and re-evaluates those conditions on the row the
+//! first wrote (so it skips it), and SQLite runs one write at a time. A lease expires, so the
+//! deliveries of a process that died are taken over, under the same delivery id. Only the
+//! oldest pending delivery of each (webhook, model) is ever leased, which keeps a receiver's
+//! events of one model in commit order even across retries; the leader keeps the same order by
+//! sending nothing of a queue with a pending row ([`Webhooks::pending_webhook_queues`]).
 //!
 //! Signed checkpoints are delivered the same way from their own fan-out marker on
 //! `checkpoint_outbox` (set by compare-and-set in the transaction that queues their rows), and
@@ -35,7 +38,8 @@ use super::{Args, Conn, Db, RowOf, SqlStore};
 use crate::store::dialect::Dialect;
 use crate::store::{
     AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, FannedOut,
-    HandOff, StoreError, WebhookEventRow, WebhookRecord, WebhookStatus, Webhooks,
+    Settled, SettledDeliveries, StoreError, WebhookEventRow, WebhookRecord, WebhookStatus,
+    WebhookSubscription, Webhooks, event_delivery_id,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, name, description, url, events, secret_sealed, \
@@ -140,15 +144,12 @@ struct JobRow {
     deleted_at_us: Option<i64>,
 }
 
-/// An active webhook as the fan-out needs it: what it receives, and (for a hand-off) what
-/// sending to it takes.
+/// An active webhook's row, as [`WebhookSubscription`] is read.
 #[derive(sqlx::FromRow)]
-struct Subscription {
+struct SubscriptionRow {
     id: String,
-    /// The stored JSON list of event names, parsed into `names`.
+    /// The stored JSON list of event names.
     events: String,
-    #[sqlx(skip)]
-    names: Vec<String>,
     created_at_us: i64,
     url: String,
     secret_sealed: Option<String>,
@@ -156,7 +157,27 @@ struct Subscription {
     previous_secret_until_us: Option<i64>,
 }
 
-/// Rows per multi-row INSERT: at most 12 binds each, far below either database's bind limit.
+impl SubscriptionRow {
+    fn into_subscription(self) -> Result<WebhookSubscription, StoreError> {
+        let events = serde_json::from_str(&self.events)
+            .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", self.id)))?;
+        Ok(WebhookSubscription {
+            id: self.id,
+            events,
+            created_at_us: self.created_at_us,
+            url: self.url,
+            secret_sealed: self.secret_sealed,
+            previous_secret_sealed: self.previous_secret_sealed,
+            previous_secret_until_us: self.previous_secret_until_us,
+        })
+    }
+}
+
+const SUBSCRIPTIONS: &str = "SELECT id, events, created_at_us, url, secret_sealed, \
+     previous_secret_sealed, previous_secret_until_us FROM webhooks \
+     WHERE status = 'ACTIVE' AND deleted_at_us IS NULL";
+
+/// Rows per multi-row INSERT: at most 18 binds each, far below either database's bind limit.
 const INSERT_CHUNK: usize = 200;
 /// Outcomes recorded per statement (7 bound values each, far below either database's limit).
 const FINISH_CHUNK: usize = 500;
@@ -197,7 +218,7 @@ where
 /// The active subscriptions, read inside a fan-out transaction.
 async fn active_subscriptions<D>(
     tx: &mut sqlx::Transaction<'static, Db<D>>,
-) -> Result<Vec<Subscription>, StoreError>
+) -> Result<Vec<WebhookSubscription>, StoreError>
 where
     D: Dialect,
     for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
@@ -206,20 +227,9 @@ where
     for<'q> i64: Decode<'q, Db<D>> + Type<Db<D>>,
     for<'q> String: Decode<'q, Db<D>> + Type<Db<D>>,
 {
-    let subscriptions: Vec<Subscription> = sqlx::query_as(
-        "SELECT id, events, created_at_us, url, secret_sealed, previous_secret_sealed, \
-         previous_secret_until_us FROM webhooks \
-         WHERE status = 'ACTIVE' AND deleted_at_us IS NULL",
-    )
-    .fetch_all(&mut **tx)
-    .await?;
-    subscriptions
-        .into_iter()
-        .map(|mut s| {
-            s.names = serde_json::from_str(&s.events)
-                .map_err(|e| StoreError::Corrupt(format!("webhook {} events: {e}", s.id)))?;
-            Ok(s)
-        })
+    let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS).fetch_all(&mut **tx).await?;
+    rows.into_iter()
+        .map(SubscriptionRow::into_subscription)
         .collect()
 }
 
@@ -232,24 +242,23 @@ fn payload_key(event: &WebhookEventRow) -> String {
     }
 }
 
-/// One delivery about to be queued.
+/// One delivery row about to be written.
 struct Queued<'a> {
     id: String,
-    subscription: &'a Subscription,
+    webhook_id: &'a str,
     event: &'a WebhookEventRow,
-    /// Inserted leased to the hand-off's owner.
-    handed_off: bool,
+    /// What the leader already did with it; `None`: queued for the lease.
+    settled: Option<&'a Settled>,
 }
 
-/// Queues one delivery per (webhook, event) pair for every subscription that is subscribed to
-/// the event's name and existed when it happened (a server that was down catches up, yet a
-/// webhook never receives what happened before it was created), leasing the queue heads a
-/// [`HandOff`] asks for. What was queued.
+/// Writes one delivery per (webhook, event) pair for every subscription that receives the
+/// event ([`WebhookSubscription::receives`]), as `settled` says or else queued, and the
+/// settled ones of webhooks no longer active (they were sent before the webhook changed).
 async fn queue_deliveries<D>(
     tx: &mut sqlx::Transaction<'static, Db<D>>,
     events: &[&WebhookEventRow],
     now_us: i64,
-    hand_off: Option<&HandOff>,
+    settled: &SettledDeliveries,
 ) -> Result<FannedOut, StoreError>
 where
     D: Dialect,
@@ -257,9 +266,13 @@ where
     Args<D>: IntoArguments<Db<D>>,
     for<'r> &'r str: ColumnIndex<RowOf<D>>,
     for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> i32: Encode<'q, Db<D>> + Type<Db<D>>,
     for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
     for<'q> Option<String>: Encode<'q, Db<D>>,
     for<'q> Option<i64>: Encode<'q, Db<D>>,
+    for<'q> Option<i32>: Encode<'q, Db<D>>,
+    for<'q> &'q str: Encode<'q, Db<D>>,
+    str: Type<Db<D>>,
     usize: ColumnIndex<RowOf<D>>,
 {
     if events.is_empty() {
@@ -267,96 +280,138 @@ where
     }
     let subscriptions = active_subscriptions::<D>(tx).await?;
     let mut rows: Vec<Queued> = Vec::new();
+    let mut covered: HashSet<(&str, i64)> = HashSet::new();
     for event in events.iter().copied() {
         for subscription in &subscriptions {
-            if subscription.created_at_us <= event.occurred_at_us
-                && subscription.names.contains(&event.event_name)
-            {
-                rows.push(Queued {
+            if !subscription.receives(event) {
+                continue;
+            }
+            let row = match &event.checkpoint_id {
+                // Several checkpoints may vouch for one position, and they are never sent
+                // before they are queued: a fresh id each.
+                Some(_) => Queued {
                     id: uuid::Uuid::now_v7().to_string(),
-                    subscription,
+                    webhook_id: &subscription.id,
                     event,
-                    handed_off: false,
+                    settled: None,
+                },
+                None => {
+                    covered.insert((&subscription.id, event.position));
+                    Queued {
+                        id: event_delivery_id(&subscription.id, event.position),
+                        webhook_id: &subscription.id,
+                        event,
+                        settled: settled.get(&(subscription.id.clone(), event.position)),
+                    }
+                }
+            };
+            rows.push(row);
+        }
+    }
+    if !settled.is_empty() {
+        // Sent by the leader to a webhook that was disabled or deleted before this
+        // transaction: what was sent is still recorded.
+        let by_position: HashMap<i64, &WebhookEventRow> = events
+            .iter()
+            .filter(|e| e.checkpoint_id.is_none())
+            .map(|e| (e.position, *e))
+            .collect();
+        for ((webhook_id, position), outcome) in settled {
+            if covered.contains(&(webhook_id.as_str(), *position)) {
+                continue;
+            }
+            if let Some(event) = by_position.get(position) {
+                rows.push(Queued {
+                    id: event_delivery_id(webhook_id, *position),
+                    webhook_id,
+                    event,
+                    settled: Some(outcome),
                 });
             }
         }
     }
-    if let Some(hand_off) = hand_off {
-        pick_hand_offs::<D>(tx, &mut rows, hand_off).await?;
-    }
     // Each body once, however many webhooks receive it (migration 0012): only for the events
-    // that some webhook receives, in the order they were offered.
-    let mut bodies: Vec<&WebhookEventRow> = Vec::new();
-    for row in &rows {
-        if bodies
-            .last()
-            .is_none_or(|last| !std::ptr::eq(*last, row.event))
-        {
-            bodies.push(row.event);
-        }
-    }
+    // that some webhook receives.
+    let mut keys: HashSet<String> = HashSet::new();
+    let bodies: Vec<(String, &WebhookEventRow)> = rows
+        .iter()
+        .filter_map(|row| {
+            let key = payload_key(row.event);
+            keys.insert(key.clone()).then_some((key, row.event))
+        })
+        .collect();
     for chunk in bodies.chunks(INSERT_CHUNK) {
         let mut qb =
             QueryBuilder::<Db<D>>::new("INSERT INTO webhook_payloads (payload_key, payload) ");
-        qb.push_values(chunk, |mut b, event| {
-            b.push_bind(payload_key(event))
-                .push_bind(event.payload.clone());
+        qb.push_values(chunk, |mut b, (key, event)| {
+            b.push_bind(key.clone()).push_bind(event.payload.clone());
         });
         // The cursor and the checkpoint marker fan each out once, so no key is written twice;
         // were one, its body is the same, and the first is kept.
         qb.push(" ON CONFLICT (payload_key) DO NOTHING");
         qb.build().execute(&mut **tx).await?;
     }
-    let lease_owner = hand_off.map(|h| h.owner.clone());
-    let lease_until_us = hand_off.map(|h| h.lease_until_us);
+    let mut waiting = 0;
     for chunk in rows.chunks(INSERT_CHUNK) {
         let mut qb = QueryBuilder::<Db<D>>::new(
             "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
              payload_key, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id, \
-             lease_owner, lease_until_us) ",
+             lease_owner, lease_until_us, attempts, first_attempt_at_us, last_response_code, \
+             last_latency_ms, last_error) ",
         );
         qb.push_values(chunk, |mut b, row| {
             let event = row.event;
             b.push_bind(row.id.clone())
-                .push_bind(row.subscription.id.clone())
+                .push_bind(row.webhook_id.to_string())
                 .push_bind(event.position)
                 .push_bind(event.event_name.clone())
                 .push_bind(event.order_key.clone())
-                .push_bind(payload_key(event))
-                .push("'pending'")
-                .push_bind(now_us)
-                .push_bind(now_us)
-                .push_bind(now_us)
-                .push_bind(event.checkpoint_id.clone());
-            if row.handed_off {
-                b.push_bind(lease_owner.clone()).push_bind(lease_until_us);
-            } else {
-                b.push("NULL").push("NULL");
+                .push_bind(payload_key(event));
+            match row.settled {
+                None => {
+                    waiting += 1;
+                    b.push("'pending'")
+                        .push_bind(now_us)
+                        .push_bind(now_us)
+                        .push_bind(now_us)
+                        .push_bind(event.checkpoint_id.clone())
+                        .push("NULL, NULL, 0, NULL, NULL, NULL, NULL");
+                }
+                Some(Settled::InFlight {
+                    owner,
+                    lease_until_us,
+                }) => {
+                    b.push("'pending'")
+                        .push_bind(now_us)
+                        .push_bind(now_us)
+                        .push_bind(now_us)
+                        .push_bind(event.checkpoint_id.clone())
+                        .push_bind(owner.clone())
+                        .push_bind(*lease_until_us)
+                        .push("0, NULL, NULL, NULL, NULL");
+                }
+                Some(Settled::Attempted(attempt)) => {
+                    if attempt.status == DeliveryStatus::Pending {
+                        waiting += 1;
+                    }
+                    b.push_bind(attempt.status.as_str())
+                        .push_bind(attempt.next_attempt_at_us)
+                        .push_bind(now_us)
+                        .push_bind(attempt.attempted_at_us)
+                        .push_bind(event.checkpoint_id.clone())
+                        .push("NULL, NULL, 1")
+                        .push_bind(attempt.attempted_at_us)
+                        .push_bind(attempt.response_code)
+                        .push_bind(attempt.latency_ms)
+                        .push_bind(attempt.error.clone());
+                }
             }
         });
         qb.build().execute(&mut **tx).await?;
     }
-    let leased = rows
-        .iter()
-        .filter(|row| row.handed_off)
-        .map(|row| DeliveryJob {
-            id: row.id.clone(),
-            webhook_id: row.subscription.id.clone(),
-            position: row.event.position,
-            event_name: row.event.event_name.clone(),
-            payload: row.event.payload.clone(),
-            attempts: 0,
-            first_attempt_at_us: None,
-            url: row.subscription.url.clone(),
-            secret_sealed: row.subscription.secret_sealed.clone(),
-            previous_secret_sealed: row.subscription.previous_secret_sealed.clone(),
-            previous_secret_until_us: row.subscription.previous_secret_until_us,
-            webhook_status: Some(WebhookStatus::Active),
-        })
-        .collect();
     Ok(FannedOut {
-        queued: rows.len() as u64,
-        leased,
+        written: rows.len() as u64,
+        waiting,
     })
 }
 
@@ -422,89 +477,8 @@ where
     });
 }
 
-/// Candidates at most per statement looking for pending deliveries in their queues (two bound
-/// values each).
-const HAND_OFF_CHECK_CHUNK: usize = 250;
-
-/// Marks the rows a [`HandOff`] leases: the first of each (webhook, order key) in the batch,
-/// event deliveries only (a checkpoint waits for its webhook's events, which the lease
-/// checks), within the hand-off's limits, and only where the database holds no pending
-/// delivery of that queue. Nothing else can add one meanwhile: the fan-out holds the cursor's
-/// row lock (PostgreSQL) or the write lock (SQLite) until it commits.
-async fn pick_hand_offs<D>(
-    tx: &mut sqlx::Transaction<'static, Db<D>>,
-    rows: &mut [Queued<'_>],
-    hand_off: &HandOff,
-) -> Result<(), StoreError>
-where
-    D: Dialect,
-    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
-    Args<D>: IntoArguments<Db<D>>,
-    for<'r> &'r str: ColumnIndex<RowOf<D>>,
-    usize: ColumnIndex<RowOf<D>>,
-    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
-{
-    if hand_off.limit == 0 {
-        return Ok(());
-    }
-    // The first delivery of each queue in the batch, of at most twice as many queues as may
-    // be handed off (or one statement's worth): enough when most queues are idle (the healthy
-    // case this is for), and a bounded check when most are not (a backlog, where the lease
-    // does the work anyway).
-    let most = hand_off.limit.saturating_mul(2).max(HAND_OFF_CHECK_CHUNK);
-    let mut seen: HashSet<(&str, &str)> = HashSet::new();
-    let mut candidates: Vec<usize> = Vec::new();
-    for (index, row) in rows.iter().enumerate() {
-        if candidates.len() >= most {
-            break;
-        }
-        if row.event.checkpoint_id.is_none()
-            && seen.insert((row.subscription.id.as_str(), row.event.order_key.as_str()))
-        {
-            candidates.push(index);
-        }
-    }
-    let mut queue_busy: HashSet<(String, String)> = HashSet::new();
-    for chunk in candidates.chunks(HAND_OFF_CHECK_CHUNK) {
-        let mut qb = QueryBuilder::<Db<D>>::new(
-            "SELECT DISTINCT webhook_id, order_key FROM webhook_deliveries \
-             WHERE status = 'pending' AND (",
-        );
-        let mut or = qb.separated(" OR ");
-        for &index in chunk {
-            or.push("(webhook_id = ")
-                .push_bind_unseparated(rows[index].subscription.id.clone())
-                .push_unseparated(" AND order_key = ")
-                .push_bind_unseparated(rows[index].event.order_key.clone())
-                .push_unseparated(")");
-        }
-        qb.push(")");
-        let busy: Vec<(String, String)> = qb.build_query_as().fetch_all(&mut **tx).await?;
-        queue_busy.extend(busy);
-    }
-    let mut per_webhook: HashMap<String, usize> = HashMap::new();
-    let mut handed_off = 0;
-    for index in candidates {
-        if handed_off >= hand_off.limit {
-            break;
-        }
-        let row = &rows[index];
-        let webhook = &row.subscription.id;
-        if queue_busy.contains(&(webhook.clone(), row.event.order_key.clone())) {
-            continue;
-        }
-        let in_flight = per_webhook
-            .entry(webhook.clone())
-            .or_insert_with(|| hand_off.in_flight.get(webhook).copied().unwrap_or(0));
-        if *in_flight >= hand_off.per_webhook.max(1) {
-            continue;
-        }
-        *in_flight += 1;
-        handed_off += 1;
-        rows[index].handed_off = true;
-    }
-    Ok(())
-}
+/// Queues at most per statement looking for pending deliveries (two bound values each).
+const QUEUE_CHECK_CHUNK: usize = 250;
 
 #[async_trait]
 impl<D> Webhooks for SqlStore<D>
@@ -640,13 +614,87 @@ where
         Ok((position, active > 0))
     }
 
+    async fn lead_webhook_fan_out(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        let taken = sqlx::query(
+            "UPDATE webhook_cursor SET leader_owner = $1, leader_until_us = $3 WHERE id = 1 \
+             AND (leader_owner = $1 OR leader_owner IS NULL OR leader_until_us < $2)",
+        )
+        .bind(owner)
+        .bind(now_us)
+        .bind(lease_until_us)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(D::rows_affected(&taken) > 0)
+    }
+
+    async fn release_webhook_fan_out(&self, owner: &str) -> Result<(), StoreError> {
+        let mut tx = D::begin_write(&self.pool).await?;
+        sqlx::query(
+            "UPDATE webhook_cursor SET leader_owner = NULL, leader_until_us = NULL \
+             WHERE id = 1 AND leader_owner = $1",
+        )
+        .bind(owner)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn active_webhook_subscriptions(&self) -> Result<Vec<WebhookSubscription>, StoreError> {
+        let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS).fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(SubscriptionRow::into_subscription)
+            .collect()
+    }
+
+    async fn pending_webhook_queues(
+        &self,
+        among: Option<&[(String, String)]>,
+    ) -> Result<HashSet<(String, String)>, StoreError> {
+        let Some(queues) = among else {
+            let all: Vec<(String, String)> = sqlx::query_as(
+                "SELECT DISTINCT webhook_id, order_key FROM webhook_deliveries \
+                 WHERE status = 'pending' AND checkpoint_id IS NULL",
+            )
+            .fetch_all(&self.pool)
+            .await?;
+            return Ok(all.into_iter().collect());
+        };
+        let mut pending = HashSet::new();
+        for chunk in queues.chunks(QUEUE_CHECK_CHUNK) {
+            let mut qb = QueryBuilder::<Db<D>>::new(
+                "SELECT DISTINCT webhook_id, order_key FROM webhook_deliveries \
+                 WHERE status = 'pending' AND (",
+            );
+            let mut or = qb.separated(" OR ");
+            for (webhook_id, order_key) in chunk {
+                or.push("(webhook_id = ")
+                    .push_bind_unseparated(webhook_id.clone())
+                    .push_unseparated(" AND order_key = ")
+                    .push_bind_unseparated(order_key.clone())
+                    .push_unseparated(")");
+            }
+            qb.push(")");
+            let found: Vec<(String, String)> = qb.build_query_as().fetch_all(&self.pool).await?;
+            pending.extend(found);
+        }
+        Ok(pending)
+    }
+
     async fn fan_out_webhook_events(
         &self,
         expected: i64,
         advance_to: i64,
         events: &[WebhookEventRow],
         now_us: i64,
-        hand_off: Option<&HandOff>,
+        settled: &SettledDeliveries,
     ) -> Result<Option<FannedOut>, StoreError> {
         let mut tx = D::begin_write(&self.pool).await?;
         // The compare-and-set: in PostgreSQL a second process waits here for the first's
@@ -661,9 +709,9 @@ where
             return Ok(None);
         }
         let events: Vec<&WebhookEventRow> = events.iter().collect();
-        let fanned_out = queue_deliveries::<D>(&mut tx, &events, now_us, hand_off).await?;
+        let fanned_out = queue_deliveries::<D>(&mut tx, &events, now_us, settled).await?;
         tx.commit().await?;
-        refresh_queue_statistics(self, fanned_out.queued);
+        refresh_queue_statistics(self, fanned_out.written);
         Ok(Some(fanned_out))
     }
 
@@ -710,9 +758,9 @@ where
                 marked.push(checkpoint);
             }
         }
-        let queued = queue_deliveries::<D>(&mut tx, &marked, now_us, None)
+        let queued = queue_deliveries::<D>(&mut tx, &marked, now_us, &SettledDeliveries::new())
             .await?
-            .queued;
+            .written;
         tx.commit().await?;
         Ok(queued)
     }
