@@ -437,6 +437,101 @@ both_backends!(
 );
 
 both_backends!(
+    a_receiver_slower_than_a_window_gets_each_model_in_order_once,
+    |backend: Backend| async move {
+        // Every answer takes 150 ms, three times what a fan-out window waits for an attempt:
+        // each delivery outlives its window (written in flight, its outcome recorded later)
+        // or is queued behind one that did, and the lease sends the rest. Order per model,
+        // one attempt each and one delivery id each must hold across that hand-over.
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let slow = receiver_hanging_on(listener, 0, Some(Duration::from_millis(150))).await;
+        // A second receiver that notes how many of one model's deliveries it holds at once:
+        // "in order" means the next is sent only after the one before it was answered.
+        let overlaps = Arc::new(AtomicUsize::new(0));
+        let holding: Arc<Mutex<std::collections::HashMap<String, usize>>> = Arc::default();
+        let counting = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let counting_url = format!("http://{}/hook", counting.local_addr().expect("addr"));
+        let counter = axum::Router::new().route(
+            "/hook",
+            axum::routing::post({
+                let (overlaps, holding) = (overlaps.clone(), holding.clone());
+                move |body: String| {
+                    let (overlaps, holding) = (overlaps.clone(), holding.clone());
+                    async move {
+                        let model = serde_json::from_str::<Value>(&body).expect("json")["data"]
+                            ["name"]
+                            .as_str()
+                            .expect("name")
+                            .to_string();
+                        {
+                            let mut held = holding.lock().expect("lock");
+                            let n = held.entry(model.clone()).or_default();
+                            *n += 1;
+                            if *n > 1 {
+                                overlaps.fetch_add(1, Ordering::SeqCst);
+                            }
+                        }
+                        tokio::time::sleep(Duration::from_millis(150)).await;
+                        *holding.lock().expect("lock").entry(model).or_default() -= 1;
+                        (StatusCode::OK, "thanks")
+                    }
+                }
+            }),
+        );
+        tokio::spawn(async move {
+            let _ = axum::serve(counting, counter).await;
+        });
+        let hook = create_hook(&app, "slow", &slow.url, json!(["model_version.created"])).await;
+        let counted = create_hook(
+            &app,
+            "counting",
+            &counting_url,
+            json!(["model_version.created"]),
+        )
+        .await;
+        let counted = counted["webhook_id"].as_str().expect("id").to_string();
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        app.create_model("x").await;
+        app.create_model("y").await;
+        for name in ["x", "y", "x", "y", "x", "y"] {
+            app.create_version(name).await;
+        }
+        eventually_deliveries(&app, &id, 6, "SUCCEEDED").await;
+        // Let any duplicate that is coming arrive before counting.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let hits = slow.hits();
+        let ids: std::collections::HashSet<String> = hits
+            .iter()
+            .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
+            .collect();
+        assert_eq!((hits.len(), ids.len()), (6, 6), "each delivered once");
+        for model in ["x", "y"] {
+            let versions: Vec<String> = hits
+                .iter()
+                .map(|h| serde_json::from_str::<Value>(&h.body).expect("json"))
+                .filter(|b| b["data"]["name"] == model)
+                .map(|b| b["data"]["version"].as_str().expect("v").to_string())
+                .collect();
+            assert_eq!(versions, ["1", "2", "3"], "model {model} in order");
+        }
+        for delivery in deliveries(&app, &id).await {
+            assert_eq!(delivery["attempts"], 1, "{delivery}");
+        }
+        eventually_deliveries(&app, &counted, 6, "SUCCEEDED").await;
+        assert_eq!(
+            overlaps.load(Ordering::SeqCst),
+            0,
+            "a model's next delivery was sent before the one before it was answered"
+        );
+    }
+);
+
+both_backends!(
     a_server_without_active_webhooks_skips_the_old_log,
     |backend: Backend| async move {
         let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
