@@ -427,6 +427,7 @@ fn webhook_settings(args: &ServeArgs) -> Result<crate::webhooks::WebhookSettings
         window: w.webhook_retry_window,
     };
     settings.concurrency = w.webhook_concurrency.max(1);
+    settings.window_deliveries = w.webhook_window_deliveries.max(1);
     settings.secret_overlap = w.webhook_secret_overlap;
     if settings.allow_private_ips {
         tracing::warn!(

@@ -423,6 +423,14 @@ pub struct WebhookArgs {
     /// Webhook deliveries in flight at once in this process.
     #[arg(long, env = "MODEL_LEDGER_WEBHOOK_CONCURRENCY", default_value_t = 256)]
     pub webhook_concurrency: usize,
+    /// Deliveries the fan-out sends and writes together at most (one transaction); a window
+    /// holds fewer events when many webhooks receive each.
+    #[arg(
+        long,
+        env = "MODEL_LEDGER_WEBHOOK_WINDOW_DELIVERIES",
+        default_value_t = 5_000
+    )]
+    pub webhook_window_deliveries: usize,
 }
 
 #[derive(Debug, Subcommand)]

@@ -58,6 +58,8 @@ pub struct WebhookSettings {
     pub per_webhook_concurrency: usize,
     /// How long a replaced secret keeps signing beside the new one.
     pub secret_overlap: Duration,
+    /// Deliveries one fan-out window sends and writes at most (see [`worker`]).
+    pub window_deliveries: usize,
 }
 
 impl WebhookSettings {
@@ -86,6 +88,7 @@ impl WebhookSettings {
             concurrency: 256,
             per_webhook_concurrency: 8,
             secret_overlap: Duration::from_secs(24 * 3600),
+            window_deliveries: 5_000,
         }
     }
 }

@@ -69,9 +69,9 @@ use super::retry::NextStep;
 use super::sender::{SendOutcome, Sender};
 use crate::store::projection::micros;
 use crate::store::{
-    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, FannedOut, Settled,
-    SettledDeliveries, SharedStore, StoreError, WebhookEventRow, WebhookStatus,
-    WebhookSubscription, event_delivery_id,
+    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, FannedOut, Settled, SettledDeliveries,
+    SharedStore, StoreError, WebhookEventRow, WebhookStatus, WebhookSubscription,
+    event_delivery_id,
 };
 
 /// How often the worker looks for due deliveries when no commit woke it (retries that came
@@ -81,9 +81,6 @@ pub const POLL: Duration = Duration::from_millis(250);
 const FAN_OUT_GAP: Duration = Duration::from_millis(10);
 /// Events read per fan-out transaction.
 const FAN_OUT_BATCH: i64 = 500;
-/// Deliveries per window at most: a window reads fewer events when many webhooks receive each
-/// (what it holds in memory, and its one transaction, stay bounded).
-const WINDOW_DELIVERIES: usize = 5_000;
 /// How long a window waits for one attempt (or for a free slot) before it stops waiting:
 /// the attempt is recorded as in flight, leased to this process, and the rest of its queue as
 /// queued for the lease. What a receiver slower than this costs the others, once.
@@ -416,7 +413,8 @@ impl Worker {
                     checkpoint_id: None,
                 };
                 let receivers = subscriptions.iter().filter(|s| s.receives(&row)).count();
-                if deliveries > 0 && deliveries + receivers > WINDOW_DELIVERIES {
+                // What a window holds in memory, and its one transaction, stay bounded.
+                if deliveries > 0 && deliveries + receivers > self.settings.window_deliveries {
                     more = true;
                     break;
                 }
@@ -443,7 +441,14 @@ impl Worker {
             // Another process fanned these out first (its lead began after this one's ran
             // out): read on from where it left the cursor. What this window sent, it sent
             // again under the same delivery ids.
-            None => Ok(FanOutBatch { more: true, ..done }),
+            None => {
+                // This process's lead may have run out while it worked: ask again.
+                if let Ok(mut until) = self.lead_until.lock() {
+                    *until = None;
+                }
+                *pending = None;
+                Ok(FanOutBatch { more: true, ..done })
+            }
             Some(FannedOut { written, waiting }) => {
                 let mut known = known;
                 known.extend(window.left_pending);
@@ -570,7 +575,10 @@ impl Worker {
                     }
                     Err(NoStart::WebhookFull) => {
                         ready.pop_front();
-                        parked.entry(job.webhook_id.clone()).or_default().push(queue);
+                        parked
+                            .entry(job.webhook_id.clone())
+                            .or_default()
+                            .push(queue);
                     }
                     Err(NoStart::NoSlot) => {
                         starved = true;

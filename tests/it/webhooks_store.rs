@@ -138,7 +138,13 @@ both_backends!(
             })
             .collect();
         let queued = store
-            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, &SettledDeliveries::new())
+            .fan_out_webhook_events(
+                cursor,
+                cursor + 3,
+                &rows,
+                t0 + 10,
+                &SettledDeliveries::new(),
+            )
             .await
             .expect("fan out")
             .map(|f| f.written);
@@ -282,7 +288,13 @@ both_backends!(
             })
             .collect();
         let queued = store
-            .fan_out_webhook_events(cursor, cursor + 3, &rows, t0 + 10, &SettledDeliveries::new())
+            .fan_out_webhook_events(
+                cursor,
+                cursor + 3,
+                &rows,
+                t0 + 10,
+                &SettledDeliveries::new(),
+            )
             .await
             .expect("fan out")
             .map(|f| f.written);
@@ -440,7 +452,10 @@ both_backends!(
         assert_eq!(retried.next_attempt_at_us, retry_at);
         assert_eq!(retried.last_error.as_deref(), Some("HTTP 503"));
         let queued = row(cursor + 2);
-        assert_eq!((queued.status, queued.attempts), (DeliveryStatus::Pending, 0));
+        assert_eq!(
+            (queued.status, queued.attempts),
+            (DeliveryStatus::Pending, 0)
+        );
         let sent_before_disabling = store
             .list_webhook_deliveries("wh-c", 0, 10)
             .await
@@ -564,7 +579,13 @@ async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
         .map(|i| created(cursor + i, &format!("m{}", i % 20), t0 + i))
         .collect();
     store
-        .fan_out_webhook_events(cursor, cursor + 10, &few, t0 + 10, &SettledDeliveries::new())
+        .fan_out_webhook_events(
+            cursor,
+            cursor + 10,
+            &few,
+            t0 + 10,
+            &SettledDeliveries::new(),
+        )
         .await
         .expect("fan out")
         .expect("cursor was where we said");
@@ -575,7 +596,13 @@ async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
         .map(|i| created(cursor + i, &format!("m{}", i % 20), t0 + i))
         .collect();
     store
-        .fan_out_webhook_events(cursor + 10, cursor + 5_010, &many, t0 + 20, &SettledDeliveries::new())
+        .fan_out_webhook_events(
+            cursor + 10,
+            cursor + 5_010,
+            &many,
+            t0 + 20,
+            &SettledDeliveries::new(),
+        )
         .await
         .expect("fan out")
         .expect("cursor was where we said");

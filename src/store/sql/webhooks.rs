@@ -648,7 +648,8 @@ where
     }
 
     async fn active_webhook_subscriptions(&self) -> Result<Vec<WebhookSubscription>, StoreError> {
-        let rows: Vec<SubscriptionRow> = sqlx::query_as(SUBSCRIPTIONS).fetch_all(&self.pool).await?;
+        let rows: Vec<SubscriptionRow> =
+            sqlx::query_as(SUBSCRIPTIONS).fetch_all(&self.pool).await?;
         rows.into_iter()
             .map(SubscriptionRow::into_subscription)
             .collect()
