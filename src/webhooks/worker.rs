@@ -81,10 +81,16 @@ pub const POLL: Duration = Duration::from_millis(250);
 const FAN_OUT_GAP: Duration = Duration::from_millis(10);
 /// Events read per fan-out transaction.
 const FAN_OUT_BATCH: i64 = 500;
-/// How long a window waits for one attempt (or for a free slot) before it stops waiting:
-/// the attempt is recorded as in flight, leased to this process, and the rest of its queue as
-/// queued for the lease. What a receiver slower than this costs the others, once.
+/// How long a window waits for one attempt before it stops waiting for it: the attempt is
+/// recorded as in flight, leased to this process, and the rest of its queue as queued for the
+/// lease. What a receiver slower than this costs the others, once.
 const ATTEMPT_WAIT: Duration = Duration::from_millis(50);
+/// How long a window waits for a free slot when none comes free before it leaves the rest to
+/// the lease. Longer than an attempt's wait: the slots are mostly held by the delivery loop
+/// while it leases (it takes every free slot first), and giving up queues the whole rest of
+/// the window at once, which under overload moved so many queues to the slower lease that
+/// they never came back (2026-12-07, docs/performance.md).
+const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// How long the fan-out's lead lasts unless renewed; its holder renews it once half is left.
 /// A leader killed without a shutdown holds it this long.
 const LEAD_LEASE: Duration = Duration::from_secs(10);
@@ -497,8 +503,8 @@ impl Worker {
     /// has no pending delivery in the database, then each queue's next delivery when the one
     /// before it was delivered (or failed for good), within the slots and the per-webhook
     /// limit. Stops when nothing it waits for is left: an attempt that outlives
-    /// [`ATTEMPT_WAIT`] is left on the wire (and its queue closed), and so is waiting for a
-    /// slot that long.
+    /// [`ATTEMPT_WAIT`] is left on the wire (and its queue closed), and a slot is waited for
+    /// at most [`SLOT_WAIT`].
     async fn send_window(
         self: &Arc<Self>,
         rows: &[WebhookEventRow],
@@ -598,7 +604,7 @@ impl Worker {
                 break;
             }
             let attempt_deadline = awaited.front().map(|(at, ..)| *at + ATTEMPT_WAIT);
-            let slot_deadline = starved_since.map(|at| at + ATTEMPT_WAIT);
+            let slot_deadline = starved_since.map(|at| at + SLOT_WAIT);
             let deadline = match (attempt_deadline, slot_deadline) {
                 (Some(a), Some(b)) => a.min(b),
                 (a, b) => a.or(b).unwrap_or_else(tokio::time::Instant::now),
@@ -646,7 +652,7 @@ impl Worker {
                         waiting_for = waiting_for.saturating_sub(1);
                         awaited.pop_front();
                     }
-                    if starved_since.is_some_and(|at| at + ATTEMPT_WAIT <= now) {
+                    if starved_since.is_some_and(|at| at + SLOT_WAIT <= now) {
                         // No slot came free: the rest waits for the lease.
                         break;
                     }
