@@ -141,6 +141,22 @@ pub(crate) async fn deliveries(app: &TestApp, id: &str) -> Vec<Value> {
     r.body["deliveries"].as_array().cloned().unwrap_or_default()
 }
 
+/// The distinct delivery ids among `hits`.
+fn delivery_ids(hits: &[Hit]) -> std::collections::HashSet<String> {
+    hits.iter()
+        .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
+        .collect()
+}
+
+/// The versions of `model` that `hits` carried, in the order they arrived.
+fn versions_of(hits: &[Hit], model: &str) -> Vec<String> {
+    hits.iter()
+        .map(|h| serde_json::from_str::<Value>(&h.body).expect("json"))
+        .filter(|b| b["data"]["name"] == model)
+        .map(|b| b["data"]["version"].as_str().expect("v").to_string())
+        .collect()
+}
+
 /// Checks both header sets and the signature a receiver would verify.
 pub(crate) fn assert_signed(hit: &Hit) {
     let h = |n: &str| {
@@ -311,10 +327,7 @@ both_backends!(
         assert_eq!(d["last_response_code"], 200);
         let hits = rx.hits();
         assert_eq!(hits.len(), 3);
-        let ids: std::collections::HashSet<_> = hits
-            .iter()
-            .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
-            .collect();
+        let ids = delivery_ids(&hits);
         assert_eq!(ids.len(), 1, "retries keep the delivery id");
     }
 );
@@ -385,10 +398,7 @@ both_backends!(
         // Let any duplicate that is coming arrive before counting.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let hits = rx.hits();
-        let ids: std::collections::HashSet<_> = hits
-            .iter()
-            .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
-            .collect();
+        let ids = delivery_ids(&hits);
         assert_eq!(hits.len(), 10, "each event delivered once");
         assert_eq!(ids.len(), 10);
         for hit in &hits {
@@ -505,18 +515,10 @@ both_backends!(
         // Let any duplicate that is coming arrive before counting.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let hits = slow.hits();
-        let ids: std::collections::HashSet<String> = hits
-            .iter()
-            .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
-            .collect();
+        let ids = delivery_ids(&hits);
         assert_eq!((hits.len(), ids.len()), (6, 6), "each delivered once");
         for model in ["x", "y"] {
-            let versions: Vec<String> = hits
-                .iter()
-                .map(|h| serde_json::from_str::<Value>(&h.body).expect("json"))
-                .filter(|b| b["data"]["name"] == model)
-                .map(|b| b["data"]["version"].as_str().expect("v").to_string())
-                .collect();
+            let versions = versions_of(&hits, model);
             assert_eq!(versions, ["1", "2", "3"], "model {model} in order");
         }
         for delivery in deliveries(&app, &id).await {
@@ -561,18 +563,10 @@ both_backends!(
             eventually_deliveries(&app, id, models.len(), "SUCCEEDED").await;
             tokio::time::sleep(Duration::from_millis(200)).await;
             let hits = rx.hits();
-            let unique: std::collections::HashSet<String> = hits
-                .iter()
-                .map(|h| h.headers["webhook-id"].to_str().expect("id").to_string())
-                .collect();
+            let unique = delivery_ids(&hits);
             assert_eq!((hits.len(), unique.len()), (10, 10), "each delivered once");
             for model in ["p", "q"] {
-                let versions: Vec<String> = hits
-                    .iter()
-                    .map(|h| serde_json::from_str::<Value>(&h.body).expect("json"))
-                    .filter(|b| b["data"]["name"] == model)
-                    .map(|b| b["data"]["version"].as_str().expect("v").to_string())
-                    .collect();
+                let versions = versions_of(&hits, model);
                 assert_eq!(
                     versions,
                     ["1", "2", "3", "4", "5"],
