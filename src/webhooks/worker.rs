@@ -795,10 +795,10 @@ impl Worker {
         self.settings.timeout + self.settings.connect_timeout + LEASE_MARGIN
     }
 
-    /// Takes every free slot: the fan-out's hand-off and the lease each take theirs before
-    /// they lease, so a delivery is never leased without a slot to send it in (it would sit
-    /// leased, and its model's later events behind it, until the lease expired). Dropping the
-    /// permits frees what was not used.
+    /// Takes every free slot before the lease, so a delivery is never leased without a slot
+    /// to send it in (it would sit leased, and its model's later events behind it, until the
+    /// lease expired). Dropping the permits frees what was not used; a window waiting for a
+    /// slot meanwhile gets one then (see [`SLOT_WAIT`]).
     fn take_free_slots(&self) -> Vec<OwnedSemaphorePermit> {
         let mut permits = Vec::new();
         while let Ok(permit) = self.slots.clone().try_acquire_owned() {
