@@ -8,7 +8,8 @@
 //! anything is read), how the single chain-head row is locked (PostgreSQL `FOR UPDATE`; in
 //! SQLite the write lock already serializes appends), the embedded migrations, how commits by
 //! other processes are heard of (PostgreSQL LISTEN/NOTIFY; SQLite has one writing process), and
-//! the relay's leader lease (a PostgreSQL advisory lock; SQLite's single process always leads).
+//! the relay's leader lease (a PostgreSQL advisory lock; SQLite's single process always leads),
+//! and the fan-out's bulk insert (arrays in PostgreSQL, `VALUES` lists in SQLite).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -52,6 +53,21 @@ pub trait Dialect: Send + Sync + Sized + 'static {
     /// planner does not rely on them.
     const REFRESH_QUEUE_STATISTICS: Option<&'static str>;
 
+    /// Appended to the fan-out's read of the queues it adopts (`d` is the delivery table):
+    /// locks the rows read until the transaction ends, or fails at once if another holds one
+    /// (PostgreSQL `FOR UPDATE … NOWAIT`); nothing where the write transaction already
+    /// excludes every other writer.
+    const LOCK_DELIVERIES_READ: &'static str;
+
+    /// Writes a fan-out's bodies and delivery rows (see `store::sql::webhooks`) in as few
+    /// statements as the database allows: the one place where the SQL differs by database,
+    /// because PostgreSQL takes whole columns as arrays and SQLite has no arrays.
+    fn insert_fan_out_rows(
+        tx: &mut Transaction<'static, Self::Db>,
+        bodies: &[NewBody<'_>],
+        deliveries: &[NewDelivery<'_>],
+    ) -> impl Future<Output = Result<(), sqlx::Error>> + Send;
+
     /// Starts a transaction that will write.
     fn begin_write(
         pool: &Pool<Self::Db>,
@@ -81,4 +97,32 @@ pub trait Dialect: Send + Sync + Sized + 'static {
         pool: &Pool<Self::Db>,
         spare: &tokio::sync::Mutex<Option<<Self::Db as Database>::Connection>>,
     ) -> impl Future<Output = Result<Option<Box<dyn RelayLease>>, StoreError>> + Send;
+}
+
+/// One body in `webhook_payloads`, as the fan-out writes it.
+pub struct NewBody<'a> {
+    pub key: String,
+    pub payload: &'a str,
+}
+
+/// One `webhook_deliveries` row, as the fan-out writes it.
+pub struct NewDelivery<'a> {
+    pub id: &'a str,
+    pub webhook_id: &'a str,
+    pub position: i64,
+    pub event_name: &'a str,
+    pub order_key: &'a str,
+    pub payload_key: String,
+    pub status: &'static str,
+    pub next_attempt_at_us: i64,
+    pub created_at_us: i64,
+    pub updated_at_us: i64,
+    pub checkpoint_id: Option<&'a str>,
+    pub lease_owner: Option<&'a str>,
+    pub lease_until_us: Option<i64>,
+    pub attempts: i64,
+    pub first_attempt_at_us: Option<i64>,
+    pub last_response_code: Option<i32>,
+    pub last_latency_ms: Option<i64>,
+    pub last_error: Option<&'a str>,
 }

@@ -633,6 +633,31 @@ pub enum Settled {
 /// is not in it is queued pending and unleased, for the lease to send.
 pub type SettledDeliveries = std::collections::HashMap<(String, i64), Settled>;
 
+/// A queue the fan-out's leader took over from the lease (see
+/// [`Webhooks::adopt_webhook_queues`]): its pending deliveries, oldest first, leased to the
+/// leader, which sends them ahead of the queue's new events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdoptedQueue {
+    pub webhook_id: String,
+    pub order_key: String,
+    pub jobs: Vec<DeliveryJob>,
+    /// Every pending delivery of the queue is in `jobs`: once they are delivered, the queue's
+    /// new events may follow at once. Otherwise the rest (a delivery not yet due, or leased
+    /// by another process) keeps the queue pending.
+    pub whole: bool,
+}
+
+/// What the leader did with the deliveries it adopted, recorded in the fan-out's transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AdoptedOutcomes {
+    /// The leader the adopted deliveries are leased to.
+    pub owner: String,
+    /// Attempts that ended, by delivery id.
+    pub attempted: Vec<(String, AttemptRecord)>,
+    /// Adopted and never started (their queue closed first): their leases are released.
+    pub unstarted: Vec<String>,
+}
+
 /// What one fan-out transaction wrote.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FannedOut {
@@ -745,6 +770,8 @@ pub trait Webhooks: Send + Sync + 'static {
     /// delivery per event for every webhook that is active, subscribed to its name and existed
     /// when it happened, as `settled` says (see [`Settled`]; also the settled deliveries of a
     /// webhook that stopped being active meanwhile, since they were sent) or else queued.
+    /// The outcomes of the deliveries the leader adopted from the queue are recorded in the
+    /// same transaction (see [`AdoptedOutcomes`]).
     /// `None` (nothing written) when the cursor was no longer at `expected`: another process
     /// fanned these events out first.
     async fn fan_out_webhook_events(
@@ -754,7 +781,20 @@ pub trait Webhooks: Send + Sync + 'static {
         events: &[WebhookEventRow],
         now_us: i64,
         settled: &SettledDeliveries,
+        adopted: &AdoptedOutcomes,
     ) -> Result<Option<FannedOut>, StoreError>;
+    /// Leases to `owner`, for each of `queues` (webhook id, order key), its pending event
+    /// deliveries from the oldest on while each is due and unleased (or its lease ran out),
+    /// stopping at the first that is not, at most `limit` in all. The rows are locked while
+    /// they are picked, so a concurrent lease of a queue's head leaves that queue to it.
+    async fn adopt_webhook_queues(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+        queues: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<AdoptedQueue>, StoreError>;
     /// Signed checkpoints not yet fanned out whose position the event fan-out has passed
     /// (so their events' deliveries are queued first), oldest first; none while no webhook is
     /// active.

@@ -17,7 +17,7 @@ use sqlx::postgres::{
 use sqlx::{Connection, Pool, Transaction};
 use tokio::sync::broadcast;
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, NewBody, NewDelivery};
 use super::nodelay::set_nodelay_on_sockets_to;
 use super::sql::SqlStore;
 use super::{Backend, CommitClock, RelayLease, StoreError};
@@ -92,6 +92,9 @@ impl Dialect for PgDialect {
     const ANNOUNCE_REBUILD: Option<&'static str> =
         Some("SELECT pg_notify('model_ledger_events', 'rebuild')");
     const REFRESH_QUEUE_STATISTICS: Option<&'static str> = Some("ANALYZE webhook_deliveries");
+    // NOWAIT: a lease holding one of these rows gives up the adoption (for this window)
+    // instead of waiting for it, since the two lock rows in different orders.
+    const LOCK_DELIVERIES_READ: &'static str = " FOR UPDATE OF d NOWAIT";
     // EXCEPT over a large table hashes in memory instead of sorting on disk; EXCLUSIVE lets
     // plain SELECTs through and waits for appends already writing model rows.
     const PREPARE_SWAP: &'static [&'static str] = &[
@@ -105,6 +108,14 @@ impl Dialect for PgDialect {
         pool: &Pool<Postgres>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         pool.begin().await
+    }
+
+    async fn insert_fan_out_rows(
+        tx: &mut Transaction<'static, Postgres>,
+        bodies: &[NewBody<'_>],
+        deliveries: &[NewDelivery<'_>],
+    ) -> Result<(), sqlx::Error> {
+        super::sql::webhooks::insert_fan_out_rows_postgres(tx, bodies, deliveries).await
     }
 
     async fn migrate(pool: &Pool<Postgres>) -> Result<(), StoreError> {

@@ -18,7 +18,7 @@ use sqlx::sqlite::{
 use sqlx::{Pool, Transaction};
 use tokio::sync::broadcast;
 
-use super::dialect::Dialect;
+use super::dialect::{Dialect, NewBody, NewDelivery};
 use super::sql::SqlStore;
 use super::{Backend, CommitClock, RelayLease, StoreError};
 
@@ -73,11 +73,20 @@ impl Dialect for SqliteDialect {
     const ANNOUNCE_REBUILD: Option<&'static str> = None;
     // SQLite plans these statements from their indexes alone; it never ran ANALYZE here.
     const REFRESH_QUEUE_STATISTICS: Option<&'static str> = None;
+    const LOCK_DELIVERIES_READ: &'static str = "";
     const PREPARE_SWAP: &'static [&'static str] = &[];
     const SWAP_ONLY_DIFFERENCES: bool = false;
 
     async fn begin_write(pool: &Pool<Sqlite>) -> Result<Transaction<'static, Sqlite>, sqlx::Error> {
         pool.begin_with(Self::BEGIN_WRITE).await
+    }
+
+    async fn insert_fan_out_rows(
+        tx: &mut Transaction<'static, Sqlite>,
+        bodies: &[NewBody<'_>],
+        deliveries: &[NewDelivery<'_>],
+    ) -> Result<(), sqlx::Error> {
+        super::sql::webhooks::insert_fan_out_rows_sqlite(tx, bodies, deliveries).await
     }
 
     async fn migrate(pool: &Pool<Sqlite>) -> Result<(), StoreError> {

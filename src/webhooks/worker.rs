@@ -16,7 +16,12 @@
 //!    Sending before writing is what makes the healthy path one row insert per delivery; it
 //!    is safe because nothing moves the cursor but that transaction: a leader that dies
 //!    first leaves the events to the next one, which sends them again under the same delivery
-//!    ids ([`event_delivery_id`]). If another process moved the cursor first (its lead began
+//!    ids ([`event_delivery_id`]). A queue of the window that has pending deliveries is
+//!    *adopted* first: the leader leases its pending rows from the oldest on, sends them
+//!    ahead of the queue's new events, and records them in the same transaction (see
+//!    [`crate::store::Webhooks::adopt_webhook_queues`]); left to the lease, which sends one
+//!    row of a queue at a time, a queue that once fell behind stayed behind under load.
+//!    If another process moved the cursor first (its lead began
 //!    when this one's had run out), nothing is written. So each committed event is fanned
 //!    out once, none is skipped, and a server that was down catches up from where the cursor
 //!    stands. Signed checkpoints follow, once the cursor has passed their position: each is
@@ -69,9 +74,9 @@ use super::retry::NextStep;
 use super::sender::{SendOutcome, Sender};
 use crate::store::projection::micros;
 use crate::store::{
-    AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery, FannedOut, Settled, SettledDeliveries,
-    SharedStore, StoreError, WebhookEventRow, WebhookStatus, WebhookSubscription,
-    event_delivery_id,
+    AdoptedOutcomes, AdoptedQueue, AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery,
+    FannedOut, Settled, SettledDeliveries, SharedStore, StoreError, WebhookEventRow, WebhookStatus,
+    WebhookSubscription, event_delivery_id,
 };
 
 /// How often the worker looks for due deliveries when no commit woke it (retries that came
@@ -224,6 +229,10 @@ struct Window {
     /// Attempts still on the wire when the window stopped waiting (recorded as
     /// [`Settled::InFlight`]); their outcomes are written once the window is.
     late: Option<mpsc::UnboundedReceiver<WindowAttempt>>,
+    /// Adopted deliveries whose attempt ended here: (delivery id, webhook id, outcome).
+    adopted_attempted: Vec<(String, String, AttemptRecord)>,
+    /// Adopted deliveries never started (their queue closed first).
+    adopted_unstarted: Vec<String>,
 }
 
 /// A window's attempt that ended.
@@ -244,6 +253,9 @@ struct WindowQueue {
     closed: bool,
     /// The delivery id of its attempt on the wire.
     running: Option<String>,
+    /// It was adopted only in part (see [`Worker::fan_out_once`]): what it holds is sent, and
+    /// the queue stays pending behind the rest.
+    rest_queued: bool,
 }
 
 /// Why a window's delivery could not start now.
@@ -437,13 +449,66 @@ impl Worker {
                 self.store.pending_webhook_queues(Some(&known)).await?
             }
         };
-        let window = self.send_window(&rows, &subscriptions, &known).await?;
+        // The window's queues that wait behind a pending delivery: the leader takes them over
+        // from the lease and sends their pending deliveries first, then (when it took them
+        // all) the new events. Left to the lease, such a queue stays there under load: the
+        // lease sends one row of a queue at a time, slower than a busy model's events arrive.
+        let mut behind: HashSet<(String, String)> = HashSet::new();
+        if !known.is_empty() {
+            for row in &rows {
+                for subscription in subscriptions.iter().filter(|s| s.receives(row)) {
+                    let queue = (subscription.id.clone(), row.order_key.clone());
+                    if known.contains(&queue) {
+                        behind.insert(queue);
+                    }
+                }
+            }
+        }
+        let adopted = if behind.is_empty() {
+            Vec::new()
+        } else {
+            let behind: Vec<(String, String)> = behind.into_iter().collect();
+            let now = chrono::Utc::now();
+            self.store
+                .adopt_webhook_queues(
+                    &self.owner,
+                    micros(&now),
+                    micros(&later(now, self.lease_length())),
+                    &behind,
+                    self.settings.window_deliveries,
+                )
+                .await?
+        };
+        let adopted_count: usize = adopted.iter().map(|q| q.jobs.len()).sum();
+        if adopted_count > 0 {
+            metrics::counter!("model_ledger_webhook_deliveries_adopted_total")
+                .increment(adopted_count as u64);
+        }
+        let window = self
+            .send_window(&rows, &subscriptions, &known, adopted)
+            .await?;
         let now = micros(&chrono::Utc::now());
-        match self
+        let adopted_outcomes = AdoptedOutcomes {
+            owner: self.owner.clone(),
+            attempted: window
+                .adopted_attempted
+                .iter()
+                .map(|(id, _, record)| (id.clone(), record.clone()))
+                .collect(),
+            unstarted: window.adopted_unstarted.clone(),
+        };
+        let written = match self
             .store
-            .fan_out_webhook_events(cursor, last, &rows, now, &window.settled)
-            .await?
+            .fan_out_webhook_events(cursor, last, &rows, now, &window.settled, &adopted_outcomes)
+            .await
         {
+            Ok(written) => written,
+            Err(e) => {
+                self.record_adopted_alone(window.adopted_attempted);
+                return Err(e);
+            }
+        };
+        match written {
             // Another process fanned these out first (its lead began after this one's ran
             // out): read on from where it left the cursor. What this window sent, it sent
             // again under the same delivery ids.
@@ -453,6 +518,7 @@ impl Worker {
                     *until = None;
                 }
                 *pending = None;
+                self.record_adopted_alone(window.adopted_attempted);
                 Ok(FanOutBatch { more: true, ..done })
             }
             Some(FannedOut { written, waiting }) => {
@@ -475,6 +541,20 @@ impl Worker {
                     ..done
                 })
             }
+        }
+    }
+
+    /// Hands the outcomes of adopted deliveries to the recorder when the window's transaction
+    /// did not record them: their rows are still leased to this process. The adopted ones
+    /// never started wait for their leases to run out.
+    fn record_adopted_alone(&self, attempted: Vec<(String, String, AttemptRecord)>) {
+        for (delivery_id, webhook_id, record) in attempted {
+            let _ = self.outcomes.send(Finished {
+                delivery_id,
+                webhook_id,
+                record,
+                slot: None,
+            });
         }
     }
 
@@ -510,6 +590,7 @@ impl Worker {
         rows: &[WebhookEventRow],
         subscriptions: &[WebhookSubscription],
         pending: &HashSet<(String, String)>,
+        adopted: Vec<AdoptedQueue>,
     ) -> Result<Window, StoreError> {
         let mut settled = SettledDeliveries::new();
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
@@ -524,6 +605,7 @@ impl Worker {
                             total: 0,
                             closed: false,
                             running: None,
+                            rest_queued: false,
                         });
                         queues.len() - 1
                     });
@@ -537,6 +619,11 @@ impl Worker {
                 left_pending: HashSet::new(),
                 deliveries: 0,
                 late: None,
+                adopted_attempted: Vec::new(),
+                adopted_unstarted: adopted
+                    .into_iter()
+                    .flat_map(|q| q.jobs.into_iter().map(|j| j.id))
+                    .collect(),
             });
         }
         if !pending.is_empty() {
@@ -546,6 +633,26 @@ impl Worker {
                 }
             }
         }
+        // An adopted queue's pending deliveries go first; its new events follow only when all
+        // of them were adopted.
+        let mut adopted_ids: HashSet<String> = HashSet::new();
+        let mut adopted_unstarted: Vec<String> = Vec::new();
+        for queue in adopted {
+            let Some(&q) = index.get(&(queue.webhook_id.as_str(), queue.order_key.as_str())) else {
+                adopted_unstarted.extend(queue.jobs.into_iter().map(|j| j.id));
+                continue;
+            };
+            adopted_ids.extend(queue.jobs.iter().map(|j| j.id.clone()));
+            let fresh = std::mem::take(&mut queues[q].jobs);
+            queues[q].jobs = queue.jobs.into_iter().collect();
+            if queue.whole {
+                queues[q].jobs.extend(fresh);
+            } else {
+                queues[q].rest_queued = true;
+            }
+            queues[q].closed = false;
+        }
+        let mut adopted_attempted: Vec<(String, String, AttemptRecord)> = Vec::new();
         let (finished, mut outcomes) = mpsc::unbounded_channel::<WindowAttempt>();
         let mut ready: VecDeque<usize> = (0..queues.len()).filter(|q| !queues[*q].closed).collect();
         // Queues waiting for their webhook's in-flight count to drop, by webhook id.
@@ -627,10 +734,14 @@ impl Worker {
                     if let Some(waiting) = parked.remove(&ended.job.webhook_id) {
                         ready.extend(waiting);
                     }
-                    settled.insert(
-                        (ended.job.webhook_id, ended.job.position),
-                        Settled::Attempted(ended.record),
-                    );
+                    if adopted_ids.remove(&ended.job.id) {
+                        adopted_attempted.push((ended.job.id, ended.job.webhook_id, ended.record));
+                    } else {
+                        settled.insert(
+                            (ended.job.webhook_id, ended.job.position),
+                            Settled::Attempted(ended.record),
+                        );
+                    }
                 }
                 permit = self.slots.clone().acquire_owned(), if starved && spare.is_none() => {
                     spare = permit.ok();
@@ -663,7 +774,20 @@ impl Worker {
         // Whatever was started and has no outcome yet is still on the wire.
         let lease_until_us = micros(&later(chrono::Utc::now(), self.lease_length()));
         let on_the_wire = started.len();
-        for (webhook_id, position) in started.into_values() {
+        for queue in &queues {
+            adopted_unstarted.extend(
+                queue
+                    .jobs
+                    .iter()
+                    .filter(|job| adopted_ids.contains(&job.id))
+                    .map(|job| job.id.clone()),
+            );
+        }
+        // An adopted delivery on the wire is already leased here in the database.
+        for (id, (webhook_id, position)) in started {
+            if adopted_ids.contains(&id) {
+                continue;
+            }
             settled.insert(
                 (webhook_id, position),
                 Settled::InFlight {
@@ -674,7 +798,10 @@ impl Worker {
         }
         let left_pending = index
             .iter()
-            .filter(|(_, queue)| queues[**queue].closed || !queues[**queue].jobs.is_empty())
+            .filter(|(_, queue)| {
+                let queue = &queues[**queue];
+                queue.closed || queue.rest_queued || !queue.jobs.is_empty()
+            })
             .map(|((webhook, key), _)| (webhook.to_string(), key.to_string()))
             .collect();
         Ok(Window {
@@ -682,6 +809,8 @@ impl Worker {
             left_pending,
             deliveries: queues.iter().map(|q| q.total).sum(),
             late: (on_the_wire > 0).then_some(outcomes),
+            adopted_attempted,
+            adopted_unstarted,
         })
     }
 

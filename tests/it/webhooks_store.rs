@@ -5,8 +5,9 @@
 //! carry (and send) their own.
 
 use model_ledger::store::{
-    AttemptRecord, DeliveryJob, DeliveryStatus, Settled, SettledDeliveries, SharedStore,
-    WebhookEventRow, WebhookRecord, WebhookStatus, event_delivery_id,
+    AdoptedOutcomes, AttemptRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, Settled,
+    SettledDeliveries, SharedStore, WebhookEventRow, WebhookRecord, WebhookStatus,
+    event_delivery_id,
 };
 
 use crate::both_backends;
@@ -352,6 +353,7 @@ async fn queue_all(
             events,
             now_us,
             &SettledDeliveries::new(),
+            &AdoptedOutcomes::default(),
         )
         .await
         .expect("fan out")
@@ -362,6 +364,15 @@ fn webhook_and_position(jobs: &[DeliveryJob]) -> Vec<(String, i64)> {
     jobs.iter()
         .map(|j| (j.webhook_id.clone(), j.position))
         .collect()
+}
+
+/// The delivery of the event at `position` in a webhook's history.
+fn row_at(history: &[DeliveryRecord], position: i64) -> DeliveryRecord {
+    history
+        .iter()
+        .find(|d| d.position == position)
+        .cloned()
+        .expect("a row")
 }
 
 fn created(position: i64, model: &str, at_us: i64) -> WebhookEventRow {
@@ -424,7 +435,14 @@ both_backends!(
         assert!(store.update_webhook(&disabled).await.expect("disable"));
 
         let fanned = store
-            .fan_out_webhook_events(cursor, cursor + 3, &events, t0 + 10, &settled)
+            .fan_out_webhook_events(
+                cursor,
+                cursor + 3,
+                &events,
+                t0 + 10,
+                &settled,
+                &AdoptedOutcomes::default(),
+            )
             .await
             .expect("fan out")
             .expect("cursor was where we said");
@@ -437,13 +455,7 @@ both_backends!(
             .list_webhook_deliveries("wh-a", 0, 10)
             .await
             .expect("history");
-        let row = |position: i64| {
-            history
-                .iter()
-                .find(|d| d.position == position)
-                .cloned()
-                .expect("a row")
-        };
+        let row = |position: i64| row_at(&history, position);
         let delivered = row(cursor + 1);
         assert_eq!(delivered.id, event_delivery_id("wh-a", cursor + 1));
         assert_eq!(delivered.status, DeliveryStatus::Succeeded);
@@ -599,7 +611,14 @@ async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
         })
         .collect();
     let written = store
-        .fan_out_webhook_events(cursor + 10, cursor + 5_010, &delivered, t0 + 15, &settled)
+        .fan_out_webhook_events(
+            cursor + 10,
+            cursor + 5_010,
+            &delivered,
+            t0 + 15,
+            &settled,
+            &AdoptedOutcomes::default(),
+        )
         .await
         .expect("fan out")
         .expect("cursor was where we said");
@@ -623,3 +642,193 @@ async fn a_growing_queue_gets_fresh_statistics_from_the_fan_out() {
     }
     assert_eq!(count, Some(1), "one ANALYZE after 5,010 queued rows");
 }
+
+both_backends!(
+    the_leader_adopts_a_queue_from_its_head_while_its_deliveries_are_due_and_free,
+    |backend: Backend| async move {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = fresh_store(backend, &dir).await;
+        let t0: i64 = 1_000_000_000;
+        for id in ["wh-a", "wh-b"] {
+            store
+                .insert_webhook(&webhook(id, &["model_version.created"], t0))
+                .await
+                .expect("insert webhook");
+        }
+        let (cursor, _) = store.webhook_cursor().await.expect("cursor");
+        let p = |n: i64| cursor + n;
+        // wh-a's m1 queue: two queued, then one due again only later (a 503), then one more;
+        // its m2 queue: one queued. wh-b's m1 queue: two queued.
+        let events = vec![
+            created(p(1), "m1", t0),
+            created(p(2), "m1", t0),
+            created(p(3), "m1", t0),
+            created(p(4), "m1", t0),
+            created(p(5), "m2", t0),
+        ];
+        let now = t0 + 100;
+        let mut settled = SettledDeliveries::new();
+        settled.insert(
+            ("wh-a".into(), p(3)),
+            Settled::Attempted(AttemptRecord {
+                next_attempt_at_us: now + 60_000_000,
+                ..attempt(DeliveryStatus::Pending, t0 + 1, Some(503), Some("HTTP 503"))
+            }),
+        );
+        for (webhook, position) in [("wh-b", p(3)), ("wh-b", p(4)), ("wh-b", p(5))] {
+            settled.insert(
+                (webhook.into(), position),
+                Settled::Attempted(attempt(DeliveryStatus::Succeeded, t0 + 1, Some(200), None)),
+            );
+        }
+        store
+            .fan_out_webhook_events(
+                cursor,
+                p(5),
+                &events,
+                t0 + 10,
+                &settled,
+                &AdoptedOutcomes::default(),
+            )
+            .await
+            .expect("fan out")
+            .expect("cursor");
+        // Another process leases wh-b's m1 head first: that queue is its to send.
+        let other = store
+            .lease_webhook_deliveries("other", now, now + 1_000_000, 1, &["wh-a".to_string()])
+            .await
+            .expect("lease");
+        assert_eq!(webhook_and_position(&other), [("wh-b".to_string(), p(1))]);
+
+        let queue = |w: &str, k: &str| (w.to_string(), k.to_string());
+        let mut adopted = store
+            .adopt_webhook_queues(
+                "leader",
+                now,
+                now + 1_000_000,
+                &[
+                    queue("wh-a", "m1"),
+                    queue("wh-a", "m2"),
+                    queue("wh-b", "m1"),
+                ],
+                10,
+            )
+            .await
+            .expect("adopt");
+        adopted.sort_by(|a, b| (&a.webhook_id, &a.order_key).cmp(&(&b.webhook_id, &b.order_key)));
+        let summary: Vec<(String, String, Vec<i64>, bool)> = adopted
+            .iter()
+            .map(|q| {
+                (
+                    q.webhook_id.clone(),
+                    q.order_key.clone(),
+                    q.jobs.iter().map(|j| j.position).collect(),
+                    q.whole,
+                )
+            })
+            .collect();
+        // m1 up to the delivery that is not due (it and what follows wait), all of m2, and
+        // nothing of the queue whose head another process holds.
+        assert_eq!(
+            summary,
+            [
+                (
+                    "wh-a".to_string(),
+                    "m1".to_string(),
+                    vec![p(1), p(2)],
+                    false
+                ),
+                ("wh-a".to_string(), "m2".to_string(), vec![p(5)], true),
+            ]
+        );
+        let first = &adopted[0].jobs[0];
+        assert_eq!(first.id, event_delivery_id("wh-a", p(1)));
+        assert_eq!(first.payload, format!("{{\"position\":{}}}", p(1)));
+        assert_eq!(first.attempts, 0);
+        // Leased to the leader: the lease finds nothing of them.
+        let none = store
+            .lease_webhook_deliveries("other", now, now + 1_000_000, 10, &["wh-b".to_string()])
+            .await
+            .expect("lease");
+        assert!(none.is_empty(), "{none:?}");
+        // Adopted again: nothing, every row is leased.
+        let again = store
+            .adopt_webhook_queues("leader", now, now + 1_000_000, &[queue("wh-a", "m2")], 10)
+            .await
+            .expect("adopt again");
+        assert!(again.is_empty());
+
+        // The leader delivered p1 and never started p2: the next fan-out records the one and
+        // releases the other, which the lease may then send.
+        let outcomes = AdoptedOutcomes {
+            owner: "leader".into(),
+            attempted: vec![(
+                event_delivery_id("wh-a", p(1)),
+                attempt(DeliveryStatus::Succeeded, now + 5, Some(200), None),
+            )],
+            unstarted: vec![event_delivery_id("wh-a", p(2))],
+        };
+        store
+            .fan_out_webhook_events(
+                p(5),
+                p(6),
+                &[created(p(6), "m3", now)],
+                now + 10,
+                &SettledDeliveries::new(),
+                &outcomes,
+            )
+            .await
+            .expect("fan out")
+            .expect("cursor");
+        let history = store
+            .list_webhook_deliveries("wh-a", 0, 20)
+            .await
+            .expect("history");
+        let row = |position: i64| row_at(&history, position);
+        assert_eq!(row(p(1)).status, DeliveryStatus::Succeeded);
+        assert_eq!(row(p(1)).attempts, 1);
+        assert_eq!(row(p(2)).status, DeliveryStatus::Pending);
+        assert_eq!(row(p(2)).attempts, 0);
+        let released = store
+            .lease_webhook_deliveries(
+                "other",
+                now + 20,
+                now + 1_000_000,
+                10,
+                &["wh-b".to_string()],
+            )
+            .await
+            .expect("lease");
+        assert_eq!(
+            webhook_and_position(&released),
+            [("wh-a".to_string(), p(2)), ("wh-a".to_string(), p(6))],
+            "m1's released head and the new m3 event"
+        );
+
+        // At most `limit` in all: the rest keeps the queue pending.
+        queue_all(
+            &store,
+            p(6),
+            p(8),
+            &[created(p(7), "m4", now), created(p(8), "m4", now)],
+            now + 30,
+        )
+        .await
+        .expect("cursor");
+        let capped = store
+            .adopt_webhook_queues(
+                "leader",
+                now + 40,
+                now + 1_000_000,
+                &[queue("wh-a", "m4")],
+                1,
+            )
+            .await
+            .expect("adopt capped");
+        assert_eq!(capped.len(), 1);
+        assert_eq!(
+            (webhook_and_position(&capped[0].jobs), capped[0].whole),
+            (vec![("wh-a".to_string(), p(7))], false)
+        );
+    }
+);

@@ -22,7 +22,7 @@ mod reads;
 mod rebuild;
 mod rows;
 mod uploads;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use std::sync::Arc;
 

@@ -35,11 +35,11 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, QueryBuilder, T
 
 use super::rows::{CHECKPOINT_COLUMNS, CheckpointRow};
 use super::{Args, Conn, Db, RowOf, SqlStore};
-use crate::store::dialect::Dialect;
+use crate::store::dialect::{Dialect, NewBody, NewDelivery};
 use crate::store::{
-    AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord, DeliveryStatus, FannedOut,
-    Settled, SettledDeliveries, StoreError, WebhookEventRow, WebhookRecord, WebhookStatus,
-    WebhookSubscription, Webhooks, event_delivery_id,
+    AdoptedOutcomes, AdoptedQueue, AttemptRecord, CheckpointRecord, DeliveryJob, DeliveryRecord,
+    DeliveryStatus, FannedOut, Settled, SettledDeliveries, StoreError, WebhookEventRow,
+    WebhookRecord, WebhookStatus, WebhookSubscription, Webhooks, event_delivery_id,
 };
 
 const WEBHOOK_COLUMNS: &str = "id, name, description, url, events, secret_sealed, \
@@ -177,8 +177,10 @@ const SUBSCRIPTIONS: &str = "SELECT id, events, created_at_us, url, secret_seale
      previous_secret_sealed, previous_secret_until_us FROM webhooks \
      WHERE status = 'ACTIVE' AND deleted_at_us IS NULL";
 
-/// Rows per multi-row INSERT: at most 18 binds each, far below either database's bind limit.
+/// Rows per multi-row INSERT in SQLite: 18 binds each, far below its bind limit.
 const INSERT_CHUNK: usize = 200;
+/// PostgreSQL's SQLSTATE for a `NOWAIT` lock that another transaction holds.
+const LOCK_NOT_AVAILABLE: &str = "55P03";
 /// Outcomes recorded per statement (7 bound values each, far below either database's limit).
 const FINISH_CHUNK: usize = 500;
 
@@ -333,86 +335,187 @@ where
     // Each body once, however many webhooks receive it (migration 0012): only for the events
     // that some webhook receives.
     let mut keys: HashSet<String> = HashSet::new();
-    let bodies: Vec<(String, &WebhookEventRow)> = rows
+    let bodies: Vec<NewBody<'_>> = rows
         .iter()
         .filter_map(|row| {
             let key = payload_key(row.event);
-            keys.insert(key.clone()).then_some((key, row.event))
+            keys.insert(key.clone()).then_some(NewBody {
+                key,
+                payload: &row.event.payload,
+            })
         })
         .collect();
-    for chunk in bodies.chunks(INSERT_CHUNK) {
-        let mut qb =
-            QueryBuilder::<Db<D>>::new("INSERT INTO webhook_payloads (payload_key, payload) ");
-        qb.push_values(chunk, |mut b, (key, event)| {
-            b.push_bind(key.clone()).push_bind(event.payload.clone());
-        });
-        // The cursor and the checkpoint marker fan each out once, so no key is written twice;
-        // were one, its body is the same, and the first is kept.
-        qb.push(" ON CONFLICT (payload_key) DO NOTHING");
-        qb.build().execute(&mut **tx).await?;
-    }
     let mut waiting = 0;
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let mut qb = QueryBuilder::<Db<D>>::new(
-            "INSERT INTO webhook_deliveries (id, webhook_id, position, event_name, order_key, \
-             payload_key, status, next_attempt_at_us, created_at_us, updated_at_us, checkpoint_id, \
-             lease_owner, lease_until_us, attempts, first_attempt_at_us, last_response_code, \
-             last_latency_ms, last_error) ",
-        );
-        qb.push_values(chunk, |mut b, row| {
+    let deliveries: Vec<NewDelivery<'_>> = rows
+        .iter()
+        .map(|row| {
             let event = row.event;
-            b.push_bind(row.id.clone())
-                .push_bind(row.webhook_id.to_string())
-                .push_bind(event.position)
-                .push_bind(event.event_name.clone())
-                .push_bind(event.order_key.clone())
-                .push_bind(payload_key(event));
+            let mut delivery = NewDelivery {
+                id: &row.id,
+                webhook_id: row.webhook_id,
+                position: event.position,
+                event_name: &event.event_name,
+                order_key: &event.order_key,
+                payload_key: payload_key(event),
+                status: DeliveryStatus::Pending.as_str(),
+                next_attempt_at_us: now_us,
+                created_at_us: now_us,
+                updated_at_us: now_us,
+                checkpoint_id: event.checkpoint_id.as_deref(),
+                lease_owner: None,
+                lease_until_us: None,
+                attempts: 0,
+                first_attempt_at_us: None,
+                last_response_code: None,
+                last_latency_ms: None,
+                last_error: None,
+            };
             match row.settled {
-                None => {
-                    waiting += 1;
-                    b.push("'pending'")
-                        .push_bind(now_us)
-                        .push_bind(now_us)
-                        .push_bind(now_us)
-                        .push_bind(event.checkpoint_id.clone())
-                        .push("NULL, NULL, 0, NULL, NULL, NULL, NULL");
-                }
+                None => waiting += 1,
                 Some(Settled::InFlight {
                     owner,
                     lease_until_us,
                 }) => {
-                    b.push("'pending'")
-                        .push_bind(now_us)
-                        .push_bind(now_us)
-                        .push_bind(now_us)
-                        .push_bind(event.checkpoint_id.clone())
-                        .push_bind(owner.clone())
-                        .push_bind(*lease_until_us)
-                        .push("0, NULL, NULL, NULL, NULL");
+                    delivery.lease_owner = Some(owner);
+                    delivery.lease_until_us = Some(*lease_until_us);
                 }
                 Some(Settled::Attempted(attempt)) => {
                     if attempt.status == DeliveryStatus::Pending {
                         waiting += 1;
                     }
-                    b.push_bind(attempt.status.as_str())
-                        .push_bind(attempt.next_attempt_at_us)
-                        .push_bind(now_us)
-                        .push_bind(attempt.attempted_at_us)
-                        .push_bind(event.checkpoint_id.clone())
-                        .push("NULL, NULL, 1")
-                        .push_bind(attempt.attempted_at_us)
-                        .push_bind(attempt.response_code)
-                        .push_bind(attempt.latency_ms)
-                        .push_bind(attempt.error.clone());
+                    delivery.status = attempt.status.as_str();
+                    delivery.next_attempt_at_us = attempt.next_attempt_at_us;
+                    delivery.updated_at_us = attempt.attempted_at_us;
+                    delivery.attempts = 1;
+                    delivery.first_attempt_at_us = Some(attempt.attempted_at_us);
+                    delivery.last_response_code = attempt.response_code;
+                    delivery.last_latency_ms = attempt.latency_ms;
+                    delivery.last_error = attempt.error.as_deref();
                 }
             }
+            delivery
+        })
+        .collect();
+    D::insert_fan_out_rows(tx, &bodies, &deliveries).await?;
+    Ok(FannedOut {
+        written: deliveries.len() as u64,
+        waiting,
+    })
+}
+
+const INSERT_DELIVERY_COLUMNS: &str = "INSERT INTO webhook_deliveries (id, webhook_id, position, \
+     event_name, order_key, payload_key, status, next_attempt_at_us, created_at_us, updated_at_us, \
+     checkpoint_id, lease_owner, lease_until_us, attempts, first_attempt_at_us, \
+     last_response_code, last_latency_ms, last_error) ";
+
+// The cursor and the checkpoint marker fan each body out once, so no key is written twice;
+// were one, its body is the same, and the first is kept.
+const KEEP_FIRST_BODY: &str = " ON CONFLICT (payload_key) DO NOTHING";
+
+/// The fan-out's rows in PostgreSQL: one statement per table, each column bound as an array
+/// and turned back into rows by `unnest`. The statement text never changes, so it is parsed
+/// and planned once per connection; multi-row `VALUES` lists (200 rows of 18 parameters each,
+/// whose text changed with every mix of settled and queued rows) were parsed and planned every
+/// time, and cost PostgreSQL about as much as the inserts themselves (docs/performance.md,
+/// 2026-12-07 afternoon).
+pub(crate) async fn insert_fan_out_rows_postgres(
+    tx: &mut sqlx::Transaction<'static, sqlx::Postgres>,
+    bodies: &[NewBody<'_>],
+    deliveries: &[NewDelivery<'_>],
+) -> Result<(), sqlx::Error> {
+    if !bodies.is_empty() {
+        let keys: Vec<&str> = bodies.iter().map(|b| b.key.as_str()).collect();
+        let payloads: Vec<&str> = bodies.iter().map(|b| b.payload).collect();
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "INSERT INTO webhook_payloads (payload_key, payload) \
+             SELECT * FROM unnest($1::text[], $2::text[]){KEEP_FIRST_BODY}"
+        )))
+        .bind(keys)
+        .bind(payloads)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if deliveries.is_empty() {
+        return Ok(());
+    }
+    fn column<'r, 'a, T>(
+        rows: &'r [NewDelivery<'a>],
+        field: impl Fn(&'r NewDelivery<'a>) -> T,
+    ) -> Vec<T> {
+        rows.iter().map(field).collect()
+    }
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{INSERT_DELIVERY_COLUMNS} SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], \
+         $4::text[], $5::text[], $6::text[], $7::text[], $8::int8[], $9::int8[], $10::int8[], \
+         $11::text[], $12::text[], $13::int8[], $14::int8[], $15::int8[], $16::int4[], \
+         $17::int8[], $18::text[])"
+    )))
+    .bind(column(deliveries, |r| r.id))
+    .bind(column(deliveries, |r| r.webhook_id))
+    .bind(column(deliveries, |r| r.position))
+    .bind(column(deliveries, |r| r.event_name))
+    .bind(column(deliveries, |r| r.order_key))
+    .bind(column(deliveries, |r| r.payload_key.as_str()))
+    .bind(column(deliveries, |r| r.status))
+    .bind(column(deliveries, |r| r.next_attempt_at_us))
+    .bind(column(deliveries, |r| r.created_at_us))
+    .bind(column(deliveries, |r| r.updated_at_us))
+    .bind(column(deliveries, |r| r.checkpoint_id))
+    .bind(column(deliveries, |r| r.lease_owner))
+    .bind(column(deliveries, |r| r.lease_until_us))
+    .bind(column(deliveries, |r| r.attempts))
+    .bind(column(deliveries, |r| r.first_attempt_at_us))
+    .bind(column(deliveries, |r| r.last_response_code))
+    .bind(column(deliveries, |r| r.last_latency_ms))
+    .bind(column(deliveries, |r| r.last_error))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// The fan-out's rows in SQLite, which has no arrays: multi-row `VALUES`, [`INSERT_CHUNK`]
+/// rows per statement.
+pub(crate) async fn insert_fan_out_rows_sqlite(
+    tx: &mut sqlx::Transaction<'static, sqlx::Sqlite>,
+    bodies: &[NewBody<'_>],
+    deliveries: &[NewDelivery<'_>],
+) -> Result<(), sqlx::Error> {
+    for chunk in bodies.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO webhook_payloads (payload_key, payload) ",
+        );
+        qb.push_values(chunk, |mut b, body| {
+            b.push_bind(body.key.clone())
+                .push_bind(body.payload.to_string());
+        });
+        qb.push(KEEP_FIRST_BODY);
+        qb.build().execute(&mut **tx).await?;
+    }
+    for chunk in deliveries.chunks(INSERT_CHUNK) {
+        let mut qb = QueryBuilder::<sqlx::Sqlite>::new(INSERT_DELIVERY_COLUMNS);
+        qb.push_values(chunk, |mut b, row| {
+            b.push_bind(row.id.to_string())
+                .push_bind(row.webhook_id.to_string())
+                .push_bind(row.position)
+                .push_bind(row.event_name.to_string())
+                .push_bind(row.order_key.to_string())
+                .push_bind(row.payload_key.clone())
+                .push_bind(row.status)
+                .push_bind(row.next_attempt_at_us)
+                .push_bind(row.created_at_us)
+                .push_bind(row.updated_at_us)
+                .push_bind(row.checkpoint_id.map(str::to_string))
+                .push_bind(row.lease_owner.map(str::to_string))
+                .push_bind(row.lease_until_us)
+                .push_bind(row.attempts)
+                .push_bind(row.first_attempt_at_us)
+                .push_bind(row.last_response_code)
+                .push_bind(row.last_latency_ms)
+                .push_bind(row.last_error.map(str::to_string));
         });
         qb.build().execute(&mut **tx).await?;
     }
-    Ok(FannedOut {
-        written: rows.len() as u64,
-        waiting,
-    })
+    Ok(())
 }
 
 /// Rows queued after which the fan-out refreshes the queue's statistics, at most once per
@@ -479,6 +582,173 @@ where
 
 /// Queues at most per statement looking for pending deliveries (two bound values each).
 const QUEUE_CHECK_CHUNK: usize = 250;
+
+/// Helpers shared by the fan-out's statements.
+impl<D> SqlStore<D>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    usize: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> Option<i64>: Decode<'q, Db<D>>,
+    for<'q> Option<String>: Decode<'q, Db<D>>,
+{
+    /// The deliveries `ids` leased to `owner`, with what sending them needs, by position.
+    async fn jobs_leased_to(
+        &self,
+        owner: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            // Rows queued before migration 0012 carry their own body.
+            "SELECT d.id, d.webhook_id, d.position, d.event_name, \
+             COALESCE(d.payload, p.payload) AS payload, d.attempts, \
+             d.first_attempt_at_us, w.url, w.secret_sealed, w.previous_secret_sealed, \
+             w.previous_secret_until_us, w.status, w.deleted_at_us \
+             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
+             LEFT JOIN webhook_payloads p ON p.payload_key = d.payload_key \
+             WHERE d.lease_owner = ",
+        );
+        qb.push_bind(owner.to_string());
+        qb.push(" AND d.id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(id.clone());
+        }
+        sep.push_unseparated(") ORDER BY d.position");
+        let rows: Vec<JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|r| {
+                let webhook_status = match r.deleted_at_us {
+                    Some(_) => None,
+                    None => Some(WebhookStatus::parse(&r.status).ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "webhook {} status '{}'",
+                            r.webhook_id, r.status
+                        ))
+                    })?),
+                };
+                Ok(DeliveryJob {
+                    id: r.id,
+                    webhook_id: r.webhook_id,
+                    position: r.position,
+                    event_name: r.event_name,
+                    payload: r.payload,
+                    attempts: r.attempts,
+                    first_attempt_at_us: r.first_attempt_at_us,
+                    url: r.url,
+                    secret_sealed: r.secret_sealed,
+                    previous_secret_sealed: r.previous_secret_sealed,
+                    previous_secret_until_us: r.previous_secret_until_us,
+                    webhook_status,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Leases the pending deliveries `ids` to `lease` (owner, until), or releases them (`None`);
+/// with `held_by`, only those still leased to that owner.
+async fn set_leases<D>(
+    tx: &mut sqlx::Transaction<'static, Db<D>>,
+    ids: &[String],
+    lease: Option<(&str, i64)>,
+    held_by: Option<&str>,
+) -> Result<(), StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'q> Option<i64>: Encode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> Option<String>: Encode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Type<Db<D>>,
+{
+    for chunk in ids.chunks(FINISH_CHUNK) {
+        let mut qb = QueryBuilder::<Db<D>>::new("UPDATE webhook_deliveries SET lease_owner = ");
+        qb.push_bind(lease.map(|(owner, _)| owner.to_string()));
+        qb.push(", lease_until_us = ");
+        qb.push_bind(lease.map(|(_, until)| until));
+        qb.push(" WHERE status = 'pending'");
+        if let Some(holder) = held_by {
+            qb.push(" AND lease_owner = ");
+            qb.push_bind(holder.to_string());
+        }
+        qb.push(" AND id IN (");
+        let mut separated = qb.separated(", ");
+        for id in chunk {
+            separated.push_bind(id.clone());
+        }
+        separated.push_unseparated(")");
+        qb.build().execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+/// Records attempts made under `owner`'s leases and releases them (see
+/// [`Webhooks::finish_webhook_deliveries`]), on `conn`: alone, or in the fan-out's transaction
+/// for the deliveries its leader adopted.
+async fn record_attempts<D>(
+    conn: &mut Conn<D>,
+    owner: &str,
+    attempts: &[(String, AttemptRecord)],
+) -> Result<Vec<String>, StoreError>
+where
+    D: Dialect,
+    for<'c> &'c mut Conn<D>: Executor<'c, Database = Db<D>>,
+    Args<D>: IntoArguments<Db<D>>,
+    for<'r> &'r str: ColumnIndex<RowOf<D>>,
+    usize: ColumnIndex<RowOf<D>>,
+    for<'q> i64: Encode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> i32: Encode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> String: Encode<'q, Db<D>> + Decode<'q, Db<D>> + Type<Db<D>>,
+    for<'q> Option<i64>: Encode<'q, Db<D>>,
+    for<'q> Option<i32>: Encode<'q, Db<D>>,
+    for<'q> Option<String>: Encode<'q, Db<D>>,
+    for<'q> &'q str: Encode<'q, Db<D>>,
+    str: Type<Db<D>>,
+{
+    let mut recorded = Vec::with_capacity(attempts.len());
+    for chunk in attempts.chunks(FINISH_CHUNK) {
+        // A CTE of the outcomes joined to the rows (`UPDATE … FROM`, which both
+        // PostgreSQL and SQLite 3.33+ have): one statement and one commit for the batch.
+        // Every row is still re-checked on itself, as a single finish was: recorded only
+        // while this owner holds its lease and it is pending.
+        let mut qb = QueryBuilder::<Db<D>>::new(
+            "WITH outcome (d_id, d_status, d_next_at, d_at, d_code, d_latency, d_error) AS (",
+        );
+        qb.push_values(chunk, |mut b, (id, attempt)| {
+            b.push_bind(id.clone())
+                .push_bind(attempt.status.as_str())
+                .push_bind(attempt.next_attempt_at_us)
+                .push_bind(attempt.attempted_at_us)
+                .push_bind(attempt.response_code)
+                .push_bind(attempt.latency_ms)
+                .push_bind(attempt.error.clone());
+        });
+        qb.push(
+                ") UPDATE webhook_deliveries SET status = outcome.d_status, \
+                 attempts = webhook_deliveries.attempts + 1, \
+                 next_attempt_at_us = outcome.d_next_at, \
+                 first_attempt_at_us = COALESCE(webhook_deliveries.first_attempt_at_us, outcome.d_at), \
+                 last_response_code = outcome.d_code, last_latency_ms = outcome.d_latency, \
+                 last_error = outcome.d_error, lease_owner = NULL, lease_until_us = NULL, \
+                 updated_at_us = outcome.d_at \
+                 FROM outcome WHERE webhook_deliveries.id = outcome.d_id \
+                 AND webhook_deliveries.status = 'pending' AND webhook_deliveries.lease_owner = ",
+            );
+        qb.push_bind(owner.to_string());
+        qb.push(" RETURNING webhook_deliveries.id");
+        let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&mut *conn).await?;
+        recorded.extend(ids.into_iter().map(|(id,)| id));
+    }
+    Ok(recorded)
+}
 
 #[async_trait]
 impl<D> Webhooks for SqlStore<D>
@@ -668,21 +938,22 @@ where
             .await?;
             return Ok(all.into_iter().collect());
         };
+        // One probe of the queue index per queue asked about (`column1`, `column2` are what
+        // both databases name a `VALUES` list's columns). Written as `DISTINCT … WHERE (w = …
+        // AND k = …) OR …`, PostgreSQL matched every pending row against every pair: the
+        // fan-out's costliest read while queues were on the lease (docs/performance.md,
+        // 2026-12-07 afternoon).
         let mut pending = HashSet::new();
         for chunk in queues.chunks(QUEUE_CHECK_CHUNK) {
-            let mut qb = QueryBuilder::<Db<D>>::new(
-                "SELECT DISTINCT webhook_id, order_key FROM webhook_deliveries \
-                 WHERE status = 'pending' AND (",
+            let mut qb = QueryBuilder::<Db<D>>::new("SELECT q.column1, q.column2 FROM (");
+            qb.push_values(chunk, |mut b, (webhook_id, order_key)| {
+                b.push_bind(webhook_id.clone()).push_bind(order_key.clone());
+            });
+            qb.push(
+                ") AS q WHERE EXISTS (SELECT 1 FROM webhook_deliveries d \
+                 WHERE d.webhook_id = q.column1 AND d.order_key = q.column2 \
+                 AND d.status = 'pending')",
             );
-            let mut or = qb.separated(" OR ");
-            for (webhook_id, order_key) in chunk {
-                or.push("(webhook_id = ")
-                    .push_bind_unseparated(webhook_id.clone())
-                    .push_unseparated(" AND order_key = ")
-                    .push_bind_unseparated(order_key.clone())
-                    .push_unseparated(")");
-            }
-            qb.push(")");
             let found: Vec<(String, String)> = qb.build_query_as().fetch_all(&self.pool).await?;
             pending.extend(found);
         }
@@ -696,6 +967,7 @@ where
         events: &[WebhookEventRow],
         now_us: i64,
         settled: &SettledDeliveries,
+        adopted: &AdoptedOutcomes,
     ) -> Result<Option<FannedOut>, StoreError> {
         let mut tx = D::begin_write(&self.pool).await?;
         // The compare-and-set: in PostgreSQL a second process waits here for the first's
@@ -711,12 +983,102 @@ where
         }
         let events: Vec<&WebhookEventRow> = events.iter().collect();
         let fanned_out = queue_deliveries::<D>(&mut tx, &events, now_us, settled).await?;
+        // An adopted delivery whose lease ran out and was taken over meanwhile is recorded by
+        // the process that took it (this attempt was then a duplicate under the same id).
+        record_attempts::<D>(&mut tx, &adopted.owner, &adopted.attempted).await?;
+        set_leases::<D>(&mut tx, &adopted.unstarted, None, Some(&adopted.owner)).await?;
         tx.commit().await?;
         // Only what is left pending counts: a delivery written with its outcome never enters
         // the lease's (partial) indexes, and at thousands a second it would refresh every 10 s
         // for nothing.
         refresh_queue_statistics(self, fanned_out.waiting);
         Ok(Some(fanned_out))
+    }
+
+    async fn adopt_webhook_queues(
+        &self,
+        owner: &str,
+        now_us: i64,
+        lease_until_us: i64,
+        queues: &[(String, String)],
+        limit: usize,
+    ) -> Result<Vec<AdoptedQueue>, StoreError> {
+        if queues.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = D::begin_write(&self.pool).await?;
+        // Every pending row of the queues, locked (PostgreSQL) as it is read: a lease of a
+        // queue's head that commits first is seen here, and one that comes after waits for
+        // this commit and then finds the head leased. So a queue is adopted from its head or
+        // not at all, and the lease never sends a row behind one the leader holds.
+        let mut pending: Vec<(String, String, String, i64, Option<i64>)> = Vec::new();
+        for chunk in queues.chunks(QUEUE_CHECK_CHUNK) {
+            let mut qb = QueryBuilder::<Db<D>>::new(
+                "SELECT d.id, d.webhook_id, d.order_key, d.next_attempt_at_us, d.lease_until_us \
+                 FROM (",
+            );
+            qb.push_values(chunk, |mut b, (webhook_id, order_key)| {
+                b.push_bind(webhook_id.clone()).push_bind(order_key.clone());
+            });
+            qb.push(
+                ") AS q JOIN webhook_deliveries d ON d.webhook_id = q.column1 \
+                 AND d.order_key = q.column2 \
+                 WHERE d.status = 'pending' AND d.checkpoint_id IS NULL \
+                 ORDER BY d.webhook_id, d.order_key, d.position",
+            );
+            qb.push(D::LOCK_DELIVERIES_READ);
+            let rows: Result<Vec<(String, String, String, i64, Option<i64>)>, sqlx::Error> =
+                qb.build_query_as().fetch_all(&mut *tx).await;
+            match rows {
+                Ok(rows) => pending.extend(rows),
+                // A lease is writing one of these rows: they stay the lease's this time.
+                Err(sqlx::Error::Database(e))
+                    if e.code().as_deref() == Some(LOCK_NOT_AVAILABLE) =>
+                {
+                    return Ok(Vec::new());
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        // Each queue's run from its head while rows are due and free.
+        let mut picked: Vec<String> = Vec::new();
+        let mut adopted: Vec<AdoptedQueue> = Vec::new();
+        let mut queue_of: HashMap<String, usize> = HashMap::new();
+        let mut i = 0;
+        while i < pending.len() {
+            let (webhook_id, order_key) = (pending[i].1.clone(), pending[i].2.clone());
+            let end = pending[i..]
+                .iter()
+                .position(|r| r.1 != webhook_id || r.2 != order_key)
+                .map_or(pending.len(), |n| i + n);
+            let mut taken = 0;
+            for (id, _, _, next_at, lease_until) in &pending[i..end] {
+                let free = *next_at <= now_us && lease_until.is_none_or(|until| until < now_us);
+                if !free || picked.len() >= limit {
+                    break;
+                }
+                queue_of.insert(id.clone(), adopted.len());
+                picked.push(id.clone());
+                taken += 1;
+            }
+            if taken > 0 {
+                adopted.push(AdoptedQueue {
+                    webhook_id,
+                    order_key,
+                    jobs: Vec::new(),
+                    whole: taken == end - i,
+                });
+            }
+            i = end;
+        }
+        set_leases::<D>(&mut tx, &picked, Some((owner, lease_until_us)), None).await?;
+        tx.commit().await?;
+        for job in self.jobs_leased_to(owner, &picked).await? {
+            if let Some(queue) = queue_of.get(&job.id) {
+                adopted[*queue].jobs.push(job);
+            }
+        }
+        Ok(adopted)
     }
 
     async fn webhook_checkpoints_due(
@@ -835,51 +1197,8 @@ where
         if leased.is_empty() {
             return Ok(Vec::new());
         }
-        let mut qb = QueryBuilder::<Db<D>>::new(
-            // Rows queued before migration 0012 carry their own body.
-            "SELECT d.id, d.webhook_id, d.position, d.event_name, \
-             COALESCE(d.payload, p.payload) AS payload, d.attempts, \
-             d.first_attempt_at_us, w.url, w.secret_sealed, w.previous_secret_sealed, \
-             w.previous_secret_until_us, w.status, w.deleted_at_us \
-             FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id \
-             LEFT JOIN webhook_payloads p ON p.payload_key = d.payload_key \
-             WHERE d.lease_owner = ",
-        );
-        qb.push_bind(owner.to_string());
-        qb.push(" AND d.id IN (");
-        let mut sep = qb.separated(", ");
-        for (id,) in &leased {
-            sep.push_bind(id.clone());
-        }
-        sep.push_unseparated(") ORDER BY d.position");
-        let rows: Vec<JobRow> = qb.build_query_as().fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|r| {
-                let webhook_status = match r.deleted_at_us {
-                    Some(_) => None,
-                    None => Some(WebhookStatus::parse(&r.status).ok_or_else(|| {
-                        StoreError::Corrupt(format!(
-                            "webhook {} status '{}'",
-                            r.webhook_id, r.status
-                        ))
-                    })?),
-                };
-                Ok(DeliveryJob {
-                    id: r.id,
-                    webhook_id: r.webhook_id,
-                    position: r.position,
-                    event_name: r.event_name,
-                    payload: r.payload,
-                    attempts: r.attempts,
-                    first_attempt_at_us: r.first_attempt_at_us,
-                    url: r.url,
-                    secret_sealed: r.secret_sealed,
-                    previous_secret_sealed: r.previous_secret_sealed,
-                    previous_secret_until_us: r.previous_secret_until_us,
-                    webhook_status,
-                })
-            })
-            .collect()
+        let ids: Vec<String> = leased.into_iter().map(|(id,)| id).collect();
+        self.jobs_leased_to(owner, &ids).await
     }
 
     async fn finish_webhook_deliveries(
@@ -887,41 +1206,8 @@ where
         owner: &str,
         attempts: &[(String, AttemptRecord)],
     ) -> Result<Vec<String>, StoreError> {
-        let mut recorded = Vec::with_capacity(attempts.len());
-        for chunk in attempts.chunks(FINISH_CHUNK) {
-            // A CTE of the outcomes joined to the rows (`UPDATE … FROM`, which both
-            // PostgreSQL and SQLite 3.33+ have): one statement and one commit for the batch.
-            // Every row is still re-checked on itself, as a single finish was: recorded only
-            // while this owner holds its lease and it is pending.
-            let mut qb = QueryBuilder::<Db<D>>::new(
-                "WITH outcome (d_id, d_status, d_next_at, d_at, d_code, d_latency, d_error) AS (",
-            );
-            qb.push_values(chunk, |mut b, (id, attempt)| {
-                b.push_bind(id.clone())
-                    .push_bind(attempt.status.as_str())
-                    .push_bind(attempt.next_attempt_at_us)
-                    .push_bind(attempt.attempted_at_us)
-                    .push_bind(attempt.response_code)
-                    .push_bind(attempt.latency_ms)
-                    .push_bind(attempt.error.clone());
-            });
-            qb.push(
-                ") UPDATE webhook_deliveries SET status = outcome.d_status, \
-                 attempts = webhook_deliveries.attempts + 1, \
-                 next_attempt_at_us = outcome.d_next_at, \
-                 first_attempt_at_us = COALESCE(webhook_deliveries.first_attempt_at_us, outcome.d_at), \
-                 last_response_code = outcome.d_code, last_latency_ms = outcome.d_latency, \
-                 last_error = outcome.d_error, lease_owner = NULL, lease_until_us = NULL, \
-                 updated_at_us = outcome.d_at \
-                 FROM outcome WHERE webhook_deliveries.id = outcome.d_id \
-                 AND webhook_deliveries.status = 'pending' AND webhook_deliveries.lease_owner = ",
-            );
-            qb.push_bind(owner.to_string());
-            qb.push(" RETURNING webhook_deliveries.id");
-            let ids: Vec<(String,)> = qb.build_query_as().fetch_all(&self.pool).await?;
-            recorded.extend(ids.into_iter().map(|(id,)| id));
-        }
-        Ok(recorded)
+        let mut conn = self.pool.acquire().await?;
+        record_attempts::<D>(&mut conn, owner, attempts).await
     }
 
     async fn list_webhook_deliveries(
