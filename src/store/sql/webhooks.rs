@@ -602,9 +602,21 @@ where
         owner: &str,
         ids: &[String],
     ) -> Result<Vec<DeliveryJob>, StoreError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        let mut jobs = Vec::with_capacity(ids.len());
+        // Chunked: an adoption may lease as many as `--webhook-window-deliveries`, which is
+        // configurable, and each id is a bound value.
+        for chunk in ids.chunks(FINISH_CHUNK) {
+            jobs.extend(self.jobs_leased_to_chunk(owner, chunk).await?);
         }
+        jobs.sort_by_key(|job| job.position);
+        Ok(jobs)
+    }
+
+    async fn jobs_leased_to_chunk(
+        &self,
+        owner: &str,
+        ids: &[String],
+    ) -> Result<Vec<DeliveryJob>, StoreError> {
         let mut qb = QueryBuilder::<Db<D>>::new(
             // Rows queued before migration 0012 carry their own body.
             "SELECT d.id, d.webhook_id, d.position, d.event_name, \
