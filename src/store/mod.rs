@@ -599,7 +599,8 @@ pub struct DeliveryJob {
     pub webhook_id: String,
     pub position: i64,
     pub event_name: String,
-    pub payload: String,
+    /// Shared by every delivery of one event in a window (see the worker).
+    pub payload: bytes::Bytes,
     /// Attempts made before this one.
     pub attempts: i64,
     pub first_attempt_at_us: Option<i64>,

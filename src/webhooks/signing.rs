@@ -32,10 +32,19 @@ impl SignatureHeaders {
     }
 }
 
+/// The signing key of one secret. Made once per webhook and kept by the worker: setting up
+/// an HMAC key hashes the secret's padded blocks, work every attempt would otherwise repeat.
+pub fn key(secret: &[u8]) -> hmac::Key {
+    hmac::Key::new(hmac::HMAC_SHA256, secret)
+}
+
 /// `base64(HMAC-SHA256(secret, "{delivery_id}.{timestamp}.{payload}"))`.
 pub fn signature(secret: &[u8], delivery_id: &str, timestamp: i64, payload: &[u8]) -> String {
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let mut ctx = hmac::Context::with_key(&key);
+    signature_with(&key(secret), delivery_id, timestamp, payload)
+}
+
+fn signature_with(key: &hmac::Key, delivery_id: &str, timestamp: i64, payload: &[u8]) -> String {
+    let mut ctx = hmac::Context::with_key(key);
     ctx.update(delivery_id.as_bytes());
     ctx.update(b".");
     ctx.update(timestamp.to_string().as_bytes());
@@ -44,11 +53,11 @@ pub fn signature(secret: &[u8], delivery_id: &str, timestamp: i64, payload: &[u8
     STANDARD.encode(ctx.sign().as_ref())
 }
 
-/// The headers for one delivery, signed with every secret in `secrets` (newest first; more
+/// The headers for one delivery, signed with every key in `keys` (newest first; more
 /// than one only during a rotation's overlap window). With no secret the delivery is sent
 /// unsigned, as MLflow does for a webhook created without one.
 pub fn sign(
-    secrets: &[&[u8]],
+    keys: &[&hmac::Key],
     delivery_id: &str,
     timestamp: i64,
     payload: &[u8],
@@ -59,13 +68,13 @@ pub fn sign(
         ("webhook-id", delivery_id.to_string()),
         ("webhook-timestamp", timestamp.to_string()),
     ];
-    if !secrets.is_empty() {
-        let value = secrets
+    if !keys.is_empty() {
+        let value = keys
             .iter()
-            .map(|s| {
+            .map(|k| {
                 format!(
                     "{SIGNATURE_VERSION},{}",
-                    signature(s, delivery_id, timestamp, payload)
+                    signature_with(k, delivery_id, timestamp, payload)
                 )
             })
             .collect::<Vec<_>>()
@@ -119,7 +128,7 @@ mod tests {
 
     #[test]
     fn both_header_sets_carry_the_same_signature() {
-        let h = sign(&[b"k"], "id-1", 42, b"{\"a\":1}");
+        let h = sign(&[&key(b"k")], "id-1", 42, b"{\"a\":1}");
         assert_eq!(h.get("X-MLflow-Signature"), h.get("webhook-signature"));
         assert_eq!(h.get("x-mlflow-delivery-id"), Some("id-1"));
         assert_eq!(h.get("webhook-timestamp"), Some("42"));
@@ -134,7 +143,7 @@ mod tests {
 
     #[test]
     fn a_tampered_payload_id_or_timestamp_does_not_verify() {
-        let h = sign(&[b"k"], "id-1", 42, b"{}");
+        let h = sign(&[&key(b"k")], "id-1", 42, b"{}");
         let sig = h.get("X-MLflow-Signature").unwrap();
         assert!(!verify(b"k", sig, "id-1", 42, b"{ }"));
         assert!(!verify(b"k", sig, "id-2", 42, b"{}"));
@@ -144,7 +153,7 @@ mod tests {
 
     #[test]
     fn during_rotation_either_secret_verifies() {
-        let h = sign(&[b"new", b"old"], "d", 7, b"x");
+        let h = sign(&[&key(b"new"), &key(b"old")], "d", 7, b"x");
         let sig = h.get("webhook-signature").unwrap();
         assert_eq!(sig.split(' ').count(), 2);
         assert!(verify(b"new", sig, "d", 7, b"x"));

@@ -65,13 +65,18 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use aws_lc_rs::hmac;
+use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast::error::TryRecvError, mpsc};
+use url::Url;
 
 use super::WebhookSettings;
 use super::events::{checkpoint_event, webhook_event};
 use super::retry::NextStep;
 use super::sender::{SendOutcome, Sender};
+use super::signing;
+use super::target::TargetError;
 use crate::store::projection::micros;
 use crate::store::{
     AdoptedOutcomes, AdoptedQueue, AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery,
@@ -106,6 +111,8 @@ const CHECKPOINT_BATCH: i64 = 50;
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// Outcomes written per recording statement at most.
 const RECORD_BATCH: usize = 500;
+/// Webhooks whose checked URL and keys a worker keeps (see [`Worker::prepared`]).
+const PREPARED_WEBHOOKS: usize = 10_000;
 /// Attempts at writing a batch of outcomes before leaving them to their leases' expiry (which
 /// sends them again, under the same delivery ids).
 const RECORD_TRIES: u32 = 3;
@@ -127,6 +134,7 @@ pub fn spawn(
         in_flight: Mutex::new(HashMap::new()),
         finished: Notify::new(),
         queued: Notify::new(),
+        prepared: Mutex::new(HashMap::new()),
         outcomes,
     });
     Ok(tokio::spawn(async move {
@@ -160,6 +168,8 @@ struct Worker {
     finished: Notify,
     /// Woken when the fan-out queued deliveries.
     queued: Notify,
+    /// Each webhook's checked URL and opened keys, by webhook id.
+    prepared: Mutex<HashMap<String, Arc<PreparedWebhook>>>,
     /// Attempts made, on their way to the recorder (at most one per slot, so bounded by
     /// [`WebhookSettings::concurrency`] although the channel is not).
     outcomes: mpsc::UnboundedSender<Finished>,
@@ -204,6 +214,20 @@ struct FanOutBatch {
     any_active: bool,
     /// Deliveries written pending and unleased: work for the delivery loop.
     waiting: u64,
+}
+
+/// What every attempt to one webhook shares: its URL, checked, and its signing keys, opened
+/// (see [`Worker::prepared`]), with what they were made from.
+struct PreparedWebhook {
+    url: String,
+    secret_sealed: Option<String>,
+    previous_secret_sealed: Option<String>,
+    target: Result<Url, TargetError>,
+    /// The current secret's key, or why it cannot be opened.
+    current: Result<Option<hmac::Key>, String>,
+    /// The replaced secret's key (it signs too during a rotation's overlap), or why it
+    /// cannot be opened; only an error while it still signs fails an attempt.
+    previous: Result<Option<hmac::Key>, String>,
 }
 
 /// One attempt's outcome, waiting to be written.
@@ -596,6 +620,8 @@ impl Worker {
         let mut index: HashMap<(&str, &str), usize> = HashMap::new();
         let mut queues: Vec<WindowQueue> = Vec::new();
         for row in rows {
+            // One body per event, shared by its deliveries and their requests.
+            let body = Bytes::copy_from_slice(row.payload.as_bytes());
             for subscription in subscriptions.iter().filter(|s| s.receives(row)) {
                 let queue = *index
                     .entry((subscription.id.as_str(), row.order_key.as_str()))
@@ -609,7 +635,9 @@ impl Worker {
                         });
                         queues.len() - 1
                     });
-                queues[queue].jobs.push_back(job_for(subscription, row));
+                queues[queue]
+                    .jobs
+                    .push_back(job_for(subscription, row, &body));
                 queues[queue].total += 1;
             }
         }
@@ -1050,6 +1078,52 @@ impl Worker {
         }
     }
 
+    /// The checked URL and opened keys of `job`'s webhook, made once and reused while the
+    /// webhook's URL and secrets stay what `job` carries (a change made through the API
+    /// reaches the next job read after it, which then makes them again).
+    fn prepared(&self, job: &DeliveryJob) -> Arc<PreparedWebhook> {
+        let made_from = |p: &PreparedWebhook| {
+            p.url == job.url
+                && p.secret_sealed == job.secret_sealed
+                && p.previous_secret_sealed == job.previous_secret_sealed
+        };
+        if let Ok(cache) = self.prepared.lock()
+            && let Some(p) = cache.get(&job.webhook_id)
+            && made_from(p)
+        {
+            return p.clone();
+        }
+        let open = |sealed: &Option<String>| {
+            sealed
+                .as_ref()
+                .map(|sealed| {
+                    self.settings
+                        .secrets
+                        .open(&job.webhook_id, sealed)
+                        .map(|secret| signing::key(&secret))
+                })
+                .transpose()
+                .map_err(|e| e.to_string())
+        };
+        let prepared = Arc::new(PreparedWebhook {
+            url: job.url.clone(),
+            secret_sealed: job.secret_sealed.clone(),
+            previous_secret_sealed: job.previous_secret_sealed.clone(),
+            target: self.sender.check_target(&job.url),
+            current: open(&job.secret_sealed),
+            previous: open(&job.previous_secret_sealed),
+        });
+        if let Ok(mut cache) = self.prepared.lock() {
+            // Bounded by the number of webhooks; a registry with more than this forgets them
+            // all at once and makes them again as their jobs come.
+            if cache.len() >= PREPARED_WEBHOOKS && !cache.contains_key(&job.webhook_id) {
+                cache.clear();
+            }
+            cache.insert(job.webhook_id.clone(), prepared.clone());
+        }
+        prepared
+    }
+
     async fn attempt(&self, job: &DeliveryJob) -> AttemptRecord {
         let now = chrono::Utc::now();
         let give_up = |error: String| AttemptRecord {
@@ -1067,27 +1141,35 @@ impl Worker {
             }
             None => return give_up("the webhook was deleted".into()),
         }
+        let prepared = self.prepared(job);
+        let cannot_open = |e: &String| {
+            give_up(format!(
+                "the webhook's secret cannot be opened ({e}); configure the \
+                 --webhook-secret-key it was sealed with, then redeliver"
+            ))
+        };
         // The current secret, then (during a rotation's overlap) the one it replaced.
-        let overlapping = job.previous_secret_sealed.as_ref().filter(|_| {
-            job.previous_secret_until_us
-                .is_some_and(|t| t > micros(&now))
-        });
-        let mut secrets = Vec::new();
-        for sealed in job.secret_sealed.iter().chain(overlapping) {
-            match self.settings.secrets.open(&job.webhook_id, sealed) {
-                Ok(secret) => secrets.push(secret),
-                Err(e) => {
-                    return give_up(format!(
-                        "the webhook's secret cannot be opened ({e}); configure the \
-                         --webhook-secret-key it was sealed with, then redeliver"
-                    ));
-                }
+        let current = match &prepared.current {
+            Ok(key) => key,
+            Err(e) => return cannot_open(e),
+        };
+        let in_overlap = job
+            .previous_secret_until_us
+            .is_some_and(|t| t > micros(&now));
+        let overlapping = match (&prepared.previous, in_overlap) {
+            (_, false) => None,
+            (Ok(key), true) => key.as_ref(),
+            (Err(e), true) => return cannot_open(e),
+        };
+        let keys: Vec<&hmac::Key> = current.iter().chain(overlapping).collect();
+        let sent = match &prepared.target {
+            Ok(url) => {
+                self.sender
+                    .send_to(url, &job.id, job.payload.clone(), &keys)
+                    .await
             }
-        }
-        let sent = self
-            .sender
-            .send(&job.url, &job.id, job.payload.as_bytes(), &secrets)
-            .await;
+            Err(e) => SendOutcome::refused(e.clone(), Duration::ZERO),
+        };
         let attempted_at = chrono::Utc::now();
         let first = job.first_attempt_at_us.unwrap_or(micros(&now));
         let elapsed =
@@ -1134,13 +1216,17 @@ fn later(at: chrono::DateTime<chrono::Utc>, wait: Duration) -> chrono::DateTime<
 }
 
 /// A window's delivery of `event` to `subscription`, as it is sent.
-fn job_for(subscription: &WebhookSubscription, event: &WebhookEventRow) -> DeliveryJob {
+fn job_for(
+    subscription: &WebhookSubscription,
+    event: &WebhookEventRow,
+    body: &Bytes,
+) -> DeliveryJob {
     DeliveryJob {
         id: event_delivery_id(&subscription.id, event.position),
         webhook_id: subscription.id.clone(),
         position: event.position,
         event_name: event.event_name.clone(),
-        payload: event.payload.clone(),
+        payload: body.clone(),
         attempts: 0,
         first_attempt_at_us: None,
         url: subscription.url.clone(),

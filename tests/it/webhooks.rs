@@ -703,6 +703,16 @@ both_backends!(
         )
         .await;
         let id = hook["webhook_id"].as_str().expect("id").to_string();
+        // One delivery before the rotation: the worker keeps each webhook's opened keys, and
+        // must notice they were replaced.
+        app.create_model("before").await;
+        eventually("the first delivery", || !rx.hits().is_empty()).await;
+        let first = &rx.hits()[0];
+        let first_signature = first.headers["webhook-signature"]
+            .to_str()
+            .expect("header")
+            .to_string();
+        assert_eq!(first_signature.split(' ').count(), 1, "{first_signature}");
         let r = app
             .patch(
                 &format!("{HOOKS}/{id}"),
@@ -712,8 +722,9 @@ both_backends!(
             .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         app.create_model("rotated").await;
-        eventually("the delivery", || !rx.hits().is_empty()).await;
-        let hit = &rx.hits()[0];
+        eventually("the delivery", || rx.hits().len() >= 2).await;
+        let hit = &rx.hits()[1];
+        assert!(hit.body.contains("rotated"), "{}", hit.body);
         let h = |n: &str| hit.headers[n].to_str().expect("header").to_string();
         let signature = h("webhook-signature");
         assert_eq!(signature.split(' ').count(), 2, "{signature}");
@@ -739,5 +750,40 @@ both_backends!(
                 hit.body.as_bytes()
             )
         )));
+    }
+);
+
+both_backends!(
+    deliveries_follow_a_changed_url,
+    |backend: Backend| async move {
+        let app = spawn_app_with(backend, DELIVERY_FLAGS).await;
+        let (old_rx, new_rx) = (receiver(0).await, receiver(0).await);
+        let hook = create_hook(
+            &app,
+            "moving",
+            &old_rx.url,
+            json!(["registered_model.created"]),
+        )
+        .await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        app.create_model("first").await;
+        eventually("the first delivery", || !old_rx.hits().is_empty()).await;
+        let r = app
+            .patch(
+                &format!("{HOOKS}/{id}"),
+                &app.admin(),
+                json!({"url": new_rx.url}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        app.create_model("second").await;
+        eventually("the delivery to the new URL", || !new_rx.hits().is_empty()).await;
+        assert!(
+            new_rx.hits()[0].body.contains("second"),
+            "{}",
+            new_rx.hits()[0].body
+        );
+        // The worker kept the old URL parsed: it must not have been used again.
+        assert_eq!(old_rx.hits().len(), 1);
     }
 );

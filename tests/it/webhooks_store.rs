@@ -319,7 +319,12 @@ both_backends!(
             .expect("lease");
         let mut got: Vec<(String, String)> = jobs
             .iter()
-            .map(|j| (j.webhook_id.clone(), j.payload.clone()))
+            .map(|j| {
+                (
+                    j.webhook_id.clone(),
+                    String::from_utf8_lossy(&j.payload).into_owned(),
+                )
+            })
             .collect();
         got.sort();
         let expected: Vec<(String, String)> = [

@@ -651,7 +651,7 @@ where
                     webhook_id: r.webhook_id,
                     position: r.position,
                     event_name: r.event_name,
-                    payload: r.payload,
+                    payload: bytes::Bytes::from(r.payload),
                     attempts: r.attempts,
                     first_attempt_at_us: r.first_attempt_at_us,
                     url: r.url,
