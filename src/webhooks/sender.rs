@@ -43,13 +43,13 @@ pub struct SendOutcome {
 impl SendOutcome {
     /// An attempt refused before anything was sent: the URL breaks the SSRF rules, so
     /// retrying cannot help.
-    pub fn refused(error: TargetError, latency: Duration) -> Self {
+    pub fn refused(error: TargetError) -> Self {
         SendOutcome {
             outcome: AttemptOutcome::NoResponse,
             status: None,
             body: None,
             retry_after: None,
-            latency,
+            latency: Duration::ZERO,
             error: Some(error.to_string()),
             refused: true,
         }
@@ -140,7 +140,7 @@ impl Sender {
     ) -> SendOutcome {
         let target = match self.check_target(url) {
             Ok(u) => u,
-            Err(e) => return SendOutcome::refused(e, Duration::ZERO),
+            Err(e) => return SendOutcome::refused(e),
         };
         let keys: Vec<hmac::Key> = secrets.iter().map(|s| signing::key(s)).collect();
         let keys: Vec<&hmac::Key> = keys.iter().collect();

@@ -1168,7 +1168,7 @@ impl Worker {
                     .send_to(url, &job.id, job.payload.clone(), &keys)
                     .await
             }
-            Err(e) => SendOutcome::refused(e.clone(), Duration::ZERO),
+            Err(e) => SendOutcome::refused(e.clone()),
         };
         let attempted_at = chrono::Utc::now();
         let first = job.first_attempt_at_us.unwrap_or(micros(&now));
