@@ -249,3 +249,56 @@ fn describe(e: &reqwest::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sender(allow_private_ips: bool) -> Sender {
+        let mut settings = WebhookSettings::ephemeral();
+        settings.allow_private_ips = allow_private_ips;
+        Sender::new(&settings).expect("client")
+    }
+
+    #[test]
+    fn an_address_written_in_the_url_is_checked_before_any_attempt() {
+        let strict = sender(false);
+        for url in [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]:9/",
+            "http://10.1.2.3/x",
+        ] {
+            assert!(
+                matches!(
+                    strict.check_target(url),
+                    Err(TargetError::PrivateAddress(_))
+                ),
+                "{url}"
+            );
+        }
+        assert!(strict.check_target("https://8.8.8.8/hook").is_ok());
+        // Names pass here; the resolver checks them each time they are dialled.
+        assert!(strict.check_target("http://localhost:9/hook").is_ok());
+        assert!(matches!(
+            strict.check_target("ftp://example.com/"),
+            Err(TargetError::Scheme(_))
+        ));
+        assert!(sender(true).check_target("http://127.0.0.1:9/hook").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_refused_url_sends_nothing_and_is_not_retried() {
+        let sent = sender(false)
+            .send("http://127.0.0.1:9/hook", "d-1", b"{}", &[])
+            .await;
+        assert!(sent.refused);
+        assert_eq!(sent.status, None);
+        assert!(
+            sent.error
+                .as_deref()
+                .is_some_and(|e| e.contains("non-public address")),
+            "{:?}",
+            sent.error
+        );
+    }
+}

@@ -787,3 +787,35 @@ both_backends!(
         assert_eq!(old_rx.hits().len(), 1);
     }
 );
+
+both_backends!(
+    a_name_that_resolves_to_a_private_address_is_refused_when_sent,
+    |backend: Backend| async move {
+        // Without --webhook-allow-private-ips. A name is accepted when the webhook is made
+        // (it is resolved only when dialled), and then refused by the resolver: the delivery
+        // fails at once, nothing reaches the receiver, and it is not retried.
+        let flags: Vec<&str> = DELIVERY_FLAGS
+            .iter()
+            .copied()
+            .filter(|f| *f != "--webhook-allow-private-ips")
+            .collect();
+        let app = spawn_app_with(backend, &flags).await;
+        let rx = receiver(0).await;
+        let by_name = rx.url.replace("127.0.0.1", "localhost");
+        let hook = create_hook(
+            &app,
+            "inside",
+            &by_name,
+            json!(["registered_model.created"]),
+        )
+        .await;
+        let id = hook["webhook_id"].as_str().expect("id").to_string();
+        app.create_model("probe").await;
+        eventually_deliveries(&app, &id, 1, "FAILED").await;
+        let delivery = &deliveries(&app, &id).await[0];
+        assert_eq!(delivery["attempts"], 1, "{delivery}");
+        let error = delivery["last_error"].as_str().expect("an error");
+        assert!(error.contains("non-public address"), "{error}");
+        assert!(rx.hits().is_empty());
+    }
+);
