@@ -10,8 +10,8 @@
 //!    passed over) and sends each (webhook, event) delivery it can at once: the first of
 //!    every (webhook, model) queue that has nothing pending in the database, then that
 //!    queue's next one when it was delivered. It waits for those outcomes (at most
-//!    [`ATTEMPT_WAIT`] per attempt), then writes the whole window in the transaction that
-//!    moves the cursor: each delivery once, with its outcome, or pending for the delivery
+//!    [`window::ATTEMPT_WAIT`] per attempt), then writes the whole window in the transaction
+//!    that moves the cursor: each delivery once, with its outcome, or pending for the delivery
 //!    task when it is due again, still on the wire (leased to this process) or was not sent.
 //!    Sending before writing is what makes the healthy path one row insert per delivery; it
 //!    is safe because nothing moves the cursor but that transaction: a leader that dies
@@ -46,7 +46,8 @@
 //! it, and the outcome updated the row: three writes to a table with seven indexes per
 //! delivery, which capped PostgreSQL at about 3,000 deliveries a second on the benchmark
 //! machine (docs/performance.md). The queue is now the slow path: retries, receivers slower
-//! than [`ATTEMPT_WAIT`], checkpoints, redeliveries, and every process but the leader.
+//! than [`window::ATTEMPT_WAIT`], checkpoints, redeliveries, and every process but the
+//! leader.
 //!
 //! After a round the fan-out waits [`FAN_OUT_GAP`] before it looks at the next commit, so
 //! commits that land together are fanned out by one window instead of one each. A fan-out
@@ -59,30 +60,30 @@
 //! A lease lasts the attempt's total timeout plus a margin. A process that dies mid-delivery
 //! leaves its leases to expire; another process (or this one after a restart) then sends
 //! those deliveries again with the same delivery id, which receivers deduplicate on.
+//!
+//! The loops and the recorder are here; a window on the wire is [`window`], and one attempt,
+//! from a job to the row update that records it, is [`attempt`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lc_rs::hmac;
-use bytes::Bytes;
-use rand::Rng;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, broadcast::error::TryRecvError, mpsc};
-use url::Url;
 
 use super::WebhookSettings;
 use super::events::{checkpoint_event, webhook_event};
-use super::retry::NextStep;
-use super::sender::{SendOutcome, Sender};
-use super::signing;
-use super::target::TargetError;
+use super::sender::Sender;
 use crate::store::projection::micros;
 use crate::store::{
-    AdoptedOutcomes, AdoptedQueue, AttemptRecord, DeliveryJob, DeliveryStatus, EventQuery,
-    FannedOut, Settled, SettledDeliveries, SharedStore, StoreError, WebhookEventRow, WebhookStatus,
-    WebhookSubscription, event_delivery_id,
+    AdoptedOutcomes, AttemptRecord, DeliveryJob, EventQuery, FannedOut, SharedStore, StoreError,
+    WebhookEventRow,
 };
+
+mod attempt;
+mod window;
+
+use attempt::PreparedWebhook;
 
 /// How often the worker looks for due deliveries when no commit woke it (retries that came
 /// due, deliveries queued by another SQLite-less process, expired leases).
@@ -91,16 +92,6 @@ pub const POLL: Duration = Duration::from_millis(250);
 const FAN_OUT_GAP: Duration = Duration::from_millis(10);
 /// Events read per fan-out transaction.
 const FAN_OUT_BATCH: i64 = 500;
-/// How long a window waits for one attempt before it stops waiting for it: the attempt is
-/// recorded as in flight, leased to this process, and the rest of its queue as queued for the
-/// lease. What a receiver slower than this costs the others, once.
-const ATTEMPT_WAIT: Duration = Duration::from_millis(50);
-/// How long a window waits for a free slot when none comes free before it leaves the rest to
-/// the lease. Longer than an attempt's wait: the slots are mostly held by the delivery loop
-/// while it leases (it takes every free slot first), and giving up queues the whole rest of
-/// the window at once, which under overload moved so many queues to the slower lease that
-/// they never came back (2026-12-07, docs/performance.md).
-const SLOT_WAIT: Duration = Duration::from_secs(1);
 /// How long the fan-out's lead lasts unless renewed; its holder renews it once half is left.
 /// A leader killed without a shutdown holds it this long.
 const LEAD_LEASE: Duration = Duration::from_secs(10);
@@ -111,8 +102,6 @@ const CHECKPOINT_BATCH: i64 = 50;
 const LEASE_MARGIN: Duration = Duration::from_secs(30);
 /// Outcomes written per recording statement at most.
 const RECORD_BATCH: usize = 500;
-/// Webhooks whose checked URL and keys a worker keeps (see [`Worker::prepared`]).
-const PREPARED_WEBHOOKS: usize = 10_000;
 /// Attempts at writing a batch of outcomes before leaving them to their leases' expiry (which
 /// sends them again, under the same delivery ids).
 const RECORD_TRIES: u32 = 3;
@@ -216,20 +205,6 @@ struct FanOutBatch {
     waiting: u64,
 }
 
-/// What every attempt to one webhook shares: its URL, checked, and its signing keys, opened
-/// (see [`Worker::prepared`]), with what they were made from.
-struct PreparedWebhook {
-    url: String,
-    secret_sealed: Option<String>,
-    previous_secret_sealed: Option<String>,
-    target: Result<Url, TargetError>,
-    /// The current secret's key, or why it cannot be opened.
-    current: Result<Option<hmac::Key>, String>,
-    /// The replaced secret's key (it signs too during a rotation's overlap), or why it
-    /// cannot be opened; only an error while it still signs fails an attempt.
-    previous: Result<Option<hmac::Key>, String>,
-}
-
 /// One attempt's outcome, waiting to be written.
 struct Finished {
     delivery_id: String,
@@ -240,54 +215,6 @@ struct Finished {
     /// it ended: its row, pending and leased here until this outcome is written, is what keeps
     /// its model's later events behind it.
     slot: Option<OwnedSemaphorePermit>,
-}
-
-/// One window's deliveries, as the leader leaves them to [`fan_out_webhook_events`]
-/// (crate::store::Webhooks::fan_out_webhook_events).
-struct Window {
-    settled: SettledDeliveries,
-    /// The queues it leaves with a pending delivery (queued, due again, or on the wire).
-    left_pending: HashSet<(String, String)>,
-    /// How many deliveries it holds, sent or not.
-    deliveries: u64,
-    /// Attempts still on the wire when the window stopped waiting (recorded as
-    /// [`Settled::InFlight`]); their outcomes are written once the window is.
-    late: Option<mpsc::UnboundedReceiver<WindowAttempt>>,
-    /// Adopted deliveries whose attempt ended here: (delivery id, webhook id, outcome).
-    adopted_attempted: Vec<(String, String, AttemptRecord)>,
-    /// Adopted deliveries never started (their queue closed first).
-    adopted_unstarted: Vec<String>,
-}
-
-/// A window's attempt that ended.
-struct WindowAttempt {
-    queue: usize,
-    job: DeliveryJob,
-    record: AttemptRecord,
-}
-
-/// A window's deliveries of one (webhook, order key), in position order: sent one at a time.
-struct WindowQueue {
-    /// The deliveries not started yet.
-    jobs: VecDeque<DeliveryJob>,
-    /// How many it held.
-    total: u64,
-    /// Nothing more is sent from it (a pending delivery of this queue is in the database, or
-    /// one of its attempts is due again, or outlived its wait): the rest is queued.
-    closed: bool,
-    /// The delivery id of its attempt on the wire.
-    running: Option<String>,
-    /// It was adopted only in part (see [`Worker::fan_out_once`]): what it holds is sent, and
-    /// the queue stays pending behind the rest.
-    rest_queued: bool,
-}
-
-/// Why a window's delivery could not start now.
-enum NoStart {
-    /// Its webhook has [`WebhookSettings::per_webhook_concurrency`] in flight here.
-    WebhookFull,
-    /// Every slot is taken.
-    NoSlot,
 }
 
 impl Worker {
@@ -395,9 +322,9 @@ impl Worker {
     }
 
     /// Fans out one window of events, if this process leads the fan-out: sends each delivery
-    /// it can start at once, waits (briefly, see [`ATTEMPT_WAIT`]) for the outcomes, and
-    /// writes every delivery of the window, settled or queued, in the transaction that moves
-    /// the cursor.
+    /// it can start at once, waits (briefly, see [`window::ATTEMPT_WAIT`]) for the outcomes,
+    /// and writes every delivery of the window, settled or queued, in the transaction that
+    /// moves the cursor.
     async fn fan_out_once(
         self: &Arc<Self>,
         pending: &mut Option<HashSet<(String, String)>>,
@@ -603,292 +530,6 @@ impl Worker {
         Ok(leads)
     }
 
-    /// Sends what a window can send at once: the head of every (webhook, order key) queue that
-    /// has no pending delivery in the database, then each queue's next delivery when the one
-    /// before it was delivered (or failed for good), within the slots and the per-webhook
-    /// limit. Stops when nothing it waits for is left: an attempt that outlives
-    /// [`ATTEMPT_WAIT`] is left on the wire (and its queue closed), and a slot is waited for
-    /// at most [`SLOT_WAIT`].
-    async fn send_window(
-        self: &Arc<Self>,
-        rows: &[WebhookEventRow],
-        subscriptions: &[WebhookSubscription],
-        pending: &HashSet<(String, String)>,
-        adopted: Vec<AdoptedQueue>,
-    ) -> Result<Window, StoreError> {
-        let mut settled = SettledDeliveries::new();
-        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-        let mut queues: Vec<WindowQueue> = Vec::new();
-        for row in rows {
-            // One body per event, shared by its deliveries and their requests.
-            let body = Bytes::copy_from_slice(row.payload.as_bytes());
-            for subscription in subscriptions.iter().filter(|s| s.receives(row)) {
-                let queue = *index
-                    .entry((subscription.id.as_str(), row.order_key.as_str()))
-                    .or_insert_with(|| {
-                        queues.push(WindowQueue {
-                            jobs: VecDeque::new(),
-                            total: 0,
-                            closed: false,
-                            running: None,
-                            rest_queued: false,
-                        });
-                        queues.len() - 1
-                    });
-                queues[queue]
-                    .jobs
-                    .push_back(job_for(subscription, row, &body));
-                queues[queue].total += 1;
-            }
-        }
-        if queues.is_empty() {
-            return Ok(Window {
-                settled,
-                left_pending: HashSet::new(),
-                deliveries: 0,
-                late: None,
-                adopted_attempted: Vec::new(),
-                adopted_unstarted: adopted
-                    .into_iter()
-                    .flat_map(|q| q.jobs.into_iter().map(|j| j.id))
-                    .collect(),
-            });
-        }
-        if !pending.is_empty() {
-            for ((webhook, key), queue) in &index {
-                if pending.contains(&(webhook.to_string(), key.to_string())) {
-                    queues[*queue].closed = true;
-                }
-            }
-        }
-        // An adopted queue's pending deliveries go first; its new events follow only when all
-        // of them were adopted.
-        let mut adopted_ids: HashSet<String> = HashSet::new();
-        let mut adopted_unstarted: Vec<String> = Vec::new();
-        for queue in adopted {
-            let Some(&q) = index.get(&(queue.webhook_id.as_str(), queue.order_key.as_str())) else {
-                adopted_unstarted.extend(queue.jobs.into_iter().map(|j| j.id));
-                continue;
-            };
-            adopted_ids.extend(queue.jobs.iter().map(|j| j.id.clone()));
-            let fresh = std::mem::take(&mut queues[q].jobs);
-            queues[q].jobs = queue.jobs.into_iter().collect();
-            if queue.whole {
-                queues[q].jobs.extend(fresh);
-            } else {
-                queues[q].rest_queued = true;
-            }
-            queues[q].closed = false;
-        }
-        let mut adopted_attempted: Vec<(String, String, AttemptRecord)> = Vec::new();
-        let (finished, mut outcomes) = mpsc::unbounded_channel::<WindowAttempt>();
-        let mut ready: VecDeque<usize> = (0..queues.len()).filter(|q| !queues[*q].closed).collect();
-        // Queues waiting for their webhook's in-flight count to drop, by webhook id.
-        let mut parked: HashMap<String, Vec<usize>> = HashMap::new();
-        // Attempts waited for, oldest first (an entry whose queue moved on is stale).
-        let mut awaited: VecDeque<(tokio::time::Instant, usize, String)> = VecDeque::new();
-        let mut waiting_for: usize = 0;
-        let mut spare: Option<OwnedSemaphorePermit> = None;
-        let mut starved_since: Option<tokio::time::Instant> = None;
-        // Started and without an outcome yet: delivery id -> (webhook id, position).
-        let mut started: HashMap<String, (String, i64)> = HashMap::new();
-        loop {
-            // Start what can start.
-            let mut starved = false;
-            let mut progressed = false;
-            while let Some(&queue) = ready.front() {
-                let Some(job) = queues[queue].jobs.front() else {
-                    ready.pop_front();
-                    continue;
-                };
-                match self.take_slot(&job.webhook_id, &mut spare) {
-                    Ok(slot) => {
-                        ready.pop_front();
-                        let Some(job) = queues[queue].jobs.pop_front() else {
-                            continue;
-                        };
-                        queues[queue].running = Some(job.id.clone());
-                        awaited.push_back((tokio::time::Instant::now(), queue, job.id.clone()));
-                        started.insert(job.id.clone(), (job.webhook_id.clone(), job.position));
-                        waiting_for += 1;
-                        progressed = true;
-                        self.attempt_in_window(queue, job, slot, finished.clone());
-                    }
-                    Err(NoStart::WebhookFull) => {
-                        ready.pop_front();
-                        parked
-                            .entry(job.webhook_id.clone())
-                            .or_default()
-                            .push(queue);
-                    }
-                    Err(NoStart::NoSlot) => {
-                        starved = true;
-                        break;
-                    }
-                }
-            }
-            // Waiting for a slot is bounded only while none comes free: slots taken by this
-            // window's own attempts free up as they end.
-            if !starved || progressed {
-                starved_since = None;
-            }
-            if starved && starved_since.is_none() {
-                starved_since = Some(tokio::time::Instant::now());
-            }
-            if waiting_for == 0 && !starved {
-                break;
-            }
-            let attempt_deadline = awaited.front().map(|(at, ..)| *at + ATTEMPT_WAIT);
-            let slot_deadline = starved_since.map(|at| at + SLOT_WAIT);
-            let deadline = match (attempt_deadline, slot_deadline) {
-                (Some(a), Some(b)) => a.min(b),
-                (a, b) => a.or(b).unwrap_or_else(tokio::time::Instant::now),
-            };
-            tokio::select! {
-                Some(ended) = outcomes.recv() => {
-                    started.remove(&ended.job.id);
-                    let queue = ended.queue;
-                    let awaited_here = queues[queue].running.as_deref() == Some(ended.job.id.as_str());
-                    if awaited_here {
-                        queues[queue].running = None;
-                        waiting_for = waiting_for.saturating_sub(1);
-                        if ended.record.status == DeliveryStatus::Pending {
-                            // Due again later: its model's later events wait behind it.
-                            queues[queue].closed = true;
-                        } else if !queues[queue].closed {
-                            ready.push_back(queue);
-                        }
-                    }
-                    if let Some(waiting) = parked.remove(&ended.job.webhook_id) {
-                        ready.extend(waiting);
-                    }
-                    if adopted_ids.remove(&ended.job.id) {
-                        adopted_attempted.push((ended.job.id, ended.job.webhook_id, ended.record));
-                    } else {
-                        settled.insert(
-                            (ended.job.webhook_id, ended.job.position),
-                            Settled::Attempted(ended.record),
-                        );
-                    }
-                }
-                permit = self.slots.clone().acquire_owned(), if starved && spare.is_none() => {
-                    spare = permit.ok();
-                }
-                () = tokio::time::sleep_until(deadline) => {
-                    let now = tokio::time::Instant::now();
-                    while let Some((at, queue, id)) = awaited.front() {
-                        if queues[*queue].running.as_deref() != Some(id.as_str()) {
-                            awaited.pop_front();
-                            continue;
-                        }
-                        if *at + ATTEMPT_WAIT > now {
-                            break;
-                        }
-                        // Left on the wire: recorded as in flight (below), its queue's rest
-                        // queued behind it.
-                        queues[*queue].running = None;
-                        queues[*queue].closed = true;
-                        waiting_for = waiting_for.saturating_sub(1);
-                        awaited.pop_front();
-                    }
-                    if starved_since.is_some_and(|at| at + SLOT_WAIT <= now) {
-                        // No slot came free: the rest waits for the lease.
-                        break;
-                    }
-                }
-            }
-        }
-        drop(finished);
-        // Whatever was started and has no outcome yet is still on the wire.
-        let lease_until_us = micros(&later(chrono::Utc::now(), self.lease_length()));
-        let on_the_wire = started.len();
-        for queue in &queues {
-            adopted_unstarted.extend(
-                queue
-                    .jobs
-                    .iter()
-                    .filter(|job| adopted_ids.contains(&job.id))
-                    .map(|job| job.id.clone()),
-            );
-        }
-        // An adopted delivery on the wire is already leased here in the database.
-        for (id, (webhook_id, position)) in started {
-            if adopted_ids.contains(&id) {
-                continue;
-            }
-            settled.insert(
-                (webhook_id, position),
-                Settled::InFlight {
-                    owner: self.owner.clone(),
-                    lease_until_us,
-                },
-            );
-        }
-        let left_pending = index
-            .iter()
-            .filter(|(_, queue)| {
-                let queue = &queues[**queue];
-                queue.closed || queue.rest_queued || !queue.jobs.is_empty()
-            })
-            .map(|((webhook, key), _)| (webhook.to_string(), key.to_string()))
-            .collect();
-        Ok(Window {
-            settled,
-            left_pending,
-            deliveries: queues.iter().map(|q| q.total).sum(),
-            late: (on_the_wire > 0).then_some(outcomes),
-            adopted_attempted,
-            adopted_unstarted,
-        })
-    }
-
-    /// A slot for a window's delivery to `webhook_id` (the one waited for, if any), counted in
-    /// `in_flight` until the attempt ends.
-    fn take_slot(
-        &self,
-        webhook_id: &str,
-        spare: &mut Option<OwnedSemaphorePermit>,
-    ) -> Result<OwnedSemaphorePermit, NoStart> {
-        let mut in_flight = self.in_flight.lock().map_err(|_| NoStart::NoSlot)?;
-        if in_flight.get(webhook_id).copied().unwrap_or(0)
-            >= self.settings.per_webhook_concurrency.max(1)
-        {
-            return Err(NoStart::WebhookFull);
-        }
-        let slot = match spare.take() {
-            Some(slot) => slot,
-            None => self
-                .slots
-                .clone()
-                .try_acquire_owned()
-                .map_err(|_| NoStart::NoSlot)?,
-        };
-        *in_flight.entry(webhook_id.to_string()).or_default() += 1;
-        Ok(slot)
-    }
-
-    /// Sends a window's delivery in a task of its own. Its slot and in-flight count are freed
-    /// as soon as the attempt ends (the window, not the database, keeps the queue's order).
-    fn attempt_in_window(
-        self: &Arc<Self>,
-        queue: usize,
-        job: DeliveryJob,
-        slot: OwnedSemaphorePermit,
-        finished: mpsc::UnboundedSender<WindowAttempt>,
-    ) {
-        let worker = self.clone();
-        tokio::spawn(async move {
-            let record = worker.attempt(&job).await;
-            metrics::counter!("model_ledger_webhook_attempts_total", "outcome" => record.status.as_str())
-                .increment(1);
-            worker.attempt_ended(&job.webhook_id);
-            drop(slot);
-            // Fails only when the window was given up (its transaction failed); the events
-            // are then fanned out again.
-            let _ = finished.send(WindowAttempt { queue, job, record });
-        });
-    }
-
     fn attempt_ended(&self, webhook_id: &str) {
         if let Ok(mut in_flight) = self.in_flight.lock()
             && let Some(n) = in_flight.get_mut(webhook_id)
@@ -898,22 +539,6 @@ impl Worker {
                 in_flight.remove(webhook_id);
             }
         }
-    }
-
-    /// Hands the outcomes of a recorded window's attempts that were still on the wire to the
-    /// recorder as they arrive: their rows are pending, leased here, until then.
-    fn record_late(&self, mut late: mpsc::UnboundedReceiver<WindowAttempt>) {
-        let outcomes = self.outcomes.clone();
-        tokio::spawn(async move {
-            while let Some(ended) = late.recv().await {
-                let _ = outcomes.send(Finished {
-                    delivery_id: ended.job.id,
-                    webhook_id: ended.job.webhook_id,
-                    record: ended.record,
-                    slot: None,
-                });
-            }
-        });
     }
 
     /// Fans out one batch of signed checkpoints: whether more may follow, and the deliveries
@@ -955,7 +580,7 @@ impl Worker {
     /// Takes every free slot before the lease, so a delivery is never leased without a slot
     /// to send it in (it would sit leased, and its model's later events behind it, until the
     /// lease expired). Dropping the permits frees what was not used; a window waiting for a
-    /// slot meanwhile gets one then (see [`SLOT_WAIT`]).
+    /// slot meanwhile gets one then (see [`window::SLOT_WAIT`]).
     fn take_free_slots(&self) -> Vec<OwnedSemaphorePermit> {
         let mut permits = Vec::new();
         while let Ok(permit) = self.slots.clone().try_acquire_owned() {
@@ -1077,134 +702,6 @@ impl Worker {
             }
         }
     }
-
-    /// The checked URL and opened keys of `job`'s webhook, made once and reused while the
-    /// webhook's URL and secrets stay what `job` carries (a change made through the API
-    /// reaches the next job read after it, which then makes them again).
-    fn prepared(&self, job: &DeliveryJob) -> Arc<PreparedWebhook> {
-        let made_from = |p: &PreparedWebhook| {
-            p.url == job.url
-                && p.secret_sealed == job.secret_sealed
-                && p.previous_secret_sealed == job.previous_secret_sealed
-        };
-        if let Ok(cache) = self.prepared.lock()
-            && let Some(p) = cache.get(&job.webhook_id)
-            && made_from(p)
-        {
-            return p.clone();
-        }
-        let open = |sealed: &Option<String>| {
-            sealed
-                .as_ref()
-                .map(|sealed| {
-                    self.settings
-                        .secrets
-                        .open(&job.webhook_id, sealed)
-                        .map(|secret| signing::key(&secret))
-                })
-                .transpose()
-                .map_err(|e| e.to_string())
-        };
-        let prepared = Arc::new(PreparedWebhook {
-            url: job.url.clone(),
-            secret_sealed: job.secret_sealed.clone(),
-            previous_secret_sealed: job.previous_secret_sealed.clone(),
-            target: self.sender.check_target(&job.url),
-            current: open(&job.secret_sealed),
-            previous: open(&job.previous_secret_sealed),
-        });
-        if let Ok(mut cache) = self.prepared.lock() {
-            // Bounded by the number of webhooks; a registry with more than this forgets them
-            // all at once and makes them again as their jobs come.
-            if cache.len() >= PREPARED_WEBHOOKS && !cache.contains_key(&job.webhook_id) {
-                cache.clear();
-            }
-            cache.insert(job.webhook_id.clone(), prepared.clone());
-        }
-        prepared
-    }
-
-    async fn attempt(&self, job: &DeliveryJob) -> AttemptRecord {
-        let now = chrono::Utc::now();
-        let give_up = |error: String| AttemptRecord {
-            status: DeliveryStatus::Failed,
-            next_attempt_at_us: micros(&now),
-            attempted_at_us: micros(&now),
-            response_code: None,
-            latency_ms: None,
-            error: Some(error),
-        };
-        match job.webhook_status {
-            Some(WebhookStatus::Active) => {}
-            Some(WebhookStatus::Disabled) => {
-                return give_up("the webhook is disabled".into());
-            }
-            None => return give_up("the webhook was deleted".into()),
-        }
-        let prepared = self.prepared(job);
-        let cannot_open = |e: &String| {
-            give_up(format!(
-                "the webhook's secret cannot be opened ({e}); configure the \
-                 --webhook-secret-key it was sealed with, then redeliver"
-            ))
-        };
-        // The current secret, then (during a rotation's overlap) the one it replaced.
-        let current = match &prepared.current {
-            Ok(key) => key,
-            Err(e) => return cannot_open(e),
-        };
-        let in_overlap = job
-            .previous_secret_until_us
-            .is_some_and(|t| t > micros(&now));
-        let overlapping = match (&prepared.previous, in_overlap) {
-            (_, false) => None,
-            (Ok(key), true) => key.as_ref(),
-            (Err(e), true) => return cannot_open(e),
-        };
-        let keys: Vec<&hmac::Key> = current.iter().chain(overlapping).collect();
-        let sent = match &prepared.target {
-            Ok(url) => {
-                self.sender
-                    .send_to(url, &job.id, job.payload.clone(), &keys)
-                    .await
-            }
-            Err(e) => SendOutcome::refused(e.clone()),
-        };
-        let attempted_at = chrono::Utc::now();
-        let first = job.first_attempt_at_us.unwrap_or(micros(&now));
-        let elapsed =
-            Duration::from_micros(micros(&attempted_at).saturating_sub(first).max(0) as u64);
-        let step = if sent.refused {
-            NextStep::Failed
-        } else {
-            self.settings.retry.next_step(
-                sent.outcome,
-                (job.attempts + 1).clamp(1, i64::from(u32::MAX)) as u32,
-                elapsed,
-                sent.retry_after.as_deref(),
-                attempted_at,
-                rand::thread_rng().r#gen::<f64>(),
-            )
-        };
-        record(&sent, step, attempted_at)
-    }
-}
-
-/// The row update for an attempt that ended with `sent` and led to `step`.
-fn record(sent: &SendOutcome, step: NextStep, at: chrono::DateTime<chrono::Utc>) -> AttemptRecord {
-    let (status, next) = match step {
-        NextStep::Delivered => (DeliveryStatus::Succeeded, at),
-        NextStep::Failed => (DeliveryStatus::Failed, at),
-        NextStep::RetryAfter(wait) => (DeliveryStatus::Pending, later(at, wait)),
-    };
-    AttemptRecord {
-        status,
-        next_attempt_at_us: micros(&next),
-        attempted_at_us: micros(&at),
-        response_code: sent.status.map(i32::from),
-        latency_ms: Some(sent.latency.as_millis().min(i64::MAX as u128) as i64),
-        error: sent.error.clone(),
-    }
 }
 
 /// `at + wait`, saturating instead of overflowing.
@@ -1213,26 +710,4 @@ fn later(at: chrono::DateTime<chrono::Utc>, wait: Duration) -> chrono::DateTime<
         .ok()
         .and_then(|d| at.checked_add_signed(d))
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
-}
-
-/// A window's delivery of `event` to `subscription`, as it is sent.
-fn job_for(
-    subscription: &WebhookSubscription,
-    event: &WebhookEventRow,
-    body: &Bytes,
-) -> DeliveryJob {
-    DeliveryJob {
-        id: event_delivery_id(&subscription.id, event.position),
-        webhook_id: subscription.id.clone(),
-        position: event.position,
-        event_name: event.event_name.clone(),
-        payload: body.clone(),
-        attempts: 0,
-        first_attempt_at_us: None,
-        url: subscription.url.clone(),
-        secret_sealed: subscription.secret_sealed.clone(),
-        previous_secret_sealed: subscription.previous_secret_sealed.clone(),
-        previous_secret_until_us: subscription.previous_secret_until_us,
-        webhook_status: Some(WebhookStatus::Active),
-    }
 }
