@@ -13,7 +13,6 @@
 //! names. Secrets are sealed before they are stored and never come back out of this module.
 
 use chrono::Utc;
-use url::Host;
 
 use super::{Caller, Missing, Resource, Service, ServiceError};
 use crate::domain::{Action, DomainError};
@@ -21,7 +20,7 @@ use crate::store::projection::micros;
 use crate::store::{DeliveryRecord, WebhookRecord, WebhookStatus};
 use crate::webhooks::events::{EVENT_NAMES, is_known_event, test_event};
 use crate::webhooks::sender::Sender;
-use crate::webhooks::target::{self, TargetError};
+use crate::webhooks::target;
 
 /// The resource every webhook request is checked against.
 const REGISTRY_WIDE: &str = "*";
@@ -120,18 +119,8 @@ fn validate_events(events: &[String]) -> Result<(), DomainError> {
 impl Service {
     /// Checks the URL rules that need no DNS; returns the URL as it is stored (trimmed).
     fn validate_url(&self, raw: &str) -> Result<String, DomainError> {
-        let url = target::parse_target(raw).map_err(|e| invalid(e.to_string()))?;
-        let literal = match url.host() {
-            Some(Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal
-            && !self.webhooks.allow_private_ips
-            && !target::is_public(ip)
-        {
-            return Err(invalid(TargetError::PrivateAddress(ip).to_string()));
-        }
+        target::check_target(raw, self.webhooks.allow_private_ips)
+            .map_err(|e| invalid(e.to_string()))?;
         Ok(raw.trim().to_string())
     }
 
@@ -327,7 +316,7 @@ impl Service {
             .send(
                 &record.url,
                 &delivery_id,
-                sample.body.to_string().as_bytes(),
+                sample.body.to_string().into(),
                 &secrets,
             )
             .await;

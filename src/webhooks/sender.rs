@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::hmac;
 use bytes::Bytes;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
-use url::{Host, Url};
+use url::Url;
 
 use super::WebhookSettings;
 use super::retry::AttemptOutcome;
@@ -109,24 +109,11 @@ impl Sender {
         })
     }
 
-    /// The URL as every attempt dials it: the checks that need no DNS (scheme, credentials, a
-    /// host) and, for an address written in the URL, the address rule. A worker does this
-    /// once per webhook, not per attempt (parsing with IDNA was measurable at thousands of
-    /// deliveries a second); names are checked by the resolver each time they are dialled.
+    /// [`target::check_target`] under this sender's address rule. A worker does this once
+    /// per webhook, not per attempt (parsing with IDNA was measurable at thousands of
+    /// deliveries a second).
     pub fn check_target(&self, url: &str) -> Result<Url, TargetError> {
-        let parsed = target::parse_target(url)?;
-        let literal = match parsed.host() {
-            Some(Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
-            Some(Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
-            _ => None,
-        };
-        if let Some(ip) = literal
-            && !self.allow_private_ips
-            && !target::is_public(ip)
-        {
-            return Err(TargetError::PrivateAddress(ip));
-        }
-        Ok(parsed)
+        target::check_target(url, self.allow_private_ips)
     }
 
     /// POSTs `payload` to `url`, signed with each of `secrets` (none: unsigned). For a
@@ -135,7 +122,7 @@ impl Sender {
         &self,
         url: &str,
         delivery_id: &str,
-        payload: &[u8],
+        payload: Bytes,
         secrets: &[Vec<u8>],
     ) -> SendOutcome {
         let target = match self.check_target(url) {
@@ -144,8 +131,7 @@ impl Sender {
         };
         let keys: Vec<hmac::Key> = secrets.iter().map(|s| signing::key(s)).collect();
         let keys: Vec<&hmac::Key> = keys.iter().collect();
-        self.send_to(&target, delivery_id, Bytes::copy_from_slice(payload), &keys)
-            .await
+        self.send_to(&target, delivery_id, payload, &keys).await
     }
 
     /// POSTs `payload` to a URL [`Sender::check_target`] accepted, signed with each of `keys`
@@ -289,7 +275,12 @@ mod tests {
     #[tokio::test]
     async fn a_refused_url_sends_nothing_and_is_not_retried() {
         let sent = sender(false)
-            .send("http://127.0.0.1:9/hook", "d-1", b"{}", &[])
+            .send(
+                "http://127.0.0.1:9/hook",
+                "d-1",
+                Bytes::from_static(b"{}"),
+                &[],
+            )
             .await;
         assert!(sent.refused);
         assert_eq!(sent.status, None);

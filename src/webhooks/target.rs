@@ -15,7 +15,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use url::Url;
+use url::{Host, Url};
 
 /// A refused receiver URL; the message is what the API answers (INVALID_PARAMETER_VALUE).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +51,26 @@ pub fn parse_target(raw: &str) -> Result<Url, TargetError> {
     }
     if url.host().is_none() {
         return Err(TargetError::Unparsable("the URL has no host".into()));
+    }
+    Ok(url)
+}
+
+/// [`parse_target`], and for an address written in the URL the address rule (unless
+/// `allow_private`): everything about a URL that can be checked without DNS. Creating or
+/// updating a webhook checks this, and so does the worker once per webhook before sending;
+/// names are checked by the sender's resolver each time they are dialled.
+pub fn check_target(raw: &str, allow_private: bool) -> Result<Url, TargetError> {
+    let url = parse_target(raw)?;
+    let literal = match url.host() {
+        Some(Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+        Some(Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+        _ => None,
+    };
+    if let Some(ip) = literal
+        && !allow_private
+        && !is_public(ip)
+    {
+        return Err(TargetError::PrivateAddress(ip));
     }
     Ok(url)
 }
